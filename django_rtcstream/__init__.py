@@ -1,0 +1,59 @@
+"""django-rtcstream: FastRTC's ``Stream`` model as a reusable Django app.
+
+Importing this package is free: the public names below are loaded on first
+attribute access, so ``import django_rtcstream`` pulls in neither Django
+settings, nor aiortc, nor numpy, nor gradio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Stream": "django_rtcstream.stream",
+    "StreamHandler": "django_rtcstream.handlers",
+    "AsyncStreamHandler": "django_rtcstream.handlers",
+    "AudioVideoStreamHandler": "django_rtcstream.handlers",
+    "AsyncAudioVideoStreamHandler": "django_rtcstream.handlers",
+    "StreamHandlerBase": "django_rtcstream.handlers",
+    "VideoStreamHandler": "django_rtcstream.handlers",
+    "AdditionalOutputs": "django_rtcstream.handlers",
+    "CloseStream": "django_rtcstream.handlers",
+    "Context": "django_rtcstream.handlers",
+    "get_current_context": "django_rtcstream.handlers",
+    "Slider": "django_rtcstream.inputs",
+    "Number": "django_rtcstream.inputs",
+    "Dropdown": "django_rtcstream.inputs",
+    "Checkbox": "django_rtcstream.inputs",
+    "Textbox": "django_rtcstream.inputs",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.handlers import (
+        AdditionalOutputs,
+        AsyncAudioVideoStreamHandler,
+        AsyncStreamHandler,
+        AudioVideoStreamHandler,
+        CloseStream,
+        Context,
+        StreamHandler,
+        StreamHandlerBase,
+        VideoStreamHandler,
+        get_current_context,
+    )
+    from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox
+    from django_rtcstream.stream import Stream
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'django_rtcstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

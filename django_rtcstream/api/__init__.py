@@ -1,0 +1,1 @@
+"""Side channels of a session: the input hook and the SSE output hook."""

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class RtcStreamConfig(AppConfig):
+    name = "django_rtcstream"
+    verbose_name = _("RTC streams")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from django_rtcstream import checks as rtc_checks
+
+        checks.register(rtc_checks.check_settings, "django_rtcstream")
+        checks.register(rtc_checks.check_streams, "django_rtcstream")

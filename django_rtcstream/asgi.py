@@ -1,0 +1,80 @@
+"""The one helper a project's ``asgi.py`` needs::
+
+    import os
+    from django.core.asgi import get_asgi_application
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    django_app = get_asgi_application()
+
+    from django_rtcstream.asgi import rtcstream_application
+    application = rtcstream_application(django_app, prefix="rtc/")
+
+It returns a Channels ``ProtocolTypeRouter``: HTTP goes to Django, WebSockets
+to the app's consumers (plus any ``websocket_urlpatterns`` of your own), behind
+Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``.
+Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
+of the worker, so ``shutdown()`` runs for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+
+from django_rtcstream.routing import websocket_routes
+
+
+class _Lifespan:
+    """ASGI lifespan: on shutdown, close this worker's sessions."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await close_worker_sessions()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def close_worker_sessions(reason: str = "server_shutdown") -> None:
+    from django_rtcstream.sessions import runtime
+
+    if runtime._manager is not None:
+        await runtime._manager.close_all(reason)
+
+
+def _daphne_shutdown_hook() -> None:
+    """Daphne has no lifespan: close sessions when its Twisted reactor stops."""
+    import sys
+
+    if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
+        return
+    import asyncio
+
+    from twisted.internet import defer, reactor
+
+    def before_shutdown() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(close_worker_sessions()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+
+def rtcstream_application(
+    django_app: Any,
+    *,
+    prefix: str = "rtc/",
+    websocket_urlpatterns: list[Any] | None = None,
+    check_origin: bool = True,
+) -> ProtocolTypeRouter:
+    """Build the project's ASGI application with django-rtcstream's WebSocket routes."""
+    websocket: Any = AuthMiddlewareStack(
+        URLRouter([*websocket_routes(prefix), *(websocket_urlpatterns or [])])
+    )
+    if check_origin:
+        websocket = AllowedHostsOriginValidator(websocket)
+    _daphne_shutdown_hook()
+    return ProtocolTypeRouter({"http": django_app, "websocket": websocket, "lifespan": _Lifespan()})

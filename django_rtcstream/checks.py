@@ -1,0 +1,96 @@
+"""System checks: every configuration mistake is reported by ``manage.py check``."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+
+from django_rtcstream.conf import DEFAULTS
+
+
+class Codes:
+    """Every check id, in one place, never reused."""
+
+    NOT_A_DICT = "django_rtcstream.E001"
+    UNKNOWN_KEY = "django_rtcstream.W001"
+    STREAM_IMPORT = "django_rtcstream.E002"
+    STREAM_NAME = "django_rtcstream.E004"
+    BAD_NUMBER = "django_rtcstream.E009"
+    NO_CHANNEL_LAYER = "django_rtcstream.E007"
+    BAD_ICE = "django_rtcstream.E010"
+    NO_DRF = "django_rtcstream.E008"
+
+
+_POSITIVE = ("CONNECT_TIMEOUT", "EARLY_CANDIDATE_WAIT", "HANDLER_THREADS", "SSE_KEEPALIVE",
+             "MAX_SIGNALING_BYTES")
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    value = getattr(settings, "RTCSTREAM", {})
+    if not isinstance(value, dict):
+        return [Error("RTCSTREAM must be a dict.", hint="RTCSTREAM = {'STREAMS': {...}}",
+                      id=Codes.NOT_A_DICT)]
+    messages: list[CheckMessage] = []
+    for key in value:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            messages.append(Warning(
+                f"Unknown RTCSTREAM key {key!r}.",
+                hint=f"Did you mean {close[0]!r}?" if close else f"Valid keys: {', '.join(DEFAULTS)}",
+                id=Codes.UNKNOWN_KEY))
+    for key in _POSITIVE:
+        v = value.get(key, DEFAULTS[key])
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            messages.append(Error(f"RTCSTREAM[{key!r}] must be a positive number, got {v!r}.",
+                                  hint=f"Remove it to use the default {DEFAULTS[key]!r}.",
+                                  id=Codes.BAD_NUMBER))
+    prefetch = value.get("AUDIO_PREFETCH", DEFAULTS["AUDIO_PREFETCH"])
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+        messages.append(Error(f"RTCSTREAM['AUDIO_PREFETCH'] must be an int >= 1, got {prefetch!r}.",
+                              hint="1 holds one 20 ms frame; aiortc's own default is 4.",
+                              id=Codes.BAD_NUMBER))
+    hosts = value.get("ICE_HOST_ADDRESSES")
+    if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
+        messages.append(Error("RTCSTREAM['ICE_HOST_ADDRESSES'] must be a list of IP address strings.",
+                              hint="For example ['127.0.0.1'].", id=Codes.BAD_ICE))
+    servers = value.get("SERVER_ICE_SERVERS", [])
+    if not isinstance(servers, list):
+        messages.append(Error("RTCSTREAM['SERVER_ICE_SERVERS'] must be a list of "
+                              "{'urls': ..., 'username': ..., 'credential': ...} dicts.",
+                              hint="Use [] for none.", id=Codes.BAD_ICE))
+    layers = getattr(settings, "CHANNEL_LAYERS", {})
+    alias = value.get("CHANNEL_LAYER_ALIAS", "default")
+    if alias not in layers:
+        messages.append(Error(f"CHANNEL_LAYERS has no {alias!r} layer; django-rtcstream needs one "
+                              "to reach sessions from any worker.",
+                              hint="Single process: {'default': {'BACKEND': "
+                                   "'channels.layers.InMemoryChannelLayer'}}; several: channels_redis.",
+                              id=Codes.NO_CHANNEL_LAYER))
+    if "rest_framework" not in settings.INSTALLED_APPS:
+        messages.append(Error("'rest_framework' must be in INSTALLED_APPS.",
+                              hint="Add 'rest_framework' before 'django_rtcstream'.", id=Codes.NO_DRF))
+    return messages
+
+
+def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django_rtcstream import registry
+
+    value = getattr(settings, "RTCSTREAM", {})
+    streams = value.get("STREAMS", {}) if isinstance(value, dict) else {}
+    messages: list[CheckMessage] = []
+    for name, path in streams.items():
+        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name):
+            messages.append(Error(f"Invalid stream name {name!r}.",
+                                  hint="Use lowercase letters, digits, '-' and '_' (at most 50).",
+                                  id=Codes.STREAM_NAME))
+            continue
+        try:
+            registry.resolve(name, path)
+        except (ImproperlyConfigured, ValueError, TypeError) as exc:
+            messages.append(Error(str(exc), hint="Fix the dotted path or the Stream's arguments.",
+                                  id=Codes.STREAM_IMPORT))
+    return messages

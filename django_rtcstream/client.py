@@ -1,0 +1,386 @@
+"""A Python (aiortc) client for any django-rtcstream stream.
+
+    async with StreamClient("http://127.0.0.1:8000/rtc/", "flip",
+                            video=SyntheticVideoTrack()) as client:
+        frame = await client.video_frames.get()
+
+It reads the stream's ``config`` to learn modality and mode, negotiates over
+HTTP (FastRTC-compatible offer) or the WebSocket signaling, sends the tracks
+given (or nothing), and exposes what comes back: ``video_frames`` and
+``audio_frames`` queues (latest kept when full) and ``messages`` (data
+channel and signaling messages). From a shell::
+
+    python -m django_rtcstream.client http://127.0.0.1:8000/rtc/ flip \\
+        --input in.mp4 --output out.mp4 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame, VideoFrame
+
+from django_rtcstream.media import ice
+
+
+class SignalingFailed(Exception):
+    """The server refused the offer; ``code`` is its ``meta.error`` (e.g. ``concurrency_limit_reached``)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        meta = body.get("meta") or {}
+        self.code = meta.get("error", "unknown")
+        super().__init__(f"{status} {self.code}: {meta.get('message', '')}")
+
+
+def _http_json(url: str, data: dict[str, Any] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, method="POST" if body else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"status": "failed", "meta": {"error": "http_error",
+                                                           "message": raw[:200].decode(errors="replace")}}
+
+
+async def http_json(url: str, data: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """JSON over HTTP without blocking the loop (stdlib only)."""
+    return await asyncio.to_thread(_http_json, url, data)
+
+
+class SyntheticVideoTrack(MediaStreamTrack):
+    """Test pattern: the top ``marker_rows`` rows white, the rest dark; a frame counter in pts."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 30,
+                 marker_rows: int | None = None) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        image = np.full((height, width, 3), 16, np.uint8)
+        image[: marker_rows if marker_rows is not None else height // 4] = 235
+        self.image = image
+        self.sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        target = self._start + self.sent / self.fps
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = VideoFrame.from_ndarray(self.image, format="bgr24")
+        frame.pts = int(self.sent * 90000 / self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.sent += 1
+        return frame
+
+
+class ToneAudioTrack(MediaStreamTrack):
+    """A sine tone at ``frequency`` Hz, 48 kHz mono, 20 ms frames in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, sample_rate: int = 48000,
+                 amplitude: float = 0.5) -> None:
+        super().__init__()
+        self.frequency, self.sample_rate, self.amplitude = frequency, sample_rate, amplitude
+        self.samples = sample_rate // 50
+        self.sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self.sent * 0.02 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(self.samples) + self.sent * self.samples) / self.sample_rate
+        wave = (np.sin(2 * math.pi * self.frequency * t) * self.amplitude * 32767).astype(np.int16)
+        frame = AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self.sent * self.samples
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        self.sent += 1
+        return frame
+
+
+class StreamClient:
+    """Connect to one stream and collect what it sends back.
+
+    Args:
+        base_url: the app's HTTP prefix, e.g. ``http://127.0.0.1:8000/rtc/``.
+        stream: the stream's name.
+        video, audio: tracks to send (needed for send and send-receive modes).
+        signaling: ``"http"`` (FastRTC-compatible) or ``"websocket"``.
+        webrtc_id: the session id to ask for (the server makes one if None).
+        trickle: send the offer before ICE gathering ends and trickle candidates
+            (exercises the server's early-candidate handling).
+        ice_host_addresses: gather host candidates on these addresses, e.g.
+            ``["127.0.0.1"]`` for a loopback-only machine.
+    """
+
+    def __init__(self, base_url: str, stream: str, *, video: MediaStreamTrack | None = None,
+                 audio: MediaStreamTrack | None = None, signaling: str = "http",
+                 webrtc_id: str | None = None, trickle: bool = False,
+                 ice_host_addresses: list[str] | None = None, queue_size: int = 64) -> None:
+        if signaling not in ("http", "websocket"):
+            raise ValueError("signaling must be 'http' or 'websocket'")
+        self.base_url = base_url.rstrip("/") + "/"
+        self.stream = stream
+        self.video, self.audio = video, audio
+        self.signaling = signaling
+        self.webrtc_id = webrtc_id
+        self.trickle = trickle
+        self.ice_host_addresses = ice_host_addresses
+        self.config: dict[str, Any] = {}
+        self.pc: RTCPeerConnection | None = None
+        self.channel: Any = None
+        self.video_frames: asyncio.Queue[VideoFrame] = asyncio.Queue(queue_size)
+        self.audio_frames: asyncio.Queue[AudioFrame] = asyncio.Queue(queue_size)
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.received = {"video": 0, "audio": 0}
+        self.connected = asyncio.Event()
+        self._ws: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def __aenter__(self) -> StreamClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{self.stream}/{path}"
+
+    async def connect(self, timeout: float = 15.0) -> None:
+        """Negotiate and wait until the peer connection is connected."""
+        if self.ice_host_addresses is not None:
+            ice.install_host_addresses(self.ice_host_addresses)
+        status, config = await http_json(self.url("config"))
+        if status != 200:
+            raise SignalingFailed(status, config)
+        self.config = config
+        servers = config.get("rtc_configuration", {}).get("iceServers", [])
+        self.pc = pc = RTCPeerConnection(ice.rtc_configuration(servers))
+        self.channel = pc.createDataChannel("text")
+        self.channel.on("message", self._on_channel_message)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+        self._add_transceivers(config)
+        await asyncio.wait_for(self._negotiate(), timeout)
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    def _add_transceivers(self, config: dict[str, Any]) -> None:
+        assert self.pc is not None
+        mode, modality = config["mode"], config["modality"]
+        kinds = ["audio", "video"] if modality == "audio-video" else [modality]
+        for kind in kinds:
+            track = self.audio if kind == "audio" else self.video
+            if mode == "receive":
+                self.pc.addTransceiver(kind, direction="recvonly")
+            elif track is None:
+                raise ValueError(f"Stream {self.stream!r} is {mode}: give a {kind} track")
+            elif mode == "send":
+                self.pc.addTransceiver(track, direction="sendonly")
+            else:
+                self.pc.addTrack(track)
+
+    async def _negotiate(self) -> None:
+        assert self.pc is not None
+        offer = await self.pc.createOffer()
+        if self.trickle:
+            # Send the offer with no candidates, then trickle them like a browser.
+            await self._set_local_without_gathering(offer)
+        else:
+            await self.pc.setLocalDescription(offer)
+        body = {"sdp": self.pc.localDescription.sdp if not self.trickle else offer.sdp,
+                "type": "offer", "webrtc_id": self.webrtc_id}
+        if self.signaling == "websocket":
+            await self._negotiate_ws(body)
+        else:
+            await self._negotiate_http(body)
+
+    async def _set_local_without_gathering(self, offer: RTCSessionDescription) -> None:
+        task = asyncio.ensure_future(self.pc.setLocalDescription(offer))  # type: ignore[union-attr]
+        self._trickle_task = task
+
+    async def _trickle_candidates(self, send: Any) -> None:
+        await self._trickle_task
+        assert self.pc is not None
+        from django_rtcstream.sessions.runtime import local_candidates
+
+        for candidate in local_candidates(self.pc):
+            await send(candidate)
+
+    async def _negotiate_http(self, body: dict[str, Any]) -> None:
+        offer_url = self.url("webrtc/offer")
+        if self.trickle:
+            if body["webrtc_id"] is None:
+                import secrets
+
+                body["webrtc_id"] = secrets.token_urlsafe(12)
+
+            async def send(candidate: dict[str, Any]) -> None:
+                status, reply = await http_json(offer_url, {
+                    "type": "ice-candidate", "candidate": candidate, "webrtc_id": body["webrtc_id"]})
+                if status != 200:
+                    raise SignalingFailed(status, reply)
+
+            # Candidates race the offer, as a browser's do.
+            trickle = asyncio.ensure_future(self._trickle_candidates(send))
+            status, reply = await http_json(offer_url, body)
+            await trickle
+        else:
+            status, reply = await http_json(offer_url, body)
+        if status != 200:
+            raise SignalingFailed(status, reply)
+        self.webrtc_id = reply["webrtc_id"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))  # type: ignore[union-attr]
+
+    async def _negotiate_ws(self, body: dict[str, Any]) -> None:
+        import websockets
+
+        config_url = self.config["urls"]["websocket"]
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url)
+        self._ws = await websockets.connect(config_url, max_size=2**22,
+                                            origin=f"{parts.scheme}://{parts.netloc}")
+        await self._ws.send(json.dumps(body))
+        if self.trickle:
+            async def send(candidate: dict[str, Any]) -> None:
+                await self._ws.send(json.dumps({"type": "ice-candidate", "candidate": candidate}))
+
+            await self._trickle_candidates(send)
+        while True:
+            reply = json.loads(await self._ws.recv())
+            if reply.get("type") == "answer":
+                break
+            if reply.get("type") == "failed":
+                raise SignalingFailed(int(reply.get("meta", {}).get("status", 400)), reply)
+            await self.messages.put(reply)
+        self.webrtc_id = reply["webrtc_id"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))  # type: ignore[union-attr]
+        self._tasks.append(asyncio.ensure_future(self._read_ws()))
+
+    async def _read_ws(self) -> None:
+        try:
+            async for raw in self._ws:
+                await self.messages.put({"via": "websocket", **json.loads(raw)})
+        except Exception:
+            return
+
+    def _on_channel_message(self, message: Any) -> None:
+        try:
+            data = json.loads(message)
+        except (TypeError, ValueError):
+            data = {"type": "raw", "data": message}
+        self.messages.put_nowait({"via": "datachannel", **data})
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.ensure_future(self._collect(track)))
+
+    async def _collect(self, track: MediaStreamTrack) -> None:
+        queue = self.video_frames if track.kind == "video" else self.audio_frames
+        try:
+            while True:
+                frame = await track.recv()
+                self.received[track.kind] += 1
+                if queue.full():  # keep the latest
+                    queue.get_nowait()
+                queue.put_nowait(frame)
+        except MediaStreamError:
+            return
+
+    async def _on_state(self) -> None:
+        if self.pc is not None and self.pc.connectionState == "connected":
+            self.connected.set()
+
+    async def next_message(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message of ``type == kind`` (others are dropped)."""
+        async def wait() -> dict[str, Any]:
+            while True:
+                message = await self.messages.get()
+                if message.get("type") == kind:
+                    return message
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def set_input(self, **values: Any) -> dict[str, Any]:
+        status, reply = await http_json(self.url("input"), {"webrtc_id": self.webrtc_id, **values})
+        if status != 200:
+            raise SignalingFailed(status, reply)
+        return reply
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        if self.pc is not None:
+            await self.pc.close()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
+
+    player = MediaPlayer(args.input) if args.input else None
+    client = StreamClient(args.base_url, args.stream, signaling=args.signaling,
+                          video=(player.video if player else SyntheticVideoTrack()),
+                          audio=(player.audio if player else ToneAudioTrack()),
+                          ice_host_addresses=args.ice_host)
+    await client.connect()
+    print(f"connected: session {client.webrtc_id}")
+    recorder = MediaRecorder(args.output) if args.output else MediaBlackhole()
+    assert client.pc is not None
+    for receiver in client.pc.getReceivers():
+        if receiver.track is not None:
+            recorder.addTrack(receiver.track)
+    await recorder.start()
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        try:
+            message = await asyncio.wait_for(client.messages.get(), deadline - time.monotonic())
+            print(json.dumps(message))
+        except asyncio.TimeoutError:
+            break
+    await recorder.stop()
+    await client.close()
+    print(f"received {client.received}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m django_rtcstream.client",
+                                     description="Stream media to a django-rtcstream stream.")
+    parser.add_argument("base_url", help="the app's HTTP prefix, e.g. http://127.0.0.1:8000/rtc/")
+    parser.add_argument("stream", help="stream name")
+    parser.add_argument("--input", help="media file to send (default: synthetic video/tone)")
+    parser.add_argument("--output", help="file to save what comes back (e.g. out.mp4)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--signaling", choices=["http", "websocket"], default="http")
+    parser.add_argument("--ice-host", action="append", help="gather candidates on this address")
+    asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

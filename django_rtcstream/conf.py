@@ -1,0 +1,84 @@
+"""The app's settings: one ``RTCSTREAM`` dict overlaid on ``DEFAULTS``.
+
+Read only through ``rtc_settings``, never at import time; the cache resets on
+``setting_changed`` so ``override_settings(RTCSTREAM=...)`` works in tests.
+Validation lives in ``checks.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # name -> dotted path of a Stream (or a zero-argument factory returning one)
+    "STREAMS": {},
+    # ICE servers offered to clients: a dict, or the dotted path of a sync/async callable
+    "RTC_CONFIGURATION": None,
+    # ICE servers of the server's own peer connections. Empty by default: aiortc would
+    # otherwise use a public STUN server.
+    "SERVER_ICE_SERVERS": [],
+    # Local addresses host candidates are gathered on; None keeps aioice's choice
+    # (every interface but loopback). ["127.0.0.1"] makes loopback-only setups work.
+    "ICE_HOST_ADDRESSES": None,
+    # Seconds a session may take from offer to "connected" before it is closed
+    "CONNECT_TIMEOUT": 30.0,
+    # Seconds a trickled candidate waits for its offer to be registered
+    "EARLY_CANDIDATE_WAIT": 5.0,
+    # Threads running sync handlers, per worker process
+    "HANDLER_THREADS": min(32, (os.cpu_count() or 1) * 4),
+    # Largest signaling request body, bytes
+    "MAX_SIGNALING_BYTES": 256 * 1024,
+    # Frames the server's audio jitter buffer holds before releasing (aiortc: 4)
+    "AUDIO_PREFETCH": 1,
+    # Channel layer alias used for the control bus
+    "CHANNEL_LAYER_ALIAS": "default",
+    # Seconds between keep-alive comments on SSE output streams
+    "SSE_KEEPALIVE": 15,
+    # Name of this worker process in session records (default: host:pid)
+    "WORKER_NAME": None,
+}
+
+
+@functools.cache
+def _merged() -> dict[str, Any]:
+    user = getattr(settings, "RTCSTREAM", {})
+    if not isinstance(user, dict):
+        user = {}
+    return {**DEFAULTS, **user}
+
+
+class RtcSettings:
+    """Attribute access to the merged settings: ``rtc_settings.CONNECT_TIMEOUT``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid RTCSTREAM setting: {name!r}")
+        return _merged()[name]
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "RTCSTREAM", {})
+        return value if isinstance(value, dict) else {}
+
+    def worker_name(self) -> str:
+        import socket
+
+        return self.WORKER_NAME or f"{socket.gethostname()}:{os.getpid()}"
+
+
+rtc_settings = RtcSettings()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RTCSTREAM":
+        _merged.cache_clear()
+        from django_rtcstream import registry
+
+        registry.reset()

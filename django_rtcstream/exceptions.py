@@ -1,0 +1,55 @@
+"""Errors of django-rtcstream.
+
+Each signaling failure carries the stable ``code`` that goes into the
+FastRTC-compatible failure body ``{"status": "failed", "meta": {"error": code}}``
+and the HTTP status the views answer with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RtcStreamError(Exception):
+    """Base class of every error raised by django-rtcstream."""
+
+
+class StreamNotFound(RtcStreamError, LookupError):
+    """Raised when a stream name is not registered in ``RTCSTREAM["STREAMS"]``."""
+
+
+class InvalidInput(RtcStreamError, ValueError):
+    """Raised when values given for a stream's additional inputs fail validation.
+
+    ``errors`` maps an input's name (or index) to a list of messages.
+    """
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+class SignalingError(RtcStreamError):
+    """A refused signaling request: a stable ``code``, an HTTP ``status`` and a message."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **meta: Any) -> None:
+        self.code = code
+        self.status = status
+        self.meta = meta
+        super().__init__(message)
+
+    def body(self) -> dict[str, Any]:
+        """The FastRTC-compatible failure body, with a human ``message`` added."""
+        return {
+            "status": "failed",
+            "meta": {"error": self.code, "message": str(self), **self.meta},
+        }
+
+
+class UnknownSession(SignalingError):
+    """Raised when a session id names no session that is alive on any worker."""
+
+    def __init__(self, webrtc_id: str) -> None:
+        super().__init__(
+            "unknown_connection", f"No live session with webrtc_id {webrtc_id!r}.", status=404
+        )

@@ -1,0 +1,319 @@
+"""Handler base classes and the values handlers return.
+
+These keep FastRTC's names and meaning (``receive``/``emit``/``copy``,
+``start_up``/``shutdown``, ``latest_args``...) so FastRTC handlers run
+unchanged. What differs is what a port must fix: inputs arrive the same way
+for every handler kind, ``wait_for_args`` has a timeout, and ``shutdown`` is
+always called by the runtime.
+
+Nothing here imports Django, aiortc or av: a handler module can be imported
+(and unit-tested) anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import threading
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    AudioChunk = Union[tuple[int, np.ndarray], tuple[int, np.ndarray, str]]
+
+__all__ = [
+    "AdditionalOutputs",
+    "AsyncAudioVideoStreamHandler",
+    "AsyncStreamHandler",
+    "AudioVideoStreamHandler",
+    "CloseStream",
+    "Context",
+    "StreamHandler",
+    "StreamHandlerBase",
+    "VideoStreamHandler",
+    "get_current_context",
+]
+
+
+class AdditionalOutputs:
+    """Extra results of a handler call, delivered to output hooks.
+
+    Return or yield it (alone, or as ``(media, AdditionalOutputs(...))``). The
+    client is told with a ``fetch_output`` message; ``stream.output_stream()``
+    and the SSE output hook yield it.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"AdditionalOutputs{self.args!r}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AdditionalOutputs) and _safe_eq(self.args, other.args)
+
+
+def _safe_eq(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except ValueError:  # numpy arrays compare element-wise
+        return a is b
+
+
+class CloseStream:
+    """Return or yield it to end the session from the server side.
+
+    The client gets ``{"type": "end_stream", "data": msg}`` and the session
+    closes with reason ``"closed_by_handler"``.
+    """
+
+    def __init__(self, msg: str = "Stream closed") -> None:
+        self.msg = msg
+
+    def __repr__(self) -> str:
+        return f"CloseStream({self.msg!r})"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler may know about the call it is in."""
+
+    webrtc_id: str
+    stream_name: str
+
+
+_current_context: contextvars.ContextVar[Context] = contextvars.ContextVar(
+    "django_rtcstream_context"
+)
+
+
+def get_current_context() -> Context:
+    """The session a handler is being called for.
+
+    Raises:
+        RuntimeError: when called outside a handler call.
+    """
+    try:
+        return _current_context.get()
+    except LookupError:
+        raise RuntimeError("get_current_context() called outside a stream handler") from None
+
+
+@dataclass
+class VideoStreamHandler:
+    """A video function with its own frame rate (FastRTC compatible).
+
+    ``fps`` paces receive-mode generators. ``skip_frames`` is accepted for
+    compatibility: django-rtcstream always processes the latest frame and drops
+    stale ones, so latency never builds up.
+    """
+
+    callable: Callable[..., Any]
+    fps: int = 30
+    skip_frames: bool = True
+
+
+class SessionPort:
+    """What the runtime gives a handler copy: a way back to its session.
+
+    The runtime subclasses this; a handler talks to it only through the
+    methods of :class:`StreamHandlerBase`.
+    """
+
+    loop: asyncio.AbstractEventLoop
+
+    def send_message(self, message: dict[str, Any]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def clear_output(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class StreamHandlerBase(ABC):
+    """Common state of class handlers: sample rates, inputs and a port to the session.
+
+    ``latest_args`` keeps FastRTC's layout (a placeholder at index 0, the
+    additional inputs after it) so FastRTC handlers that index into it keep
+    working; new code should read :attr:`inputs`.
+    """
+
+    def __init__(
+        self,
+        expected_layout: Literal["mono", "stereo"] = "mono",
+        output_sample_rate: int = 24000,
+        output_frame_size: int | None = None,
+        input_sample_rate: int = 48000,
+        fps: int = 30,
+    ) -> None:
+        if expected_layout not in ("mono", "stereo"):
+            raise ValueError("expected_layout must be 'mono' or 'stereo'")
+        if output_sample_rate <= 0 or output_sample_rate % 50:
+            raise ValueError(
+                f"output_sample_rate must be a positive multiple of 50 (20 ms frames), "
+                f"got {output_sample_rate}"
+            )
+        frame_size = output_sample_rate // 50
+        if output_frame_size is not None and output_frame_size != frame_size:
+            warnings.warn(
+                "output_frame_size is ignored: output frames are always 20 ms "
+                f"({frame_size} samples at {output_sample_rate} Hz)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.expected_layout = expected_layout
+        self.output_sample_rate = output_sample_rate
+        self.output_frame_size = frame_size
+        self.input_sample_rate = input_sample_rate
+        self.fps = fps
+        self.phone_mode = False
+        self.latest_args: list[Any] = ["__webrtc_value__"]
+        self._port: SessionPort | None = None
+        self._args_version = 0
+        self._args_cond = threading.Condition()
+
+    # -- inputs -----------------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[Any]:
+        """The current values of the stream's additional inputs, in declaration order."""
+        return list(self.latest_args[1:])
+
+    def set_args(self, args: list[Any]) -> None:
+        """Called by the runtime when new input values arrive (never by users)."""
+        if not isinstance(args, list):
+            raise TypeError("args must be a list")
+        with self._args_cond:
+            self.latest_args = ["__webrtc_value__", *args]
+            self._args_version += 1
+            self._args_cond.notify_all()
+
+    def fetch_args(self) -> None:
+        """Ask the client for fresh input values (a ``send_input`` message)."""
+        self.send_message_sync({"type": "send_input", "data": []})
+
+    async def wait_for_args(self, timeout: float | None = 10.0) -> bool:
+        """Ask the client for inputs and wait until new ones arrive.
+
+        Returns False when ``timeout`` passed first (the current values stay in
+        ``latest_args``): unlike FastRTC this never hangs a session forever.
+        """
+        return await asyncio.to_thread(self.wait_for_args_sync, timeout)
+
+    def wait_for_args_sync(self, timeout: float | None = 10.0) -> bool:
+        """Blocking twin of :meth:`wait_for_args`, for sync handlers."""
+        if self.phone_mode:
+            return True
+        with self._args_cond:
+            version = self._args_version
+        self.fetch_args()
+        with self._args_cond:
+            return self._args_cond.wait_for(lambda: self._args_version != version, timeout)
+
+    # -- talking to the client --------------------------------------------------
+
+    def send_message_sync(self, msg: dict[str, Any] | str) -> None:
+        """Send a message to the client (data channel or WebSocket); safe from any thread."""
+        if self._port is None:
+            return
+        message = msg if isinstance(msg, dict) else {"type": "log", "data": msg}
+        self._port.send_message(message)
+
+    async def send_message(self, msg: dict[str, Any] | str) -> None:
+        """Async twin of :meth:`send_message_sync`."""
+        self.send_message_sync(msg)
+
+    def clear_queue(self) -> None:
+        """Drop output audio that is queued but not yet played (barge-in)."""
+        if self._port is not None:
+            self._port.clear_output()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the session runs on."""
+        return self._port.loop if self._port is not None else None
+
+    def _attach(self, port: SessionPort) -> None:
+        self._port = port
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start_up(self) -> Any:
+        """Called once per session before media flows. May be async on async handlers."""
+
+    def shutdown(self) -> Any:
+        """Called once when the session ends, whatever ended it."""
+
+    def reset(self) -> None:
+        """Called when the session ends, after :meth:`shutdown`."""
+
+    @abstractmethod
+    def copy(self) -> StreamHandlerBase:
+        """Return a fresh handler for one session; called once per session."""
+
+
+class StreamHandler(StreamHandlerBase):
+    """A sync audio handler: ``receive`` gets input audio, ``emit`` returns output.
+
+    Both run in the runtime's bounded thread pool, never on the event loop.
+    ``emit`` may block briefly (e.g. ``queue.get(timeout=0.1)``) or return None
+    for "nothing yet".
+    """
+
+    @abstractmethod
+    def receive(self, frame: tuple[int, np.ndarray]) -> None:
+        """Called with ``(sample_rate, int16 array of shape (1, n))`` for each input frame."""
+
+    @abstractmethod
+    def emit(self) -> Any:
+        """Return ``(sample_rate, array)``, ``AdditionalOutputs``, both in a tuple,
+        ``CloseStream`` or None."""
+
+
+class AsyncStreamHandler(StreamHandlerBase):
+    """The async twin of :class:`StreamHandler`; its methods run on the event loop."""
+
+    @abstractmethod
+    async def receive(self, frame: tuple[int, np.ndarray]) -> None:
+        """See :meth:`StreamHandler.receive`."""
+
+    @abstractmethod
+    async def emit(self) -> Any:
+        """See :meth:`StreamHandler.emit`."""
+
+
+class AudioVideoStreamHandler(StreamHandler):
+    """Audio and video in one sync handler (``audio-video`` modality)."""
+
+    @abstractmethod
+    def video_receive(self, frame: np.ndarray) -> None:
+        """Called with the latest input video frame (HxWx3 uint8)."""
+
+    @abstractmethod
+    def video_emit(self) -> Any:
+        """Return the next output video frame (HxWx3 uint8), optionally with
+        ``AdditionalOutputs``, or None to repeat the previous frame."""
+
+
+class AsyncAudioVideoStreamHandler(AsyncStreamHandler):
+    """The async twin of :class:`AudioVideoStreamHandler`."""
+
+    @abstractmethod
+    async def video_receive(self, frame: np.ndarray) -> None:
+        """See :meth:`AudioVideoStreamHandler.video_receive`."""
+
+    @abstractmethod
+    async def video_emit(self) -> Any:
+        """See :meth:`AudioVideoStreamHandler.video_emit`."""
+
+
+def is_async_handler(handler: StreamHandlerBase) -> bool:
+    """Whether the handler's methods are coroutines (run on the loop) or sync (run in the pool)."""
+    return isinstance(handler, AsyncStreamHandler) or inspect.iscoroutinefunction(
+        getattr(handler, "emit", None)
+    )

@@ -1,0 +1,1 @@
+"""aiortc tracks and frame conversion: the only rooms that import aiortc and av."""

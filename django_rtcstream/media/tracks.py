@@ -1,0 +1,141 @@
+"""aiortc tracks of the runtime: generic, the session decides what they produce.
+
+- ``LatestFrame`` drains a remote track for as long as it lives and keeps only
+  the newest frame, so a slow handler skips stale frames instead of queueing
+  them (aiortc's remote tracks have unbounded queues).
+- ``ProducedVideoTrack`` returns whatever its ``produce`` coroutine makes.
+- ``PacedAudioTrack`` plays an ``AudioOutput`` buffer at real time, 20 ms a
+  frame, with silence when the handler has nothing to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame, VideoFrame
+
+from django_rtcstream.media.convert import AUDIO_PTIME, AudioOutput, audio_frame
+
+VIDEO_CLOCK = 90000
+
+
+class LatestFrame:
+    """The newest frame of a remote track; older unread frames are dropped."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.frame: VideoFrame | AudioFrame | None = None
+        self.seq = 0
+        self.received = 0
+        self.dropped = 0
+        self.ended = False
+        self._read_seq = 0
+        self._event = asyncio.Event()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                if self.seq > self._read_seq:
+                    self.dropped += 1
+                self.frame = frame
+                self.seq += 1
+                self.received += 1
+                self._event.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended = True
+            self._event.set()
+
+    async def next(self) -> VideoFrame | AudioFrame:
+        """The newest frame not returned before; waits for one."""
+        while self.seq <= self._read_seq:
+            if self.ended:
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        self._read_seq = self.seq
+        assert self.frame is not None
+        return self.frame
+
+
+class ProducedVideoTrack(MediaStreamTrack):
+    """A video track whose frames come from a session-supplied coroutine."""
+
+    kind = "video"
+
+    def __init__(self, produce: Callable[[], Awaitable[VideoFrame]]) -> None:
+        super().__init__()
+        self._produce = produce
+        self.sent = 0
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._produce()
+        self.sent += 1
+        return frame
+
+
+class VideoClock:
+    """Paces generated video at ``fps`` and stamps frames with a 90 kHz clock."""
+
+    def __init__(self, fps: int) -> None:
+        self.period = 1.0 / max(1, fps)
+        self._start: float | None = None
+        self._n = 0
+
+    async def tick(self, frame: VideoFrame) -> VideoFrame:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._n += 1
+            wait = self._start + self._n * self.period - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.5:  # fell far behind (slow generator): restart the clock
+                self._start, self._n = now, 0
+        frame.pts = int((time.monotonic() - self._start) * VIDEO_CLOCK) if self._n else 0
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+class PacedAudioTrack(MediaStreamTrack):
+    """Plays an ``AudioOutput`` in real time; silence fills the gaps."""
+
+    kind = "audio"
+
+    def __init__(self, buffer: AudioOutput) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.sent = 0
+        self._start: float | None = None
+        self._pts = 0
+        self._silence = np.zeros(buffer.frame_size, np.int16)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += self.buffer.frame_size
+            wait = self._start + self._pts / self.buffer.sample_rate - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -10 * AUDIO_PTIME:  # the loop stalled: don't burst to catch up
+                self._start = now - self._pts / self.buffer.sample_rate
+        samples = self.buffer.read()
+        if samples is None:
+            samples = self._silence
+        else:
+            self.sent += 1
+        return audio_frame(samples, self.buffer.sample_rate, self._pts)

@@ -1,0 +1,199 @@
+"""The control bus: reaching a session from any worker through the channel layer.
+
+Two names per session, built only here:
+
+- ``rtcstream.session.<id>``, a plain channel read by the worker that owns
+  the peer connection. Channels buffer messages until they are read, so a
+  candidate or input sent before the owner started listening is not lost.
+- ``rtcstream.out.<id>``, a group every output subscriber (SSE hook,
+  ``stream.output_stream``) joins; the owner sends each ``AdditionalOutputs``
+  to it, then an end marker when the session closes.
+
+Outputs travel pickled (the channel layer is trusted infrastructure, like
+Django's cache) so ``output_stream`` yields the handler's own objects on
+every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.cache import cache
+
+from django_rtcstream.conf import rtc_settings
+from django_rtcstream.exceptions import SignalingError, UnknownSession
+from django_rtcstream.handlers import AdditionalOutputs
+from django_rtcstream.sessions import records
+
+logger = logging.getLogger(__name__)
+
+WEBRTC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LIVE_RECHECK_SECONDS = 5.0
+
+
+def control_channel(webrtc_id: str) -> str:
+    return f"rtcstream.session.{webrtc_id}"
+
+
+def output_group(webrtc_id: str) -> str:
+    return f"rtcstream.out.{webrtc_id}"
+
+
+def latest_key(webrtc_id: str) -> str:
+    return f"rtcstream:latest:{webrtc_id}"
+
+
+def layer() -> BaseChannelLayer:
+    channel_layer = get_channel_layer(rtc_settings.CHANNEL_LAYER_ALIAS)
+    if channel_layer is None:
+        raise RuntimeError(
+            f"CHANNEL_LAYERS has no {rtc_settings.CHANNEL_LAYER_ALIAS!r} layer "
+            "(see system check django_rtcstream.E007)"
+        )
+    return channel_layer
+
+
+def check_webrtc_id(webrtc_id: Any) -> str:
+    if not isinstance(webrtc_id, str) or not WEBRTC_ID_RE.match(webrtc_id):
+        raise SignalingError(
+            "invalid_webrtc_id",
+            "webrtc_id must be 1-64 characters of letters, digits, '-' and '_'.",
+        )
+    return webrtc_id
+
+
+def _local(webrtc_id: str) -> Any:
+    from django_rtcstream.sessions.runtime import manager
+
+    return manager().get(webrtc_id)
+
+
+async def _require_live(stream: str, webrtc_id: str) -> None:
+    record = await records.find(stream, webrtc_id)
+    if record is None or not record.is_live:
+        raise UnknownSession(webrtc_id)
+
+
+async def send_control(webrtc_id: str, message: dict[str, Any]) -> None:
+    await layer().send(control_channel(webrtc_id), {**message, "sent_at": time.time()})
+
+
+async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
+    """Deliver validated input values to the session, wherever it runs."""
+    session = _local(webrtc_id)
+    if session is not None and session.stream.name == stream:
+        session.set_inputs(values)
+        return
+    await _require_live(stream, webrtc_id)
+    await send_control(webrtc_id, {"type": "rtc.input", "values": values})
+
+
+async def send_close(stream: str, webrtc_id: str, reason: str) -> None:
+    session = _local(webrtc_id)
+    if session is not None and session.stream.name == stream:
+        await session.close(reason)
+        return
+    await _require_live(stream, webrtc_id)
+    await send_control(webrtc_id, {"type": "rtc.close", "reason": reason})
+
+
+async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] | None) -> None:
+    """Deliver a trickled ICE candidate, including one that arrives before its offer.
+
+    The candidate is queued on the session's channel first, then we wait (up to
+    ``EARLY_CANDIDATE_WAIT``) for the offer to be registered: the owner drains
+    the channel once it starts, so no ordering of the two requests loses it.
+    """
+    session = _local(webrtc_id)
+    if session is not None and session.stream.name == stream:
+        await session.add_candidate(candidate)
+        return
+    await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
+    deadline = time.monotonic() + rtc_settings.EARLY_CANDIDATE_WAIT
+    while True:
+        record = await records.find(stream, webrtc_id)
+        if record is not None:
+            if record.is_live:
+                return
+            raise SignalingError(
+                "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
+            )
+        if time.monotonic() >= deadline:
+            raise UnknownSession(webrtc_id)
+        await asyncio.sleep(0.05)
+
+
+def _dumps(output: AdditionalOutputs) -> bytes:
+    return pickle.dumps(output.args, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+async def publish_output(webrtc_id: str, output: AdditionalOutputs) -> None:
+    """Called by the owner: fan an output out to every subscriber, keep it as the latest."""
+    try:
+        payload = _dumps(output)
+    except Exception:  # an unpicklable result still reaches subscribers as text
+        payload = _dumps(AdditionalOutputs(*[repr(a) for a in output.args]))
+    await cache.aset(latest_key(webrtc_id), payload, timeout=3600)
+    await layer().group_send(output_group(webrtc_id), {"type": "rtc.output", "args": payload})
+
+
+async def publish_end(webrtc_id: str) -> None:
+    await layer().group_send(output_group(webrtc_id), {"type": "rtc.output_end"})
+
+
+async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
+    """Yield a session's outputs until it ends; see ``Stream.output_stream``."""
+    record = await records.find(stream, webrtc_id)
+    if record is None:
+        raise UnknownSession(webrtc_id)
+    if not record.is_live:
+        return
+    channel_layer = layer()
+    channel = await channel_layer.new_channel("rtcstream.sub.")
+    group = output_group(webrtc_id)
+    await channel_layer.group_add(group, channel)
+    try:
+        # The session may have ended between the check and joining the group.
+        if not await _is_live(stream, webrtc_id):
+            return
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    channel_layer.receive(channel), LIVE_RECHECK_SECONDS
+                )
+            except asyncio.TimeoutError:
+                # A dead worker sends no end marker: fall back on the record.
+                if not await _is_live(stream, webrtc_id):
+                    return
+                continue
+            if message["type"] == "rtc.output":
+                yield AdditionalOutputs(*pickle.loads(message["args"]))
+            elif message["type"] == "rtc.output_end":
+                return
+    finally:
+        await channel_layer.group_discard(group, channel)
+
+
+async def _is_live(stream: str, webrtc_id: str) -> bool:
+    record = await records.find(stream, webrtc_id)
+    return record is not None and record.is_live
+
+
+async def latest_output(stream: str, webrtc_id: str, timeout: float) -> AdditionalOutputs:
+    payload = await cache.aget(latest_key(webrtc_id))
+    if payload is not None:
+        return AdditionalOutputs(*pickle.loads(payload))
+
+    async def first() -> AdditionalOutputs:
+        async for output in subscribe_outputs(stream, webrtc_id):
+            return output
+        raise TimeoutError(f"Session {webrtc_id!r} ended without outputs")
+
+    return await asyncio.wait_for(first(), timeout)

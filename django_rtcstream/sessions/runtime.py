@@ -1,0 +1,746 @@
+"""The per-process session runtime.
+
+A ``Session`` owns one peer connection, one handler copy (or the stream's
+function) and the tasks that move media between them. It is created by the
+``SessionManager`` of the worker that answered the offer and lives only
+there; everything that must reach it from elsewhere (inputs, candidates,
+close) arrives on its control channel (see ``bus``), and everything it
+reports (state, outputs) goes to its database record and the output group.
+
+Sync handler code runs in a bounded thread pool; async handler code on the
+loop. Media conversions run in the pool together with the handler call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
+
+from django_rtcstream.conf import rtc_settings
+from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.handlers import (
+    AdditionalOutputs,
+    CloseStream,
+    Context,
+    SessionPort,
+    StreamHandlerBase,
+    VideoStreamHandler,
+    _current_context,
+    is_async_handler,
+)
+from django_rtcstream.media import ice
+from django_rtcstream.media.convert import (
+    AudioInput,
+    AudioOutput,
+    array_to_video,
+    split_result,
+    video_to_array,
+)
+from django_rtcstream.media.tracks import (
+    LatestFrame,
+    PacedAudioTrack,
+    ProducedVideoTrack,
+    VideoClock,
+)
+from django_rtcstream.models import SessionState
+from django_rtcstream.sessions import bus, records
+from django_rtcstream.stream import Stream
+
+logger = logging.getLogger(__name__)
+
+AUDIO_BUFFER_AHEAD = 0.06  # seconds of output audio the emit pump keeps queued
+PENDING_MESSAGES = 64
+
+
+class _Ended(Exception):
+    """Internal: the media source of a pipeline is gone."""
+
+
+class Session(SessionPort):
+    """One live streaming session on this worker."""
+
+    def __init__(
+        self, manager: SessionManager, stream: Stream, webrtc_id: str, record_id: Any
+    ) -> None:
+        self.manager = manager
+        self.stream = stream
+        self.webrtc_id = webrtc_id
+        self.record_id = record_id
+        self.loop = asyncio.get_running_loop()
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.inputs: list[Any] = stream.inputs.defaults()
+        handler = stream.handler
+        self.handler: StreamHandlerBase | None = None
+        self.fn: Callable[..., Any] | None = None
+        if isinstance(handler, StreamHandlerBase):
+            self.handler = handler.copy()
+            self.handler._attach(self)
+            self.handler.set_args(list(self.inputs))
+        else:
+            self.fn = handler.callable if isinstance(handler, VideoStreamHandler) else handler
+        self.is_async = self.handler is not None and is_async_handler(self.handler)
+        self.context = contextvars.copy_context()
+        self.context.run(_current_context.set, Context(webrtc_id, stream.name or ""))
+        self.pc: RTCPeerConnection | None = None
+        self.data_channel: Any = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
+        self._early_candidates: list[dict[str, Any] | None] = []
+        self._remote_set = False
+        self._remote_tracks: dict[str, MediaStreamTrack] = {}
+        self._out_tracks: list[MediaStreamTrack] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._close_task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.ready = asyncio.Event()  # start_up() done
+        self.audio_out: AudioOutput | None = None
+        self._audio_in_event = asyncio.Event()
+        self._generator: Any = None
+        self._generator_stale = False
+        self._generator_done = False
+        self.frames_in = 0
+        self.frames_out = 0
+        self.messages_out = 0
+        self._latest_video: LatestFrame | None = None
+        self._last_video_out: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.stream.name}/{self.webrtc_id}>"
+
+    # -- tasks and calls ------------------------------------------------------------
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = self.loop.create_task(coro, name=f"rtcstream:{self.webrtc_id}:{name}",
+                                     context=self.context.copy())
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, (_Ended, MediaStreamError)):
+            self.fail(exc)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run handler code: coroutines on the loop, sync code in the pool."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        result = await self.loop.run_in_executor(
+            self.manager.executor, self.context.copy().run, fn, *args
+        )
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def fail(self, exc: BaseException) -> None:
+        """A handler raised: tell the client, log it with the session id, close."""
+        if self.closed.is_set() or self._close_task is not None:
+            return
+        logger.error("Handler error in session %s/%s", self.stream.name, self.webrtc_id,
+                     exc_info=exc)
+        self.send_message({"type": "error", "data": f"{type(exc).__name__}: {exc}"})
+        self.request_close(f"handler_error: {type(exc).__name__}", SessionState.FAILED)
+
+    # -- messages to the client -------------------------------------------------------
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Thread-safe: queue a ``{"type", "data"}`` message for the client."""
+        if threading.get_ident() != self.manager.loop_thread:
+            self.loop.call_soon_threadsafe(self._send_now, message)
+        else:
+            self._send_now(message)
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        if self.closed.is_set():
+            return
+        message.setdefault("data", None)
+        self.messages_out += 1
+        text = json.dumps(message, default=str)
+        channel = self.data_channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        else:
+            self._pending.append(text)
+        for listener in list(self.listeners):
+            listener(message)
+
+    def clear_output(self) -> None:
+        if self.audio_out is not None:
+            if threading.get_ident() != self.manager.loop_thread:
+                self.loop.call_soon_threadsafe(self.audio_out.clear)
+            else:
+                self.audio_out.clear()
+
+    async def handle_extra(self, extra: Any) -> None:
+        if isinstance(extra, AdditionalOutputs):
+            self.send_message({"type": "fetch_output", "data": []})
+            await bus.publish_output(self.webrtc_id, extra)
+        elif isinstance(extra, CloseStream):
+            self.send_message({"type": "end_stream", "data": extra.msg})
+            self.request_close("closed_by_handler")
+
+    # -- inputs, candidates, control -------------------------------------------------
+
+    def set_inputs(self, values: list[Any]) -> None:
+        """New input values: the handler sees them on its next call."""
+        self.inputs = list(values)
+        if self.handler is not None:
+            self.handler.set_args(list(values))
+        self._generator_stale = True
+        self.spawn(records.save_inputs(self.record_id, self.inputs), "save-inputs")
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        if not self._remote_set:
+            self._early_candidates.append(candidate)
+            return
+        if self.pc is None:
+            return
+        await self.pc.addIceCandidate(parse_candidate(candidate))
+
+    async def control_loop(self) -> None:
+        channel_layer = bus.layer()
+        name = bus.control_channel(self.webrtc_id)
+        while True:
+            message = await channel_layer.receive(name)
+            kind = message.get("type")
+            try:
+                if kind == "rtc.ice":
+                    await self.add_candidate(message.get("candidate"))
+                elif kind == "rtc.input":
+                    self.set_inputs(message["values"])
+                elif kind == "rtc.close":
+                    # A close meant for an earlier session that used this id is stale.
+                    if message.get("sent_at", 0) >= self.started_wall - 1.0:
+                        self.request_close(message.get("reason") or "closed_by_server")
+            except Exception:
+                logger.warning("Bad control message for %s: %r", self.webrtc_id, message,
+                               exc_info=True)
+
+    # -- WebRTC start ------------------------------------------------------------------
+
+    async def start_webrtc(self, offer_sdp: str) -> str:
+        """Answer an offer; returns the answer SDP (with every server candidate)."""
+        kinds = self._check_offer(offer_sdp)
+        self.pc = pc = RTCPeerConnection(
+            ice.rtc_configuration(
+                (self.stream.server_rtc_configuration or {}).get("iceServers")
+                if self.stream.server_rtc_configuration is not None
+                else rtc_settings.SERVER_ICE_SERVERS
+            )
+        )
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_state)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:
+            raise SignalingError("invalid_offer", f"The offer was refused: {exc}") from exc
+        self._remote_set = True
+        for candidate in self._early_candidates:
+            try:
+                await pc.addIceCandidate(parse_candidate(candidate))
+            except Exception:
+                logger.info("Ignoring a bad early candidate for %s", self.webrtc_id)
+        self._early_candidates.clear()
+        self._build_outputs(kinds)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        self.spawn(self._connect_timeout(), "connect-timeout")
+        self.spawn(self._run(), "run")
+        self.spawn(records.mark_connecting(self.record_id), "mark-connecting")
+        return pc.localDescription.sdp
+
+    def _check_offer(self, sdp: str) -> set[str]:
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise SignalingError("invalid_offer", "The offer has no SDP.")
+        try:
+            description = SessionDescription.parse(sdp)
+        except Exception as exc:
+            raise SignalingError("invalid_offer", f"The offer's SDP cannot be parsed: {exc}") from exc
+        kinds = {m.kind for m in description.media if m.kind in ("audio", "video")}
+        has_data = any(m.kind == "application" for m in description.media)
+        if not kinds and not has_data:
+            raise SignalingError("invalid_offer", "The offer has no media and no data channel.")
+        extra = kinds - set(self.stream.kinds)
+        if extra and not self.stream.allow_extra_tracks:
+            raise SignalingError(
+                "unsupported_track",
+                f"Stream {self.stream.name!r} is {self.stream.modality}; the offer has "
+                f"{', '.join(sorted(extra))} (set allow_extra_tracks=True to ignore it).",
+            )
+        missing = set(self.stream.kinds) - kinds
+        if missing and kinds:
+            raise SignalingError(
+                "invalid_offer",
+                f"Stream {self.stream.name!r} is {self.stream.modality}; the offer has no "
+                f"{', '.join(sorted(missing))} section.",
+            )
+        return kinds
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind in self.stream.kinds and self.stream.receives_media_from_client:
+            self._remote_tracks[track.kind] = track
+        else:
+            # Unused tracks are still drained: aiortc's remote queues are unbounded.
+            self.spawn(_drain(track), f"drain-{track.kind}")
+
+    def _on_datachannel(self, channel: Any) -> None:
+        self.data_channel = channel
+        while self._pending and channel.readyState == "open":
+            channel.send(self._pending.popleft())
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            if isinstance(message, str) and message.strip().startswith("{"):
+                try:
+                    data = json.loads(message)
+                except ValueError:
+                    return
+                if isinstance(data, dict) and data.get("type") == "ping":
+                    self.send_message({"type": "pong", "data": data.get("data")})
+
+    async def _on_state(self) -> None:
+        assert self.pc is not None
+        state = self.pc.connectionState
+        if state == "connected" and not self.connected.is_set():
+            self.connected.set()
+            self.send_message({"type": "connection", "data": "connected"})
+            await records.mark_connected(self.record_id)
+            if self.stream.time_limit:
+                self.spawn(self._time_limit(), "time-limit")
+        elif state == "failed":
+            self.request_close("ice_failed", SessionState.FAILED)
+        elif state == "closed":
+            self.request_close("peer_closed")
+
+    async def _connect_timeout(self) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), rtc_settings.CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.request_close("connect_timeout", SessionState.FAILED)
+
+    async def _time_limit(self) -> None:
+        assert self.stream.time_limit is not None
+        await asyncio.sleep(self.stream.time_limit)
+        self.send_message({"type": "end_stream", "data": "time_limit"})
+        self.request_close("time_limit")
+
+    # -- pipelines -----------------------------------------------------------------------
+
+    def _build_outputs(self, kinds: set[str]) -> None:
+        """Attach the tracks the server sends, before the answer is created."""
+        if not self.stream.sends_media_to_client:
+            return
+        assert self.pc is not None
+        if "audio" in self.stream.kinds and "audio" in kinds:
+            rate = self.handler.output_sample_rate if self.handler is not None else 48000
+            self.audio_out = AudioOutput(rate)
+            track: MediaStreamTrack = PacedAudioTrack(self.audio_out)
+            self.pc.addTrack(track)
+            self._out_tracks.append(track)
+        if "video" in self.stream.kinds and "video" in kinds:
+            track = ProducedVideoTrack(self._produce_video)
+            self.pc.addTrack(track)
+            self._out_tracks.append(track)
+
+    async def _run(self) -> None:
+        """Start the handler, then the pipelines its modality and mode need."""
+        if self.handler is not None:
+            await self.call(self.handler.start_up)
+        self.ready.set()
+        stream = self.stream
+        if "video" in self._remote_tracks:
+            self._latest_video = LatestFrame(self._remote_tracks["video"])
+            self.spawn(self._latest_video.run(), "video-in")
+            if stream.mode == "send":
+                self.spawn(self._video_sink(), "video-handler")
+        if "audio" in self._remote_tracks:
+            self.spawn(self._audio_in(self._remote_tracks["audio"]), "audio-in")
+        if "audio" in stream.kinds and (self.handler is not None or stream.mode == "receive"):
+            self.spawn(self._audio_pump(), "audio-out")
+
+    async def _audio_in(self, track: MediaStreamTrack) -> None:
+        assert self.handler is not None
+        converter = AudioInput(self.handler.input_sample_rate, self.handler.expected_layout)
+        receive = self.handler.receive  # type: ignore[attr-defined]
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames_in += 1
+            for chunk in converter.convert(frame):
+                await self.call(receive, chunk)
+            self._audio_in_event.set()
+
+    async def _next_audio_item(self) -> Any:
+        """The next thing the handler (emit) or generator produces for audio output."""
+        if self.fn is not None:
+            return await self._next_from_generator()
+        assert self.handler is not None
+        return await self.call(self.handler.emit)  # type: ignore[attr-defined]
+
+    async def _audio_pump(self) -> None:
+        """Pull audio from the handler only as fast as it is played (bounded queue)."""
+        out = self.audio_out
+        while True:
+            if out is not None:
+                while out.buffered_seconds >= AUDIO_BUFFER_AHEAD:
+                    out.space.clear()
+                    await out.space.wait()
+            try:
+                item = await self._next_audio_item()
+            except _Ended:
+                await self._finish_after_playout()
+                return
+            if item is None:
+                # "Nothing yet": wait for new input or a frame's time, never spin.
+                self._audio_in_event.clear()
+                try:
+                    await asyncio.wait_for(self._audio_in_event.wait(), 0.02)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            media, extra = split_result(item)
+            if media is not None and out is not None:
+                if not (isinstance(media, tuple) and len(media) in (2, 3)):
+                    raise TypeError(
+                        "audio handlers must emit (sample_rate, array), got "
+                        f"{type(media).__name__}"
+                    )
+                out.push(*media)
+                self.frames_out += 1
+            if extra is not None:
+                await self.handle_extra(extra)
+
+    async def _finish_after_playout(self) -> None:
+        if self.audio_out is not None:
+            while self.audio_out.buffered_seconds > 0:
+                self.audio_out.space.clear()
+                await self.audio_out.space.wait()
+            await asyncio.sleep(0.1)
+        self.send_message({"type": "end_stream", "data": "handler_finished"})
+        self.request_close("handler_finished")
+
+    async def _next_from_generator(self) -> Any:
+        """Receive-mode generators: ``fn(*inputs)``, restarted when inputs change."""
+        assert self.fn is not None
+        if self._generator is None or self._generator_stale:
+            await self._close_generator()
+            self._generator_stale = False
+            self._generator = self.fn(*self.inputs)
+        gen = self._generator
+        if inspect.isasyncgen(gen):
+            try:
+                return await gen.__anext__()
+            except StopAsyncIteration:
+                raise _Ended from None
+        return await self.call(_next_or_end, gen)
+
+    async def _close_generator(self) -> None:
+        gen, self._generator = self._generator, None
+        if gen is None:
+            return
+        if inspect.isasyncgen(gen):
+            await gen.aclose()
+        else:
+            await self.call(gen.close)
+
+    async def _produce_video(self) -> Any:
+        """The next outgoing video frame, for every video mode that sends."""
+        await self.ready.wait()
+        fmt = self.stream.video_format
+        if self.stream.mode == "receive":
+            return await self._produce_generated_video(fmt)
+        assert self._latest_video is not None or not self._remote_tracks
+        while self._latest_video is None:
+            await asyncio.sleep(0.01)
+        frame = await self._latest_video.next()
+        self.frames_in += 1
+        if self.fn is not None:
+            result = await self.call(_apply_video_fn, self.fn, frame, fmt, self.inputs)
+        else:
+            assert self.handler is not None
+            array = await self.call(video_to_array, frame, fmt)
+            await self.call(self.handler.video_receive, array)  # type: ignore[attr-defined]
+            result = await self.call(self.handler.video_emit)  # type: ignore[attr-defined]
+        media, extra = split_result(result)
+        if extra is not None:
+            await self.handle_extra(extra)
+        self.frames_out += 1
+        if media is None:
+            return self._last_video_out or frame
+        out = await self.call(array_to_video, media, fmt, frame)
+        self._last_video_out = out
+        return out
+
+    async def _produce_generated_video(self, fmt: str) -> Any:
+        clock = getattr(self, "_clock", None)
+        if clock is None:
+            clock = self._clock = VideoClock(self.stream.fps)
+        while True:
+            if self.fn is not None:
+                try:
+                    item = await self._next_from_generator()
+                except _Ended:
+                    self.send_message({"type": "end_stream", "data": "handler_finished"})
+                    self.request_close("handler_finished")
+                    raise MediaStreamError from None
+            else:
+                assert self.handler is not None
+                item = await self.call(self.handler.video_emit)  # type: ignore[attr-defined]
+            media, extra = split_result(item)
+            if extra is not None:
+                await self.handle_extra(extra)
+            if media is None:
+                if self._last_video_out is None:
+                    await asyncio.sleep(0.01)
+                    continue
+                frame = self._last_video_out
+            else:
+                frame = await self.call(array_to_video, media, fmt, None)
+                self._last_video_out = frame
+            self.frames_out += 1
+            return await clock.tick(frame)
+
+    async def _video_sink(self) -> None:
+        """Send mode: the handler sees the latest frames; only its extras go anywhere."""
+        assert self._latest_video is not None
+        fmt = self.stream.video_format
+        while True:
+            try:
+                frame = await self._latest_video.next()
+            except MediaStreamError:
+                return
+            self.frames_in += 1
+            if self.fn is not None:
+                result = await self.call(_apply_video_fn, self.fn, frame, fmt, self.inputs,
+                                         False)
+            else:
+                assert self.handler is not None
+                array = await self.call(video_to_array, frame, fmt)
+                result = await self.call(self.handler.video_receive, array)  # type: ignore[attr-defined]
+            _, extra = split_result(result)
+            if extra is not None:
+                await self.handle_extra(extra)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def request_close(self, reason: str, state: str = SessionState.CLOSED) -> None:
+        if self._close_task is None:
+            self._close_task = self.loop.create_task(self._close(reason, state))
+
+    async def close(self, reason: str = "closed_by_server", state: str = SessionState.CLOSED) -> None:
+        """Close the session (idempotent) and wait until it is fully closed."""
+        self.request_close(reason, state)
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, reason: str, state: str) -> None:
+        self.close_reason = reason
+        logger.info("Closing session %s/%s: %s", self.stream.name, self.webrtc_id, reason)
+        for listener in list(self.listeners):
+            listener({"type": "closed", "data": reason})
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for track in self._out_tracks:
+            track.stop()
+        try:
+            if self.handler is not None:
+                await self.call(self.handler.shutdown)
+            await self._close_generator()
+        except Exception:
+            logger.exception("shutdown() raised in session %s", self.webrtc_id)
+        finally:
+            if self.handler is not None:
+                self.handler.reset()
+        self.closed.set()
+        if self.pc is not None:
+            await self.pc.close()
+        self.manager.forget(self)
+        counters = {"frames_in": self.frames_in, "frames_out": self.frames_out,
+                    "messages_out": self.messages_out}
+        try:
+            await records.mark_closed(self.record_id, state, reason, counters)
+        finally:
+            await bus.publish_end(self.webrtc_id)
+
+
+def _next_or_end(gen: Any) -> Any:
+    try:
+        return next(gen)
+    except StopIteration:
+        raise _Ended from None
+
+
+def _apply_video_fn(fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[Any],
+                    want_frame: bool = True) -> Any:
+    """Runs in the pool: convert, call the user's function with the inputs after the frame."""
+    return fn(video_to_array(frame, fmt), *inputs)
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    try:
+        while True:
+            await track.recv()
+    except MediaStreamError:
+        return
+
+
+def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
+    """A trickled candidate (Chrome or Firefox style) -> aiortc ``RTCIceCandidate``.
+
+    None or an empty string means end-of-candidates (returns None).
+    Raises ``SignalingError("invalid_candidate")`` for anything unreadable.
+    """
+    if candidate is None:
+        return None
+    if isinstance(candidate, str):
+        candidate = {"candidate": candidate, "sdpMLineIndex": 0}
+    if not isinstance(candidate, dict):
+        raise SignalingError("invalid_candidate", "candidate must be an object or null.")
+    text = candidate.get("candidate")
+    if text in (None, ""):
+        return None
+    if not isinstance(text, str):
+        raise SignalingError("invalid_candidate", "candidate.candidate must be a string.")
+    body = text.strip()
+    if body.startswith("a="):
+        body = body[2:]
+    if body.startswith("candidate:"):
+        body = body[len("candidate:"):]
+    bits = body.split()
+    if len(bits) < 8 or bits[6] != "typ":
+        raise SignalingError(
+            "invalid_candidate",
+            "candidate is not an ICE candidate line ('candidate:<foundation> <component> "
+            "<transport> <priority> <address> <port> typ <type> ...').",
+        )
+    try:
+        parsed = candidate_from_sdp(body)
+    except (ValueError, AssertionError) as exc:
+        raise SignalingError("invalid_candidate", f"Unreadable candidate: {exc}") from exc
+    parsed.sdpMid = candidate.get("sdpMid")
+    index = candidate.get("sdpMLineIndex")
+    parsed.sdpMLineIndex = index if isinstance(index, int) else None
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    return parsed
+
+
+def local_candidates(pc: RTCPeerConnection) -> list[dict[str, Any]]:
+    """The server's candidates as trickle messages (aiortc puts them all in the answer)."""
+    out: list[dict[str, Any]] = []
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is None:
+            continue
+        for c in transport.transport.iceGatherer.getLocalCandidates():
+            out.append({"candidate": "candidate:" + candidate_to_sdp(c),
+                        "sdpMid": transceiver.mid, "sdpMLineIndex": transceiver._get_mline_index()})
+        break  # bundled: one transport's candidates serve every section
+    return out
+
+
+class SessionManager:
+    """The sessions of this worker process, and its handler thread pool.
+
+    This is the one per-process table, on purpose: a peer connection cannot
+    leave the process that created it. Other workers never read it; they
+    reach sessions through the control bus.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.executor = ThreadPoolExecutor(
+            max_workers=rtc_settings.HANDLER_THREADS, thread_name_prefix="rtcstream-handler"
+        )
+        self.worker = rtc_settings.worker_name()
+        self.loop_thread = threading.get_ident()
+        ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
+
+    def get(self, webrtc_id: str) -> Session | None:
+        return self.sessions.get(webrtc_id)
+
+    def forget(self, session: Session) -> None:
+        if self.sessions.get(session.webrtc_id) is session:
+            del self.sessions[session.webrtc_id]
+
+    async def open(
+        self,
+        stream: Stream,
+        webrtc_id: str,
+        *,
+        channel: str = "webrtc",
+        client_address: str | None = None,
+        user_id: Any = None,
+    ) -> Session:
+        """Admit a session (limits, duplicates) and register it on this worker."""
+        self.loop_thread = threading.get_ident()
+        record = await records.admit(
+            stream.name or "",
+            webrtc_id,
+            stream.concurrency_limit,
+            channel=channel,
+            worker=self.worker,
+            client_address=client_address,
+            user_id=user_id,
+            inputs=stream.inputs.defaults(),
+        )
+        session = Session(self, stream, webrtc_id, record.pk)
+        self.sessions[webrtc_id] = session
+        session.spawn(session.control_loop(), "control")
+        return session
+
+    async def open_webrtc(self, stream: Stream, webrtc_id: str, offer_sdp: str,
+                          **kwargs: Any) -> tuple[Session, str]:
+        """Admit, answer and start; a refused offer never keeps its slot."""
+        session = await self.open(stream, webrtc_id, **kwargs)
+        try:
+            answer = await session.start_webrtc(offer_sdp)
+        except SignalingError as exc:
+            await session.close(exc.code, SessionState.FAILED)
+            raise
+        except BaseException:
+            await session.close("offer_error", SessionState.FAILED)
+            raise
+        return session, answer
+
+    async def close_all(self, reason: str = "server_shutdown") -> None:
+        await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
+                             return_exceptions=True)
+
+
+_manager: SessionManager | None = None
+_manager_lock = threading.Lock()
+
+
+def manager() -> SessionManager:
+    """This process's session manager, created on first use."""
+    global _manager
+    if _manager is None:
+        with _manager_lock:
+            if _manager is None:
+                _manager = SessionManager()
+    return _manager

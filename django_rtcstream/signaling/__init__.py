@@ -1,0 +1,1 @@
+"""The wire: HTTP offer view (FastRTC compatible), WebSocket signaling consumer, metadata."""

@@ -1,0 +1,120 @@
+"""WebSocket signaling: ``ws/<prefix>/<stream>/``.
+
+Client to server (JSON): ``{"type": "offer", "sdp", "webrtc_id"?}``,
+``{"type": "ice-candidate", "candidate": {...} | null}``, ``{"type": "close"}``.
+Server to client: ``{"type": "answer", "sdp", "webrtc_id"}``, the server's
+``ice-candidate`` messages (then ``candidate: null``), every session message
+(``fetch_output``, ``send_input``, ``error``, ``warning``, ``log``,
+``end_stream``, ``connection``), ``{"type": "closed", "data": reason}``, and
+``{"type": "failed", "status": "failed", "meta": {...}}`` for refusals.
+The session lives as long as the socket: closing the socket hangs up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from django_rtcstream import registry
+from django_rtcstream.conf import rtc_settings
+from django_rtcstream.exceptions import SignalingError, StreamNotFound
+from django_rtcstream.signaling.messages import offer_fields, parse_json
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNKNOWN_STREAM = 4404
+
+
+class SignalingConsumer(AsyncWebsocketConsumer):
+    """Offer/answer and trickle ICE for one session over one WebSocket."""
+
+    session: Any = None
+
+    async def connect(self) -> None:
+        name = self.scope["url_route"]["kwargs"]["stream"]
+        await self.accept()
+        try:
+            self.stream = registry.get_stream(name)
+        except StreamNotFound as exc:
+            await self.send_failure(SignalingError("unknown_stream", str(exc), status=404))
+            await self.close(code=CLOSE_UNKNOWN_STREAM)
+
+    async def send_json(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(data, default=str))
+
+    async def send_failure(self, exc: SignalingError) -> None:
+        await self.send_json({"type": "failed", **exc.body()})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            data = parse_json(text_data or bytes_data or b"", rtc_settings.MAX_SIGNALING_BYTES)
+            kind = data.get("type")
+            if kind == "offer":
+                await self.on_offer(data)
+            elif kind == "ice-candidate":
+                if self.session is None:
+                    raise SignalingError("unknown_connection", "Send an offer first.", status=404)
+                from django_rtcstream.sessions.runtime import parse_candidate
+
+                parse_candidate(data.get("candidate"))
+                await self.session.add_candidate(data.get("candidate"))
+            elif kind == "close":
+                await self.close()
+            elif kind == "ping":
+                await self.send_json({"type": "pong", "data": data.get("data")})
+            else:
+                raise SignalingError("invalid_request",
+                                     "'type' must be 'offer', 'ice-candidate', 'close' or 'ping'.")
+        except SignalingError as exc:
+            await self.send_failure(exc)
+
+    async def on_offer(self, data: dict[str, Any]) -> None:
+        from django_rtcstream.sessions.runtime import local_candidates, manager
+
+        if self.session is not None:
+            raise SignalingError("connection_already_exists",
+                                 "This socket already carries a session.", status=409)
+        sdp, webrtc_id = offer_fields(data)
+        user = self.scope.get("user")
+        client = self.scope.get("client") or [None]
+        session, answer = await manager().open_webrtc(
+            self.stream, webrtc_id, sdp,
+            client_address=client[0],
+            user_id=user.pk if user is not None and user.is_authenticated else None,
+        )
+        self.session = session
+        session.listeners.append(self.on_session_message)
+        await self.send_json({"type": "answer", "sdp": answer, "webrtc_id": webrtc_id})
+        for candidate in local_candidates(session.pc):
+            await self.send_json({"type": "ice-candidate", "candidate": candidate})
+        await self.send_json({"type": "ice-candidate", "candidate": None})
+
+    def on_session_message(self, message: dict[str, Any]) -> None:
+        """Session messages, in order, through one writer task per socket."""
+        if getattr(self, "_outbox", None) is None:
+            import asyncio
+
+            self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        if self._outbox.full():  # a client that does not read loses old messages, not memory
+            self._outbox.get_nowait()
+        self._outbox.put_nowait(message)
+
+    async def _write(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self.send_json(message)
+                if message["type"] == "closed":
+                    await self.close()
+                    return
+            except Exception:  # the socket is already gone
+                return
+
+    async def disconnect(self, code: int) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            await session.close("client_disconnected")

@@ -1,0 +1,74 @@
+"""Settings of the test project: a minimal site with django-rtcstream.
+
+The channel layer and cache are in-memory and the database is SQLite (tests
+only); tests about several workers override them with Redis and PostgreSQL
+from REDIS_URL / DATABASE_URL.
+"""
+
+import os
+import tempfile
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "django_rtcstream",
+    "tests",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+ASGI_APPLICATION = "tests.asgi.application"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+STATIC_URL = "/static/"
+# On disk, so that the in-process server's threads and the tests share it.
+DATABASES = {"default": {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": os.path.join(tempfile.gettempdir(), "rtcstream-tests.sqlite3"),
+    "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"rtcstream-test-{os.getpid()}.sqlite3")},
+}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}  # tests only
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # tests only
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+RTCSTREAM = {
+    "STREAMS": {
+        "flip": "tests.streams.flip",
+        "video-send": "tests.streams.video_send",
+        "video-receive": "tests.streams.video_receive",
+        "echo": "tests.streams.echo",
+        "audio-send": "tests.streams.audio_send",
+        "tone": "tests.streams.tone",
+        "av": "tests.streams.av",
+        "av-send": "tests.streams.av_send",
+        "av-receive": "tests.streams.av_receive",
+        "limited": "tests.streams.limited",
+        "timed": "tests.streams.timed",
+        "faulty": "tests.streams.faulty",
+        "gain": "tests.streams.gain",
+    },
+    "ICE_HOST_ADDRESSES": ["127.0.0.1"],
+    "CONNECT_TIMEOUT": 10,
+    "EARLY_CANDIDATE_WAIT": 1.0,
+}

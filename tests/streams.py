@@ -1,0 +1,209 @@
+"""Streams of the test project: one per modality x mode, plus limits and faults.
+
+Handlers note what happens to them in ``EVENTS`` so tests (which run the
+server in the same process) can check start_up/shutdown and inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+from collections import defaultdict
+
+import numpy as np
+
+from django_rtcstream import (
+    AdditionalOutputs,
+    AsyncStreamHandler,
+    AudioVideoStreamHandler,
+    Checkbox,
+    Slider,
+    Stream,
+    StreamHandler,
+    get_current_context,
+)
+
+EVENTS: list[tuple[str, str]] = []
+SEEN: dict[str, int] = defaultdict(int)
+
+
+def log(event: str) -> None:
+    EVENTS.append((get_current_context().webrtc_id, event))
+
+
+def flip_frame(frame):
+    return np.flip(frame, axis=0)
+
+
+def scale(frame, level):
+    return (frame.astype(np.float32) * level).astype(np.uint8)
+
+
+def count_frames(frame, every=5):
+    webrtc_id = get_current_context().webrtc_id
+    SEEN[webrtc_id] += 1
+    if SEEN[webrtc_id] % every == 0:
+        return AdditionalOutputs(SEEN[webrtc_id], float(frame.mean()))
+    return None
+
+
+def gray_pattern(level=200):
+    while True:
+        yield np.full((240, 320, 3), int(level), np.uint8)
+
+
+def tone_generator(frequency=440.0):
+    sr, n = 24000, 480
+    phase = 0
+    while True:
+        t = (np.arange(n) + phase) / sr
+        phase += n
+        yield sr, (np.sin(2 * math.pi * frequency * t) * 0.5).astype(np.float32)
+
+
+class Echo(StreamHandler):
+    """Echoes audio back, multiplied by its `gain` input."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self.queue: queue.Queue = queue.Queue(maxsize=100)
+
+    def copy(self):
+        return Echo()
+
+    def start_up(self):
+        log("start_up")
+
+    def shutdown(self):
+        log("shutdown")
+
+    def receive(self, frame):
+        sr, array = frame
+        try:
+            self.queue.put_nowait((sr, array))
+        except queue.Full:
+            pass
+
+    def emit(self):
+        try:
+            sr, array = self.queue.get(timeout=0.05)
+        except queue.Empty:
+            return None
+        gain = self.latest_args[1] if len(self.latest_args) > 1 else 1.0
+        return sr, (array.astype(np.float32) * gain).astype(np.int16)
+
+
+class AsyncCounter(AsyncStreamHandler):
+    """Send mode: counts input frames, reports every 25th as an output."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=16000)
+        self.count = 0
+        self.pending = 0
+
+    def copy(self):
+        return AsyncCounter()
+
+    async def start_up(self):
+        log("start_up")
+
+    async def shutdown(self):
+        log("shutdown")
+
+    async def receive(self, frame):
+        sr, array = frame
+        assert sr == 16000 and array.dtype == np.int16
+        self.count += 1
+        if self.count % 25 == 0:
+            self.pending = self.count
+
+    async def emit(self):
+        import asyncio
+
+        await asyncio.sleep(0.02)
+        if self.pending:
+            value, self.pending = self.pending, 0
+            return AdditionalOutputs(value)
+        return None
+
+
+class AVEcho(AudioVideoStreamHandler):
+    """Audio echo plus video flip; in receive mode a tone and a gray pattern."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self.audio: queue.Queue = queue.Queue(maxsize=100)
+        self.frame = None
+        self.video_seen = 0
+        self.audio_seen = 0
+        self.phase = 0
+
+    def copy(self):
+        return AVEcho()
+
+    def start_up(self):
+        log("start_up")
+
+    def shutdown(self):
+        log("shutdown")
+
+    def receive(self, frame):
+        self.audio_seen += 1
+        try:
+            self.audio.put_nowait(frame)
+        except queue.Full:
+            pass
+
+    def emit(self):
+        try:
+            return self.audio.get(timeout=0.05)
+        except queue.Empty:
+            pass
+        if self.audio_seen == 0:  # receive mode: generate a 440 Hz tone
+            t = (np.arange(960) + self.phase) / 48000
+            self.phase += 960
+            return 48000, (np.sin(2 * math.pi * 440 * t) * 0.5).astype(np.float32)
+        return None
+
+    def video_receive(self, frame):
+        self.video_seen += 1
+        self.frame = frame
+        if self.video_seen % 10 == 0:
+            return AdditionalOutputs("video", self.video_seen)
+
+    def video_emit(self):
+        if self.frame is None:
+            return np.full((240, 320, 3), 200, np.uint8)
+        return np.flip(self.frame, axis=0)
+
+
+class Boom(Exception):
+    pass
+
+
+def faulty_frame(frame):
+    webrtc_id = get_current_context().webrtc_id
+    SEEN[webrtc_id] += 1
+    if SEEN[webrtc_id] > 5:
+        raise Boom("the handler failed on purpose")
+    return frame
+
+
+flip = Stream(flip_frame, modality="video", mode="send-receive")
+gain = Stream(scale, modality="video", mode="send-receive",
+              additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Level")])
+video_send = Stream(count_frames, modality="video", mode="send")
+video_receive = Stream(gray_pattern, modality="video", mode="receive",
+                       additional_inputs=[Slider(minimum=0, maximum=255, step=1, value=200,
+                                                 label="Level")])
+echo = Stream(Echo(), modality="audio", mode="send-receive",
+              additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Gain")])
+audio_send = Stream(AsyncCounter(), modality="audio", mode="send")
+tone = Stream(tone_generator, modality="audio", mode="receive",
+              additional_inputs=[Slider(minimum=50, maximum=4000, value=440, label="Frequency")])
+av = Stream(AVEcho(), modality="audio-video", mode="send-receive")
+av_send = Stream(AVEcho(), modality="audio-video", mode="send")
+av_receive = Stream(AVEcho(), modality="audio-video", mode="receive")
+limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1)
+timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
+faulty = Stream(faulty_frame, modality="video", mode="send-receive")
