@@ -358,7 +358,7 @@ class Session(SessionPort):
             self.pc.addTrack(track)
             self._out_tracks.append(track)
         if "video" in self.stream.kinds and "video" in kinds:
-            track = ProducedVideoTrack(self._produce_video)
+            track = ProducedVideoTrack(self._produce_video_or_fail)
             self.pc.addTrack(track)
             self._out_tracks.append(track)
 
@@ -464,6 +464,16 @@ class Session(SessionPort):
             await gen.aclose()
         else:
             await self.call(gen.close)
+
+    async def _produce_video_or_fail(self) -> Any:
+        """aiortc's sender swallows errors from recv(): report them ourselves."""
+        try:
+            return await self._produce_video()
+        except (MediaStreamError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            self.fail(exc)
+            raise MediaStreamError from exc
 
     async def _produce_video(self) -> Any:
         """The next outgoing video frame, for every video mode that sends."""
