@@ -247,11 +247,19 @@ class Stream:
         """
         values = self.clean_inputs(*args)
         from django_rtcstream.sessions import bus
+        from django_rtcstream.sessions.runtime import local_session
 
         name = self._require_name()
+        session = local_session(webrtc_id)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if session is not None and session.stream is self and loop is not session.loop:
+            # Another thread of the owning worker: hand the values to the session's loop.
+            session.loop.call_soon_threadsafe(session.set_inputs, values)
+            return None
+        if loop is None:
             from asgiref.sync import async_to_sync
 
             return async_to_sync(bus.send_inputs)(name, webrtc_id, values)

@@ -70,9 +70,16 @@ def check_webrtc_id(webrtc_id: Any) -> str:
 
 
 def _local(webrtc_id: str) -> Any:
-    from django_rtcstream.sessions.runtime import manager
+    """The session if this process owns it and we are on its loop."""
+    from django_rtcstream.sessions.runtime import local_session
 
-    return manager().get(webrtc_id)
+    session = local_session(webrtc_id)
+    if session is None:
+        return None
+    try:
+        return session if asyncio.get_running_loop() is session.loop else None
+    except RuntimeError:
+        return None
 
 
 async def _require_live(stream: str, webrtc_id: str) -> None:

@@ -746,6 +746,11 @@ _manager: SessionManager | None = None
 _manager_lock = threading.Lock()
 
 
+def local_session(webrtc_id: str) -> Session | None:
+    """The session with this id if this process owns it (never creates the manager)."""
+    return _manager.get(webrtc_id) if _manager is not None else None
+
+
 def manager() -> SessionManager:
     """This process's session manager, created on first use."""
     global _manager
