@@ -57,6 +57,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
         messages.append(Error("RTCSTREAM['ICE_HOST_ADDRESSES'] must be a list of IP address strings.",
                               hint="For example ['127.0.0.1'].", id=Codes.BAD_ICE))
+    ports = value.get("UDP_PORT_RANGE")
+    if ports is not None and not (
+        isinstance(ports, (list, tuple)) and len(ports) == 2
+        and all(isinstance(p, int) and not isinstance(p, bool) for p in ports)
+        and 1024 <= ports[0] <= ports[1] <= 65535
+    ):
+        messages.append(Error(f"RTCSTREAM['UDP_PORT_RANGE'] must be (low, high) ports, got {ports!r}.",
+                              hint="For example (40000, 40100).", id=Codes.BAD_ICE))
     servers = value.get("SERVER_ICE_SERVERS", [])
     if not isinstance(servers, list):
         messages.append(Error("RTCSTREAM['SERVER_ICE_SERVERS'] must be a list of "

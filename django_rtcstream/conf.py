@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # Local addresses host candidates are gathered on; None keeps aioice's choice
     # (every interface but loopback). ["127.0.0.1"] makes loopback-only setups work.
     "ICE_HOST_ADDRESSES": None,
+    # (low, high): UDP ports host candidates bind to, for firewalls and containers
+    "UDP_PORT_RANGE": None,
     # Seconds a session may take from offer to "connected" before it is closed
     "CONNECT_TIMEOUT": 30.0,
     # Seconds a trickled candidate waits for its offer to be registered

@@ -252,3 +252,23 @@ async def test_websocket_from_a_foreign_origin_is_refused(asgi_server):
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/flip/", origin="http://evil.example"):
             pass
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.media
+async def test_host_candidates_use_the_configured_address_and_port_range(rtc_url):
+    from django.test import override_settings
+
+    from django_rtcstream.media import ice
+    from tests.settings import RTCSTREAM
+
+    with override_settings(RTCSTREAM={**RTCSTREAM, "UDP_PORT_RANGE": (41000, 41010)}):
+        ice.install_port_range((41000, 41010))
+        try:
+            async with StreamClient(rtc_url, "flip", video=SyntheticVideoTrack()) as client:
+                await collect(client.video_frames, 3)
+                session = manager().get(client.webrtc_id)
+                transport = session.pc.getTransceivers()[0].receiver.transport.transport
+                local = transport.iceGatherer.getLocalCandidates()
+        finally:
+            ice.install_port_range(None)
+    assert local and all(c.ip == "127.0.0.1" and 41000 <= c.port <= 41010 for c in local)

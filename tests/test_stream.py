@@ -165,6 +165,7 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
     ({"AUDIO_PREFETCH": 0}, "django_rtcstream.E009"),
     ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
+    ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
 ])
 def test_system_checks_report_bad_configuration(rtcstream, code):
     with override_settings(RTCSTREAM=rtcstream):

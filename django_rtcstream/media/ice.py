@@ -8,11 +8,15 @@ control, so every peer connection of this package is built here.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcicetransport
 from aiortc import RTCConfiguration, RTCIceServer
 
 logger = logging.getLogger(__name__)
@@ -66,3 +70,80 @@ def ice_servers(entries: list[dict[str, Any]] | None) -> list[RTCIceServer]:
 def rtc_configuration(entries: list[dict[str, Any]] | None) -> RTCConfiguration:
     """An ``RTCConfiguration`` that always names its ICE servers (possibly none)."""
     return RTCConfiguration(iceServers=ice_servers(entries))
+
+
+_port_range: tuple[int, int] | None = None
+_binding: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "rtcstream_udp_ports", default=None
+)
+
+
+class PortRangeConnection(aioice.ice.Connection):
+    """An aioice connection that binds its host sockets within ``UDP_PORT_RANGE``.
+
+    aioice binds host candidates to port 0 (any port). While this connection
+    gathers, its task carries the range in a context variable and the loop's
+    ``create_datagram_endpoint`` picks a free port in it instead.
+    """
+
+    async def get_component_candidates(  # type: ignore[override]
+        self, component: int, addresses: list[str], timeout: int = 5
+    ) -> Any:
+        if _port_range is None:
+            return await super().get_component_candidates(component, addresses, timeout)
+        _wrap_loop(asyncio.get_running_loop())
+        token = _binding.set(_port_range)
+        try:
+            return await super().get_component_candidates(component, addresses, timeout)
+        finally:
+            _binding.reset(token)
+
+
+def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if getattr(loop, "_rtcstream_port_range", False):
+        return
+    original = loop.create_datagram_endpoint
+
+    async def create_datagram_endpoint(factory: Any, local_addr: Any = None, **kwargs: Any) -> Any:
+        ports = _binding.get()
+        if ports is None or not local_addr or local_addr[1] != 0:
+            return await original(factory, local_addr=local_addr, **kwargs)
+        candidates = list(range(ports[0], ports[1] + 1))
+        random.shuffle(candidates)
+        for port in candidates:
+            try:
+                return await original(factory, local_addr=(local_addr[0], port), **kwargs)
+            except OSError:
+                continue
+        raise OSError(f"no free UDP port in {ports[0]}-{ports[1]} on {local_addr[0]}")
+
+    try:
+        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+        loop._rtcstream_port_range = True  # type: ignore[attr-defined]
+    except AttributeError as exc:  # e.g. uvloop's loop has fixed attributes
+        raise RuntimeError(
+            "RTCSTREAM['UDP_PORT_RANGE'] needs asyncio's own event loop "
+            f"({type(loop).__name__} cannot be configured)"
+        ) from exc
+
+
+def install_port_range(ports: tuple[int, int] | list[int] | None) -> None:
+    """Bind host candidates within ``ports`` (inclusive); None restores any port.
+
+    Checked seam: aiortc must still build its ICE connection from
+    ``aiortc.rtcicetransport.Connection`` and aioice must still gather in
+    ``Connection.get_component_candidates``.
+    """
+    global _port_range
+    if not hasattr(aioice.ice.Connection, "get_component_candidates") or not hasattr(
+        aiortc.rtcicetransport, "Connection"
+    ):
+        raise RuntimeError("aiortc/aioice internals moved: UDP_PORT_RANGE is not supported here")
+    if ports is not None:
+        low, high = int(ports[0]), int(ports[1])
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"UDP_PORT_RANGE must be (low, high) within 1024-65535, got {ports!r}")
+        _port_range = (low, high)
+        aiortc.rtcicetransport.Connection = PortRangeConnection  # type: ignore[misc]
+    else:
+        _port_range = None

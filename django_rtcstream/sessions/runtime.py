@@ -689,6 +689,7 @@ class SessionManager:
         self.worker = rtc_settings.worker_name()
         self.loop_thread = threading.get_ident()
         ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
+        ice.install_port_range(rtc_settings.UDP_PORT_RANGE)
 
     def get(self, webrtc_id: str) -> Session | None:
         return self.sessions.get(webrtc_id)
