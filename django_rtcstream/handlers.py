@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     AudioChunk = Union[tuple[int, np.ndarray], tuple[int, np.ndarray, str]]
 
 __all__ = [
+    "log",
+    "send_message",
+    "warn",
     "AdditionalOutputs",
     "AsyncAudioVideoStreamHandler",
     "AsyncStreamHandler",
@@ -103,6 +106,34 @@ def get_current_context() -> Context:
         return _current_context.get()
     except LookupError:
         raise RuntimeError("get_current_context() called outside a stream handler") from None
+
+
+_current_port: contextvars.ContextVar[SessionPort] = contextvars.ContextVar(
+    "django_rtcstream_port"
+)
+
+
+def send_message(msg_type: str, data: Any = None) -> None:
+    """Send ``{"type": msg_type, "data": data}`` to the client of the current session.
+
+    Works in any handler kind (function or class, sync or async), from the
+    handler's own thread; outside a handler it raises RuntimeError.
+    """
+    try:
+        port = _current_port.get()
+    except LookupError:
+        raise RuntimeError("send_message() called outside a stream handler") from None
+    port.send_message({"type": msg_type, "data": data})
+
+
+def warn(message: str) -> None:
+    """Send a ``warning`` message to the client (FastRTC's ``Warning()``)."""
+    send_message("warning", message)
+
+
+def log(message: str) -> None:
+    """Send a ``log`` message to the client."""
+    send_message("log", message)
 
 
 @dataclass

@@ -67,6 +67,7 @@ RTCSTREAM = {
         "timed": "tests.streams.timed",
         "faulty": "tests.streams.faulty",
         "gain": "tests.streams.gain",
+        "slow": "tests.streams.slow",
     },
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
     "CONNECT_TIMEOUT": 10,

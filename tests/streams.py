@@ -21,6 +21,7 @@ from django_rtcstream import (
     Stream,
     StreamHandler,
     get_current_context,
+    warn,
 )
 
 EVENTS: list[tuple[str, str]] = []
@@ -42,6 +43,8 @@ def scale(frame, level):
 def count_frames(frame, every=5):
     webrtc_id = get_current_context().webrtc_id
     SEEN[webrtc_id] += 1
+    if SEEN[webrtc_id] == 1:
+        warn("first frame seen")
     if SEEN[webrtc_id] % every == 0:
         return AdditionalOutputs(SEEN[webrtc_id], float(frame.mean()))
     return None
@@ -189,6 +192,15 @@ def faulty_frame(frame):
     return frame
 
 
+def slow_flip(frame):
+    import time
+
+    SEEN[get_current_context().webrtc_id] += 1
+    time.sleep(0.1)  # three frame periods at 30 fps
+    return np.flip(frame, axis=0)
+
+
+slow = Stream(slow_flip, modality="video", mode="send-receive")
 flip = Stream(flip_frame, modality="video", mode="send-receive")
 gain = Stream(scale, modality="video", mode="send-receive",
               additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Level")])

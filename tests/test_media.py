@@ -42,12 +42,14 @@ async def test_video_send_receive_flips_the_marker(rtc_url):
 async def test_video_send_handler_sees_frames_and_reports(rtc_url):
     async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as client:
         outputs = await outputs_of("video-send", client.webrtc_id, 2)
+        warning = await client.next_message("warning")
         message = await client.next_message("fetch_output")
         assert client.received["video"] == 0  # send mode: nothing comes back
     counts = [o.args[0] for o in outputs]
     assert counts == sorted(counts) and counts[0] % 5 == 0
     assert streams.SEEN[client.webrtc_id] >= 10
     assert message["via"] == "datachannel"
+    assert warning["data"] == "first frame seen"
 
 
 async def test_video_receive_generator_streams_without_input_and_follows_set_input(rtc_url):
@@ -129,3 +131,17 @@ async def test_set_input_reaches_a_function_video_handler_as_its_first_extra_arg
         await drain(client.video_frames)
         frames = await collect(client.video_frames, 5)
         assert abs(mean_brightness(frames[-1]) - 235 * 0.25) < 15
+
+
+async def test_a_slow_video_handler_drops_stale_frames_instead_of_queueing(rtc_url):
+    from django_rtcstream.sessions.runtime import manager
+
+    async with StreamClient(rtc_url, "slow", video=SyntheticVideoTrack(fps=30)) as client:
+        await collect(client.video_frames, 3)
+        await asyncio.sleep(2.0)
+        session = manager().get(client.webrtc_id)
+        latest = session._latest_video
+        called = streams.SEEN[client.webrtc_id]
+        # ~30 fps in, ~10 calls a second: two thirds are dropped, none wait in a queue.
+        assert latest.received > called * 2 and latest.dropped >= latest.received - called - 2
+        assert latest.seq - latest._read_seq <= 1

@@ -39,6 +39,7 @@ from django_rtcstream.handlers import (
     StreamHandlerBase,
     VideoStreamHandler,
     _current_context,
+    _current_port,
     is_async_handler,
 )
 from django_rtcstream.media import ice
@@ -95,6 +96,7 @@ class Session(SessionPort):
         self.is_async = self.handler is not None and is_async_handler(self.handler)
         self.context = contextvars.copy_context()
         self.context.run(_current_context.set, Context(webrtc_id, stream.name or ""))
+        self.context.run(_current_port.set, self)
         self.pc: RTCPeerConnection | None = None
         self.data_channel: Any = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
