@@ -23,10 +23,13 @@ class Codes:
     NO_CHANNEL_LAYER = "django_rtcstream.E007"
     BAD_ICE = "django_rtcstream.E010"
     NO_DRF = "django_rtcstream.E008"
+    BAD_LEASE = "django_rtcstream.E011"
+    BAD_PERMISSIONS = "django_rtcstream.E012"
 
 
 _POSITIVE = ("CONNECT_TIMEOUT", "EARLY_CANDIDATE_WAIT", "HANDLER_THREADS", "SSE_KEEPALIVE",
-             "MAX_SIGNALING_BYTES")
+             "MAX_SIGNALING_BYTES", "HEARTBEAT_INTERVAL", "SESSION_LEASE",
+             "SESSION_RETENTION_DAYS")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -53,6 +56,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages.append(Error(f"RTCSTREAM['AUDIO_PREFETCH'] must be an int >= 1, got {prefetch!r}.",
                               hint="1 holds one 20 ms frame; aiortc's own default is 4.",
                               id=Codes.BAD_NUMBER))
+    interval = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
+    lease = value.get("SESSION_LEASE", DEFAULTS["SESSION_LEASE"])
+    if isinstance(interval, (int, float)) and isinstance(lease, (int, float)) and lease < 2 * interval:
+        messages.append(Error("RTCSTREAM['SESSION_LEASE'] must be at least twice HEARTBEAT_INTERVAL.",
+                              hint="Otherwise live sessions of healthy workers get reaped.",
+                              id=Codes.BAD_LEASE))
+    perms = value.get("PERMISSION_CLASSES", {})
+    if not isinstance(perms, dict) or set(perms) - {"open", "input", "outputs", "close"}:
+        messages.append(Error("RTCSTREAM['PERMISSION_CLASSES'] must map 'open', 'input', "
+                              "'outputs' or 'close' to lists of permission classes.",
+                              hint="e.g. {'open': ['rest_framework.permissions.IsAuthenticated']}",
+                              id=Codes.BAD_PERMISSIONS))
     hosts = value.get("ICE_HOST_ADDRESSES")
     if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
         messages.append(Error("RTCSTREAM['ICE_HOST_ADDRESSES'] must be a list of IP address strings.",

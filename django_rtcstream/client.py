@@ -160,6 +160,7 @@ class StreamClient:
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.received = {"video": 0, "audio": 0}
         self.connected = asyncio.Event()
+        self.token: str | None = None
         self._ws: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -256,6 +257,7 @@ class StreamClient:
         if status != 200:
             raise SignalingFailed(status, reply)
         self.webrtc_id = reply["webrtc_id"]
+        self.token = reply.get("token")
         await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))  # type: ignore[union-attr]
 
     async def _negotiate_ws(self, body: dict[str, Any]) -> None:
@@ -281,6 +283,7 @@ class StreamClient:
                 raise SignalingFailed(int(reply.get("meta", {}).get("status", 400)), reply)
             await self.messages.put(reply)
         self.webrtc_id = reply["webrtc_id"]
+        self.token = reply.get("token")
         await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))  # type: ignore[union-attr]
         self._tasks.append(asyncio.ensure_future(self._read_ws()))
 
@@ -327,10 +330,19 @@ class StreamClient:
         return await asyncio.wait_for(wait(), timeout)
 
     async def set_input(self, **values: Any) -> dict[str, Any]:
-        status, reply = await http_json(self.url("input"), {"webrtc_id": self.webrtc_id, **values})
+        """Change the session's inputs through the input hook (with the session token)."""
+        status, reply = await http_json(self.url("input"), {"webrtc_id": self.webrtc_id,
+                                                             "token": self.token, **values})
         if status != 200:
             raise SignalingFailed(status, reply)
         return reply
+
+    async def hang_up(self) -> None:
+        """Ask the server to close the session now (instead of waiting for ICE to notice)."""
+        if self.webrtc_id and self.signaling == "http":
+            await http_json(self.url("webrtc/offer"), {"type": "close", "webrtc_id": self.webrtc_id,
+                                                       "token": self.token})
+        await self.close()
 
     async def close(self) -> None:
         for task in self._tasks:

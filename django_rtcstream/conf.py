@@ -44,6 +44,18 @@ DEFAULTS: dict[str, Any] = {
     "SSE_KEEPALIVE": 15,
     # Name of this worker process in session records (default: host:pid)
     "WORKER_NAME": None,
+    # Seconds between a worker's heartbeats on its live sessions
+    "HEARTBEAT_INTERVAL": 5.0,
+    # Seconds without a heartbeat after which any worker reaps a session (marked failed)
+    "SESSION_LEASE": 30.0,
+    # Days finished sessions are kept (rtcstream_sessions --purge)
+    "SESSION_RETENTION_DAYS": 30,
+    # DRF permission classes per action: "open", "input", "outputs", "close"
+    "PERMISSION_CLASSES": {},
+    # True: the webrtc_id alone grants input/outputs/close (FastRTC's model)
+    "OPEN_SESSIONS": False,
+    # DRF permission classes of the sessions API
+    "SESSIONS_API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
 
 

@@ -57,6 +57,12 @@ class StreamSession(models.Model):
     connected_at = models.DateTimeField(_("connected"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
     close_reason = models.CharField(_("close reason"), max_length=200, blank=True)
+    # Refreshed by the owning worker; a live row whose heartbeat is older than the
+    # lease belongs to a dead worker and is reaped by any other.
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True, db_index=True)
+    # sha256 of the secret handed to the client with the answer (never the secret).
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    call_sid = models.CharField(_("call sid"), max_length=64, blank=True)
     frames_in = models.PositiveBigIntegerField(_("frames in"), default=0)
     frames_out = models.PositiveBigIntegerField(_("frames out"), default=0)
     messages_out = models.PositiveBigIntegerField(_("messages out"), default=0)

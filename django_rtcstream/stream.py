@@ -108,6 +108,11 @@ class Stream:
         output_serializer: ``fn(AdditionalOutputs) -> JSON-able`` for the SSE hook.
         audio_prefetch: frames the server's audio jitter buffer holds (None:
             the ``AUDIO_PREFETCH`` setting).
+        permission_classes: DRF permission classes per action (``"open"``,
+            ``"input"``, ``"outputs"``, ``"close"``), overriding the settings.
+        input_serializer: a DRF serializer class for the input hook, instead of
+            the one derived from ``additional_inputs``; its validated data, in
+            field order, become the handler's extra arguments.
     """
 
     def __init__(
@@ -129,6 +134,8 @@ class Stream:
         output_serializer: Callable[[AdditionalOutputs], Any] | None = None,
         ui_args: dict[str, Any] | None = None,
         audio_prefetch: int | None = None,
+        permission_classes: dict[str, list[Any]] | None = None,
+        input_serializer: Any = None,
     ) -> None:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -171,6 +178,16 @@ class Stream:
         self.output_serializer = output_serializer
         self.ui_args = dict(ui_args or {})
         self.audio_prefetch = audio_prefetch
+        if permission_classes is not None and (
+            not isinstance(permission_classes, dict)
+            or set(permission_classes) - {"open", "input", "outputs", "close"}
+        ):
+            raise ValueError(
+                "permission_classes maps 'open', 'input', 'outputs' or 'close' to lists of "
+                "DRF permission classes"
+            )
+        self.permission_classes = permission_classes
+        self.input_serializer = input_serializer
         self.inputs = InputSchema(self.additional_inputs)
         self.name: str | None = None
         self._ui: Any = None

@@ -71,7 +71,7 @@ async def test_input_hook_validates_by_name_and_changes_the_handler(rtc_url):
 
 async def test_sse_output_hook_streams_outputs_until_the_session_ends(rtc_url):
     async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as client:
-        url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}"
+        url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&token={client.token}"
 
         def read_events():
             events = []

@@ -56,7 +56,8 @@ async def test_hangup_over_http_closes_at_once(rtc_url):
     client = StreamClient(rtc_url, "limited", audio=ToneAudioTrack())
     await client.connect()
     status, body = await http_json(client.url("webrtc/offer"),
-                                   {"type": "close", "webrtc_id": client.webrtc_id})
+                                   {"type": "close", "webrtc_id": client.webrtc_id,
+                                    "token": client.token})
     assert (status, body) == (200, {"status": "success"})
     closed = await wait_closed(client.webrtc_id, timeout=2)
     assert closed.close_reason == "client_hangup"

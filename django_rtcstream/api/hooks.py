@@ -2,7 +2,9 @@
 (``GET <prefix>/<stream>/outputs?webrtc_id=``).
 
 Both work from any worker: inputs travel to the owning worker over the
-control bus, outputs come back through the session's output group.
+control bus, outputs come back through the session's output group. Both are
+guarded by the ``input`` / ``outputs`` permission classes (by default: the
+session's token, its user, or staff).
 """
 
 from __future__ import annotations
@@ -12,66 +14,108 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from django_rtcstream.api import permissions
+from django_rtcstream.api.serializers import input_serializer_class
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
+from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import bus, records
 from django_rtcstream.signaling.http import failure, get_stream_or_fail
-from django_rtcstream.signaling.messages import parse_json
 
 
-@csrf_exempt
-@require_POST
-async def input_hook(request: HttpRequest, stream: str) -> JsonResponse:
-    """Set a session's inputs by name: ``{"webrtc_id": ..., "<input name>": value, ...}``."""
-    try:
-        the_stream = get_stream_or_fail(stream)
-        data = parse_json(request.body, rtc_settings.MAX_SIGNALING_BYTES)
-        webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
-        record = await records.find(stream, webrtc_id)
-        if record is None or not record.is_live:
-            raise UnknownSession(webrtc_id)
-        if "args" in data and len(data) == 1:
-            values = the_stream.inputs.clean_args(data["args"])
-        else:
-            current = record.inputs if isinstance(record.inputs, list) else []
-            if len(current) != len(the_stream.inputs):
-                current = the_stream.inputs.defaults()
-            values = the_stream.inputs.clean_named(data, current)
-        await bus.send_inputs(stream, webrtc_id, values)
-    except InvalidInput as exc:
-        return JsonResponse({"status": "failed", "meta": {"error": "invalid_input",
-                                                          "message": str(exc)},
+def _failed(exc: SignalingError) -> Response:
+    return Response(exc.body(), status=exc.status)
+
+
+class InputHookView(APIView):
+    """Set a session's inputs by name: ``{"webrtc_id": ..., "<input>": value, ...}``.
+
+    Values are validated by a serializer derived from the stream's
+    ``additional_inputs`` (or the stream's ``input_serializer``); unnamed
+    inputs keep their current values. The handler sees the new values on its
+    next call, on whichever worker holds the session.
+    """
+
+    permission_classes: list[Any] = []  # checked per session below
+
+    def post(self, request: Request, stream: str) -> Response:
+        try:
+            the_stream = get_stream_or_fail(stream)
+            try:
+                data = dict(request.data)
+            except (ParseError, UnsupportedMediaType, TypeError, ValueError) as exc:
+                raise SignalingError("invalid_json", f"The body is not a JSON object: {exc}") from None
+            webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
+            request._request.rtc_token = data.pop("token", None)
+            record = (StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
+                      .order_by("-created_at").first())
+            if record is None or not record.is_live:
+                raise UnknownSession(webrtc_id)
+            permissions.check("input", request, the_stream, record)
+            serializer_class = input_serializer_class(the_stream)
+            custom = the_stream.input_serializer is not None
+            serializer = serializer_class(data=data, partial=not custom)
+            unknown = set(data) - set(serializer.fields)
+            if unknown:
+                raise InvalidInput({k: ["Unknown input."] for k in sorted(unknown)})
+            if not serializer.is_valid():
+                raise InvalidInput({k: [str(m) for m in v] for k, v in serializer.errors.items()})
+            validated = dict(serializer.validated_data)
+            if custom:
+                values = [validated.get(name) for name in serializer.fields]
+            else:
+                current = record.inputs if isinstance(record.inputs, list) else []
+                if len(current) != len(the_stream.inputs):
+                    current = the_stream.inputs.defaults()
+                values = the_stream.inputs.clean_named(validated, current)
+            async_to_sync(bus.send_inputs)(stream, webrtc_id, values)
+        except InvalidInput as exc:
+            return Response({"status": "failed",
+                             "meta": {"error": "invalid_input", "message": str(exc)},
                              "errors": exc.errors}, status=400)
-    except SignalingError as exc:
-        return failure(exc)
-    names = [s.name for s in the_stream.inputs.specs]
-    return JsonResponse({"status": "success", "inputs": dict(zip(names, values)) if names
-                         else values})
+        except SignalingError as exc:
+            return _failed(exc)
+        names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
+        return Response({"status": "success", "inputs": dict(zip(names, values))})
+
+
+input_hook = InputHookView.as_view()
 
 
 def sse_event(data: Any, event: str | None = None, event_id: int | None = None) -> str:
+    """One Server-Sent Event; JSON never spans lines, so no field holds a bare newline."""
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
     if event:
         lines.append(f"event: {event}")
-    for line in json.dumps(data, default=str).splitlines() or [""]:
-        lines.append(f"data: {line}")
+    lines.append(f"data: {json.dumps(data, default=str)}")
     return "\n".join(lines) + "\n\n"
 
 
 @require_GET
 async def outputs_hook(request: HttpRequest, stream: str) -> Any:
-    """Stream the session's ``AdditionalOutputs`` as Server-Sent Events until it ends."""
+    """Stream the session's ``AdditionalOutputs`` as Server-Sent Events until it ends.
+
+    Events are ``event: output`` with the stream's serialization of the
+    outputs as JSON, keep-alive comments every ``SSE_KEEPALIVE`` seconds, and a
+    final ``event: end``. Several subscribers each get every event.
+    """
     try:
         the_stream = get_stream_or_fail(stream)
         webrtc_id = bus.check_webrtc_id(request.GET.get("webrtc_id"))
-        if await records.find(stream, webrtc_id) is None:
+        record = await records.find(stream, webrtc_id)
+        if record is None:
             raise UnknownSession(webrtc_id)
+        await permissions.acheck("outputs", request, the_stream, record)
     except SignalingError as exc:
         return failure(exc)
 

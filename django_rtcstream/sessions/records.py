@@ -10,6 +10,7 @@ process runs in one thread, which serializes admission.
 from __future__ import annotations
 
 import zlib
+from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -27,10 +28,26 @@ def _lock_stream(stream: str) -> None:
                            [0x52544353, zlib.crc32(stream.encode()) & 0x7FFFFFFF])
 
 
-def _admit(stream: str, webrtc_id: str, limit: int | None, **fields: Any) -> StreamSession:
+def _reap(lease: float, **filters: Any) -> list[str]:
+    """Mark live sessions whose worker stopped heartbeating as failed; their ids."""
+    cutoff = timezone.now() - timedelta(seconds=lease)
+    stale = StreamSession.objects.filter(state__in=ACTIVE_STATES, heartbeat_at__lt=cutoff, **filters)
+    ids = list(stale.values_list("webrtc_id", flat=True))
+    if ids:
+        stale.update(state=SessionState.FAILED, closed_at=timezone.now(), close_reason="worker_lost")
+    return ids
+
+
+reap = database_sync_to_async(_reap)
+
+
+def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
+           **fields: Any) -> StreamSession:
     try:
         with transaction.atomic():
             _lock_stream(stream)
+            # Slots held by dead workers are freed before counting.
+            _reap(lease, stream=stream)
             if limit is not None:
                 live = StreamSession.objects.filter(stream=stream, state__in=ACTIVE_STATES).count()
                 if live >= limit:
@@ -41,7 +58,8 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, **fields: Any) -> Str
                         status=429,
                         limit=limit,
                     )
-            return StreamSession.objects.create(stream=stream, webrtc_id=webrtc_id, **fields)
+            return StreamSession.objects.create(stream=stream, webrtc_id=webrtc_id,
+                                                heartbeat_at=timezone.now(), **fields)
     except IntegrityError:
         raise SignalingError(
             "connection_already_exists",
@@ -84,3 +102,13 @@ def find(stream: str, webrtc_id: str) -> StreamSession | None:
     """The newest record of this id on this stream (live first)."""
     qs = StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
     return qs.filter(state__in=ACTIVE_STATES).first() or qs.order_by("-created_at").first()
+
+
+@database_sync_to_async
+def heartbeat(beats: dict[Any, dict[str, int]]) -> None:
+    """Refresh the lease and counters of this worker's live sessions."""
+    now = timezone.now()
+    for record_id, counters in beats.items():
+        StreamSession.objects.filter(pk=record_id, state__in=ACTIVE_STATES).update(
+            heartbeat_at=now, **counters
+        )

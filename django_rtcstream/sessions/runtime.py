@@ -116,6 +116,7 @@ class Session(SessionPort):
         self._generator: Any = None
         self._generator_stale = False
         self._generator_done = False
+        self.token = ""
         self.frames_in = 0
         self.frames_out = 0
         self.messages_out = 0
@@ -555,6 +556,10 @@ class Session(SessionPort):
             if extra is not None:
                 await self.handle_extra(extra)
 
+    def counters(self) -> dict[str, int]:
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out,
+                "messages_out": self.messages_out}
+
     # -- closing -------------------------------------------------------------------------
 
     def request_close(self, reason: str, state: str = SessionState.CLOSED) -> None:
@@ -591,10 +596,8 @@ class Session(SessionPort):
         if self.pc is not None:
             await self.pc.close()
         self.manager.forget(self)
-        counters = {"frames_in": self.frames_in, "frames_out": self.frames_out,
-                    "messages_out": self.messages_out}
         try:
-            await records.mark_closed(self.record_id, state, reason, counters)
+            await records.mark_closed(self.record_id, state, reason, self.counters())
         finally:
             await bus.publish_end(self.webrtc_id)
 
@@ -711,10 +714,16 @@ class SessionManager:
     ) -> Session:
         """Admit a session (limits, duplicates) and register it on this worker."""
         self.loop_thread = threading.get_ident()
+        from django_rtcstream.api.permissions import new_token
+
+        self._ensure_heartbeat()
+        token, token_hash = new_token()
         record = await records.admit(
             stream.name or "",
             webrtc_id,
             stream.concurrency_limit,
+            rtc_settings.SESSION_LEASE,
+            token_hash=token_hash,
             channel=channel,
             worker=self.worker,
             client_address=client_address,
@@ -722,6 +731,7 @@ class SessionManager:
             inputs=stream.inputs.defaults(),
         )
         session = Session(self, stream, webrtc_id, record.pk)
+        session.token = token
         self.sessions[webrtc_id] = session
         session.spawn(session.control_loop(), "control")
         return session
@@ -739,6 +749,27 @@ class SessionManager:
             await session.close("offer_error", SessionState.FAILED)
             raise
         return session, answer
+
+    def _ensure_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = getattr(self, "_heartbeat_task", None)
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._heartbeat_task = loop.create_task(self._heartbeat(), name="rtcstream:heartbeat")
+
+    async def _heartbeat(self) -> None:
+        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions."""
+        while True:
+            await asyncio.sleep(rtc_settings.HEARTBEAT_INTERVAL)
+            try:
+                await records.heartbeat({
+                    s.record_id: s.counters() for s in self.sessions.values()
+                    if not s.closed.is_set()
+                })
+                for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE):
+                    logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
+                    await bus.publish_end(webrtc_id)
+            except Exception:
+                logger.exception("Session heartbeat failed")
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),

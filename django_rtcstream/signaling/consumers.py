@@ -28,6 +28,20 @@ logger = logging.getLogger(__name__)
 CLOSE_UNKNOWN_STREAM = 4404
 
 
+class ScopeRequest:
+    """What permission classes need of a request, read from a WebSocket scope."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.user = scope.get("user")
+        self.META = {
+            "HTTP_" + k.decode("latin1").upper().replace("-", "_"): v.decode("latin1")
+            for k, v in scope.get("headers", [])
+        }
+        self.GET: dict[str, str] = {}
+        client = scope.get("client") or [None]
+        self.META["REMOTE_ADDR"] = client[0]
+
+
 class SignalingConsumer(AsyncWebsocketConsumer):
     """Offer/answer and trickle ICE for one session over one WebSocket."""
 
@@ -78,6 +92,9 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             raise SignalingError("connection_already_exists",
                                  "This socket already carries a session.", status=409)
         sdp, webrtc_id = offer_fields(data)
+        from django_rtcstream.api import permissions
+
+        await permissions.acheck("open", ScopeRequest(self.scope), self.stream)
         user = self.scope.get("user")
         client = self.scope.get("client") or [None]
         session, answer = await manager().open_webrtc(
@@ -87,7 +104,8 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         )
         self.session = session
         session.listeners.append(self.on_session_message)
-        await self.send_json({"type": "answer", "sdp": answer, "webrtc_id": webrtc_id})
+        await self.send_json({"type": "answer", "sdp": answer, "webrtc_id": webrtc_id,
+                              "token": session.token})
         for candidate in local_candidates(session.pc):
             await self.send_json({"type": "ice-candidate", "candidate": candidate})
         await self.send_json({"type": "ice-candidate", "candidate": None})

@@ -17,7 +17,9 @@ from django.views.decorators.http import require_POST
 
 from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import SignalingError, StreamNotFound
+from django_rtcstream.api import permissions
+from django_rtcstream.exceptions import SignalingError, StreamNotFound, UnknownSession
+from django_rtcstream.sessions import records
 from django_rtcstream.signaling.messages import candidate_fields, offer_fields, parse_json
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,13 @@ async def _user_id(request: HttpRequest) -> Any:
 @csrf_exempt
 @require_POST
 async def offer(request: HttpRequest, stream: str) -> JsonResponse:
-    """Answer an offer, take a trickled candidate, or (``"type": "close"``) hang up."""
+    """Answer an offer, take a trickled candidate, or (``"type": "close"``) hang up.
+
+    The answer carries the session's ``token``: send it (``X-Session-Token``
+    header, or ``token`` in a JSON body) to set inputs, read outputs or close.
+    Trickled candidates need no token: a stranger's candidate cannot take over
+    the media, which DTLS binds to the fingerprints of the offer and answer.
+    """
     from django_rtcstream.sessions import bus
     from django_rtcstream.sessions.runtime import manager
 
@@ -58,14 +66,20 @@ async def offer(request: HttpRequest, stream: str) -> JsonResponse:
             await bus.send_candidate(stream, webrtc_id, candidate)
             return JsonResponse({"status": "success"})
         if kind == "close":
-            await bus.send_close(stream, bus.check_webrtc_id(data.get("webrtc_id")),
-                                 "client_hangup")
+            webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
+            request.rtc_token = data.get("token")  # type: ignore[attr-defined]
+            record = await records.find(stream, webrtc_id)
+            if record is None or not record.is_live:
+                raise UnknownSession(webrtc_id)
+            await permissions.acheck("close", request, the_stream, record)
+            await bus.send_close(stream, webrtc_id, "client_hangup")
             return JsonResponse({"status": "success"})
         if kind != "offer":
             raise SignalingError("invalid_request",
                                  "'type' must be 'offer', 'ice-candidate' or 'close'.",
                                  fields={"type": ["Unknown or missing message type."]})
         sdp, webrtc_id = offer_fields(data)
+        await permissions.acheck("open", request, the_stream)
         session, answer = await manager().open_webrtc(
             the_stream, webrtc_id, sdp,
             client_address=request.META.get("REMOTE_ADDR"),
@@ -74,4 +88,5 @@ async def offer(request: HttpRequest, stream: str) -> JsonResponse:
     except SignalingError as exc:
         logger.info("Signaling refused on %s: %s (%s)", stream, exc.code, exc)
         return failure(exc)
-    return JsonResponse({"sdp": answer, "type": "answer", "webrtc_id": session.webrtc_id})
+    return JsonResponse({"sdp": answer, "type": "answer", "webrtc_id": session.webrtc_id,
+                         "token": session.token})
