@@ -106,9 +106,12 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     streams = value.get("STREAMS", {}) if isinstance(value, dict) else {}
     messages: list[CheckMessage] = []
     for name, path in streams.items():
-        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name):
+        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name) or name in (
+            "streams", "sessions"
+        ):
             messages.append(Error(f"Invalid stream name {name!r}.",
-                                  hint="Use lowercase letters, digits, '-' and '_' (at most 50).",
+                                  hint="Use lowercase letters, digits, '-' and '_' (at most 50); "
+                                       "'streams' and 'sessions' are taken by the app's routes.",
                                   id=Codes.STREAM_NAME))
             continue
         try:

@@ -1,0 +1,174 @@
+"""An OpenAPI 3.1 document of every HTTP endpoint, built from the registered streams.
+
+Signaling and SSE are plain async Django views (DRF has no async views), so a
+DRF schema generator would miss them; and each stream's input hook takes a
+different body. The document is therefore built here, per stream, from the
+same declarations that validate requests: a slider's bounds in the schema are
+the bounds the hook enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from django_rtcstream import __version__, registry
+from django_rtcstream.inputs import InputSpec
+
+FAILURE = {
+    "type": "object",
+    "required": ["status", "meta"],
+    "properties": {
+        "status": {"const": "failed"},
+        "meta": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "examples": ["concurrency_limit_reached"]},
+                "message": {"type": "string"},
+                "limit": {"type": "integer"},
+            },
+        },
+    },
+}
+
+
+def _failures(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "Refused", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Failure"}}}} for c in codes}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def input_schema(spec: InputSpec) -> dict[str, Any]:
+    if spec.kind in ("slider", "number"):
+        schema: dict[str, Any] = {"type": "integer" if spec.precision == 0 else "number"}
+        if spec.minimum is not None:
+            schema["minimum"] = spec.minimum
+        if spec.maximum is not None:
+            schema["maximum"] = spec.maximum
+    elif spec.kind == "dropdown":
+        choice = {"enum": spec.choice_values()}
+        schema = {"type": "array", "items": choice} if spec.multiselect else choice
+    elif spec.kind == "checkbox":
+        schema = {"type": "boolean"}
+    elif spec.kind == "textbox":
+        schema = {"type": "string", "maxLength": spec.max_length}
+    else:
+        schema = {}
+    if spec.label:
+        schema["title"] = spec.label
+    default = spec.default()
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def build(prefix: str) -> dict[str, Any]:
+    """The document for the app mounted at ``prefix`` (e.g. ``/rtc/``)."""
+    p = prefix.rstrip("/")
+    stream_param = {"name": "stream", "in": "path", "required": True,
+                    "schema": {"type": "string", "enum": registry.stream_names()}}
+    token = {"name": "X-Session-Token", "in": "header", "required": False,
+             "schema": {"type": "string"}, "description": "The token returned with the answer."}
+    offer_body = {"oneOf": [
+        {"type": "object", "required": ["type", "sdp"], "properties": {
+            "type": {"const": "offer"}, "sdp": {"type": "string"},
+            "webrtc_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}},
+        {"type": "object", "required": ["type", "candidate", "webrtc_id"], "properties": {
+            "type": {"const": "ice-candidate"}, "webrtc_id": {"type": "string"},
+            "candidate": {"type": ["object", "null"], "properties": {
+                "candidate": {"type": "string"}, "sdpMid": {"type": ["string", "null"]},
+                "sdpMLineIndex": {"type": ["integer", "null"]}}}}},
+        {"type": "object", "required": ["type", "webrtc_id"], "properties": {
+            "type": {"const": "close"}, "webrtc_id": {"type": "string"},
+            "token": {"type": "string"}}},
+    ]}
+    paths: dict[str, Any] = {
+        f"{p}/streams/": {"get": {"summary": "Registered streams", "operationId": "listStreams",
+                                  "responses": {"200": _json({"type": "object"})}}},
+        f"{p}/{{stream}}/config": {"get": {
+            "summary": "A stream's metadata and the ICE configuration for clients",
+            "operationId": "getStreamConfig", "parameters": [stream_param],
+            "responses": {"200": _json({"type": "object"}), **_failures(404)}}},
+        f"{p}/{{stream}}/webrtc/offer": {"post": {
+            "summary": "Offer (FastRTC compatible), trickled ICE candidate, or hang-up",
+            "operationId": "postOffer", "parameters": [stream_param],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": offer_body}}},
+            "responses": {"200": _json({"type": "object", "properties": {
+                "sdp": {"type": "string"}, "type": {"const": "answer"},
+                "webrtc_id": {"type": "string"}, "token": {"type": "string"}}}),
+                **_failures(400, 403, 404, 409, 413, 429)}}},
+        f"{p}/{{stream}}/outputs": {"get": {
+            "summary": "The session's AdditionalOutputs as Server-Sent Events",
+            "operationId": "streamOutputs",
+            "parameters": [stream_param, token,
+                           {"name": "webrtc_id", "in": "query", "required": True,
+                            "schema": {"type": "string"}},
+                           {"name": "token", "in": "query", "required": False,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "event: output / event: end",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          **_failures(400, 403, 404)}}},
+        f"{p}/sessions/": {"get": {"summary": "Sessions (staff)", "operationId": "listSessions",
+                                   "responses": {"200": _json({"type": "array", "items": {
+                                       "$ref": "#/components/schemas/Session"}})}}},
+        f"{p}/sessions/{{id}}/": {"get": {
+            "summary": "One session (staff)", "operationId": "getSession",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Session"})}}},
+        f"{p}/sessions/{{id}}/close/": {"post": {
+            "summary": "Close a session on whichever worker holds it (staff)",
+            "operationId": "closeSession",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {"200": _json({"type": "object"}), **_failures(409)}}},
+    }
+    schemas: dict[str, Any] = {"Failure": FAILURE, "Session": _session_schema()}
+    for name, stream in registry.get_streams().items():
+        component = "".join(part.capitalize() for part in name.replace("-", "_").split("_")) + "Inputs"
+        schemas[component] = {"type": "object", "required": ["webrtc_id"], "properties": {
+            "webrtc_id": {"type": "string"}, "token": {"type": "string"},
+            **{spec.name: input_schema(spec) for spec in stream.inputs.specs}},
+            "additionalProperties": False}
+        paths[f"{p}/{name}/input"] = {"post": {
+            "summary": f"Set the inputs of a {name!r} session", "operationId": f"setInput_{name}",
+            "parameters": [token],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{component}"}}}},
+            "responses": {"200": _json({"type": "object"}), **_failures(400, 403, 404)}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "django-rtcstream", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _session_schema() -> dict[str, Any]:
+    from django_rtcstream.api.serializers import SessionSerializer
+
+    kinds = {"UUIDField": ("string", "uuid"), "DateTimeField": ("string", "date-time"),
+             "IntegerField": ("integer", None), "IPAddressField": ("string", None)}
+    properties: dict[str, Any] = {}
+    for name, field in SessionSerializer().fields.items():
+        kind, fmt = kinds.get(type(field).__name__, ("string", None))
+        if type(field).__name__ == "JSONField":
+            properties[name] = {}
+            continue
+        properties[name] = {"type": [kind, "null"]} if fmt is None else {"type": [kind, "null"],
+                                                                         "format": fmt}
+    return {"type": "object", "properties": properties}
+
+
+@require_GET
+def schema_view(request: HttpRequest) -> JsonResponse:
+    ns = request.resolver_match.namespace if request.resolver_match else "rtcstream"
+    prefix = reverse(f"{ns}:streams")[: -len("streams/")]
+    return JsonResponse(build(prefix))
