@@ -1,0 +1,31 @@
+"""The test project as one of several workers: PostgreSQL, Redis channel layer and cache.
+
+Used by tests/test_multiworker.py, which starts two uvicorn processes with it.
+REDIS_URL and DATABASE_URL name the services; RTCSTREAM_TEST_DB the database.
+"""
+
+import os
+from urllib.parse import urlsplit
+
+from tests.settings import *  # noqa: F401,F403
+from tests.settings import RTCSTREAM
+
+_db = urlsplit(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+DATABASES = {"default": {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": os.environ.get("RTCSTREAM_TEST_DB", _db.path.lstrip("/") or "test"),
+    "USER": _db.username or "postgres",
+    "PASSWORD": _db.password or "",
+    "HOST": _db.hostname or "127.0.0.1",
+    "PORT": _db.port or 5432,
+}}
+_redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+_prefix = os.environ.get("RTCSTREAM_TEST_PREFIX", "rtcstream-test")
+CHANNEL_LAYERS = {"default": {
+    "BACKEND": "channels_redis.core.RedisChannelLayer",
+    "CONFIG": {"hosts": [_redis], "prefix": _prefix},
+}}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                      "LOCATION": _redis, "KEY_PREFIX": _prefix}}
+RTCSTREAM = {**RTCSTREAM, "HEARTBEAT_INTERVAL": 0.5, "SESSION_LEASE": 2.0,
+             "WORKER_NAME": os.environ.get("RTCSTREAM_WORKER_NAME")}
