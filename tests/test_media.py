@@ -142,6 +142,7 @@ async def test_a_slow_video_handler_drops_stale_frames_instead_of_queueing(rtc_u
         session = manager().get(client.webrtc_id)
         latest = session._latest_video
         called = streams.SEEN[client.webrtc_id]
-        # ~30 fps in, ~10 calls a second: two thirds are dropped, none wait in a queue.
-        assert latest.received > called * 2 and latest.dropped >= latest.received - called - 2
-        assert latest.seq - latest._read_seq <= 1
+        # ~30 fps in, ~10 calls a second: two thirds are dropped, none wait in a queue
+        # (aiortc's own queue of decoded frames stays drained).
+        assert latest.received > called * 2 and latest.dropped >= latest.received - called - 3
+        assert latest.track._queue.qsize() <= 2

@@ -10,6 +10,7 @@ session's token, its user, or staff).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -140,7 +141,11 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
                 yield sse_event(the_stream.serialize_output(output), event="output", event_id=n)
                 pending = asyncio.ensure_future(outputs.__anext__())
         finally:
+            # The pending __anext__ runs inside the generator: let it finish cancelling
+            # before closing the generator, or aclose() finds it still running.
             pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
             await outputs.aclose()
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")

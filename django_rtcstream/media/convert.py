@@ -85,6 +85,7 @@ class AudioOutput:
         self._resamplers: dict[int, av.AudioResampler] = {}
         self.space = asyncio.Event()
         self.space.set()
+        self.filled = asyncio.Event()  # set whenever audio is pushed
 
     @property
     def buffered_seconds(self) -> float:
@@ -98,6 +99,7 @@ class AudioOutput:
             return
         self._chunks.append(samples)
         self._samples += len(samples)
+        self.filled.set()
         # Bounded: a handler that produces faster than real time loses its oldest audio.
         while self._samples > self.max_samples:
             self._samples -= len(self._chunks.popleft())

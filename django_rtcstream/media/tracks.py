@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -139,3 +139,62 @@ class PacedAudioTrack(MediaStreamTrack):
         else:
             self.sent += 1
         return audio_frame(samples, self.buffer.sample_rate, self._pts)
+
+
+class PushedAudioTrack(MediaStreamTrack):
+    """Audio a WebSocket consumer pushes in, read by the session like a WebRTC track.
+
+    Bounded: if the handler falls more than ``maxsize`` frames behind, the
+    oldest frames are dropped (and counted) rather than queued without end.
+    """
+
+    kind = "audio"
+
+    def __init__(self, maxsize: int = 50) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def push(self, frame: AudioFrame | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(frame)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+
+async def paced_frames(buffer: AudioOutput, lead: int = 3) -> AsyncIterator[np.ndarray | None]:
+    """Buffered audio in 20 ms frames at real time, for sockets (no silence is invented).
+
+    The first ``lead`` frames of a burst go out at once so the far end has a
+    little cushion; after that one frame per 20 ms. When the buffer runs dry
+    the generator yields None once (the end of a burst) and waits for more.
+    """
+    start: float | None = None
+    n = 0
+    while True:
+        samples = buffer.read()
+        if samples is None:
+            if start is not None:
+                start = None
+                yield None
+            buffer.filled.clear()
+            await buffer.filled.wait()
+            continue
+        now = time.monotonic()
+        if start is None:
+            start, n = now - lead * AUDIO_PTIME, 0
+        else:
+            wait = start + n * AUDIO_PTIME - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        n += 1
+        yield samples

@@ -54,6 +54,7 @@ from django_rtcstream.media.tracks import (
     LatestFrame,
     PacedAudioTrack,
     ProducedVideoTrack,
+    PushedAudioTrack,
     VideoClock,
 )
 from django_rtcstream.models import SessionState
@@ -100,6 +101,8 @@ class Session(SessionPort):
         self.pc: RTCPeerConnection | None = None
         self.data_channel: Any = None
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.clear_listeners: list[Callable[[], None]] = []
+        self.audio_input: PushedAudioTrack | None = None
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
         self._early_candidates: list[dict[str, Any] | None] = []
         self._remote_set = False
@@ -187,11 +190,17 @@ class Session(SessionPort):
             listener(message)
 
     def clear_output(self) -> None:
+        """Drop queued output audio (barge-in); socket transports also tell the far end."""
+        if threading.get_ident() != self.manager.loop_thread:
+            self.loop.call_soon_threadsafe(self._clear_now)
+        else:
+            self._clear_now()
+
+    def _clear_now(self) -> None:
         if self.audio_out is not None:
-            if threading.get_ident() != self.manager.loop_thread:
-                self.loop.call_soon_threadsafe(self.audio_out.clear)
-            else:
-                self.audio_out.clear()
+            self.audio_out.clear()
+        for listener in list(self.clear_listeners):
+            listener()
 
     async def handle_extra(self, extra: Any) -> None:
         if isinstance(extra, AdditionalOutputs):
@@ -237,6 +246,35 @@ class Session(SessionPort):
             except Exception:
                 logger.warning("Bad control message for %s: %r", self.webrtc_id, message,
                                exc_info=True)
+
+    # -- WebSocket / telephone start ----------------------------------------------------
+
+    async def start_socket(self, *, phone: bool = False) -> None:
+        """Start a session whose audio a WebSocket consumer carries (no peer connection).
+
+        The consumer pushes decoded input frames into ``audio_input`` and plays
+        ``audio_out``; everything else (handler, inputs, outputs, limits,
+        records) is the same as for WebRTC.
+        """
+        if self.stream.modality != "audio":
+            raise SignalingError(
+                "unsupported_modality",
+                f"Stream {self.stream.name!r} is {self.stream.modality}; audio over WebSocket and "
+                "telephone need an audio stream.",
+            )
+        if self.handler is not None:
+            self.handler.phone_mode = phone
+        if self.stream.receives_media_from_client:
+            self.audio_input = PushedAudioTrack()
+            self._remote_tracks["audio"] = self.audio_input
+        if self.stream.sends_media_to_client:
+            rate = self.handler.output_sample_rate if self.handler is not None else 48000
+            self.audio_out = AudioOutput(rate)
+        self.connected.set()
+        self.spawn(records.mark_connected(self.record_id), "mark-connected")
+        if self.stream.time_limit:
+            self.spawn(self._time_limit(), "time-limit")
+        self.spawn(self._run(), "run")
 
     # -- WebRTC start ------------------------------------------------------------------
 
@@ -711,6 +749,8 @@ class SessionManager:
         channel: str = "webrtc",
         client_address: str | None = None,
         user_id: Any = None,
+        call_sid: str = "",
+        inputs: list[Any] | None = None,
     ) -> Session:
         """Admit a session (limits, duplicates) and register it on this worker."""
         self.loop_thread = threading.get_ident()
@@ -728,9 +768,12 @@ class SessionManager:
             worker=self.worker,
             client_address=client_address,
             user_id=user_id,
-            inputs=stream.inputs.defaults(),
+            call_sid=call_sid,
+            inputs=inputs if inputs is not None else stream.inputs.defaults(),
         )
         session = Session(self, stream, webrtc_id, record.pk)
+        if inputs is not None:
+            session.set_inputs(inputs)
         session.token = token
         self.sessions[webrtc_id] = session
         session.spawn(session.control_loop(), "control")
