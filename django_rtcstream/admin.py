@@ -1,0 +1,157 @@
+"""The admin for ``StreamSession`` rows: live and finished sessions, read-only.
+
+Staff see every session with its state, age, worker and inputs, filter live from
+finished ones, and terminate live sessions on whichever worker holds them (the
+action goes through the control bus, like the sessions API). Rows are never
+added or edited here; only finished sessions may be deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from django_rtcstream.exceptions import UnknownSession
+from django_rtcstream.models import ACTIVE_STATES, StreamSession
+from django_rtcstream.sessions import bus
+
+TERMINATE_REASON = "terminated_by_admin"
+INPUTS_PREVIEW = 60
+
+
+def session_age(session: StreamSession, now: datetime | None = None) -> timedelta:
+    """Time from creation to close, or to ``now`` for a session still open."""
+    end = session.closed_at or now or timezone.now()
+    return max(end - session.created_at, timedelta(0))
+
+
+def humanize_duration(delta: timedelta) -> str:
+    """``45s``, ``3m 12s``, ``2h 05m``, ``3d 4h``: two units at most."""
+    seconds = int(delta.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+class LiveFilter(admin.SimpleListFilter):
+    """Live sessions (new, connecting, connected) or finished ones (closed, failed)."""
+
+    title = _("live / finished")
+    parameter_name = "live"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("Live")), ("no", _("Finished"))]
+
+    def queryset(self, request: HttpRequest,
+                 queryset: QuerySet[StreamSession]) -> QuerySet[StreamSession]:
+        if self.value() == "yes":
+            return queryset.filter(state__in=ACTIVE_STATES)
+        if self.value() == "no":
+            return queryset.exclude(state__in=ACTIVE_STATES)
+        return queryset
+
+
+@admin.register(StreamSession)
+class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only sessions with a terminate action; ``token_hash`` is never shown."""
+
+    list_display = ["webrtc_id", "stream", "channel", "state", "user", "worker", "age",
+                    "inputs_preview", "frames_in", "frames_out", "close_reason"]
+    list_filter = ["stream", "state", "channel", LiveFilter]
+    list_select_related = ["user"]
+    search_fields = ["webrtc_id", "stream", "worker", "call_sid"]
+    date_hierarchy = "created_at"
+    actions = ["terminate_sessions", "delete_selected"]
+    # Every field shown is read-only; token_hash is in none of them on purpose.
+    fieldsets = [
+        (None, {"fields": ["webrtc_id", "stream", "channel", "state", "close_reason"]}),
+        (_("Where"), {"fields": ["user", "client_address", "worker", "call_sid"]}),
+        (_("When"), {"fields": ["created_at", "connected_at", "closed_at", "heartbeat_at",
+                                "age"]}),
+        (_("Media"), {"fields": ["inputs", "frames_in", "frames_out", "messages_out"]}),
+    ]
+    readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
+
+    @admin.display(description=_("age"))
+    def age(self, session: StreamSession) -> str:
+        return humanize_duration(session_age(session))
+
+    @admin.display(description=_("inputs"))
+    def inputs_preview(self, session: StreamSession) -> str:
+        text = json.dumps(session.inputs, default=str)
+        if len(text) <= INPUTS_PREVIEW:
+            return text
+        return text[: INPUTS_PREVIEW - 1] + "…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # False makes the change view a read-only view (view permission suffices).
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_live:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_terminate_permission(self, request: HttpRequest) -> bool:
+        """Terminating is changing a session: it needs the model's change permission."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(description=_("Terminate selected sessions"), permissions=["terminate"])
+    def terminate_sessions(self, request: HttpRequest,
+                           queryset: QuerySet[StreamSession]) -> None:
+        """Close each selected live session on whichever worker holds it."""
+        terminated = finished = 0
+        for session in queryset:
+            if not session.is_live:
+                finished += 1
+                continue
+            try:
+                async_to_sync(bus.send_close)(session.stream, session.webrtc_id,
+                                              TERMINATE_REASON)
+            except UnknownSession:  # it ended since the page was drawn
+                finished += 1
+            else:
+                terminated += 1
+        self.message_user(
+            request,
+            _("Terminated: %(terminated)d; already finished: %(finished)d.")
+            % {"terminated": terminated, "finished": finished},
+            messages.SUCCESS if terminated else messages.WARNING,
+        )
+
+    @admin.action(description=_("Delete selected finished sessions"), permissions=["delete"])
+    def delete_selected(self, request: HttpRequest,
+                        queryset: QuerySet[StreamSession]) -> HttpResponse | None:
+        """Django's bulk delete (same name, so its confirmation page posts back here),
+        restricted to finished sessions: a live session's row is its worker's."""
+        live = queryset.filter(state__in=ACTIVE_STATES).count()
+        if live:
+            self.message_user(
+                request,
+                _("%(count)d live session(s) skipped: terminate them first.") % {"count": live},
+                messages.WARNING,
+            )
+        finished = queryset.exclude(state__in=ACTIVE_STATES)
+        if not finished.exists():
+            return None
+        return django_delete_selected(self, request, finished)
