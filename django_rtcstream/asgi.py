@@ -23,7 +23,20 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
-from django_rtcstream.routing import websocket_routes
+from django_rtcstream.routing import telephone_routes, websocket_routes
+
+
+class _TelephoneOrBrowser:
+    """Twilio's Media Streams skip the origin check (Twilio sends no Origin; its
+    signature is checked instead); every other WebSocket goes through it."""
+
+    def __init__(self, telephone: Any, browser: Any) -> None:
+        self.telephone, self.browser = telephone, browser
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        app = self.telephone if scope["path"].rstrip("/").endswith("/telephone/handler") \
+            else self.browser
+        return await app(scope, receive, send)
 
 
 class _Lifespan:
@@ -71,10 +84,11 @@ def rtcstream_application(
     check_origin: bool = True,
 ) -> ProtocolTypeRouter:
     """Build the project's ASGI application with django-rtcstream's WebSocket routes."""
-    websocket: Any = AuthMiddlewareStack(
+    browser: Any = AuthMiddlewareStack(
         URLRouter([*websocket_routes(prefix), *(websocket_urlpatterns or [])])
     )
     if check_origin:
-        websocket = AllowedHostsOriginValidator(websocket)
+        browser = AllowedHostsOriginValidator(browser)
+    websocket = _TelephoneOrBrowser(URLRouter(telephone_routes(prefix)), browser)
     _daphne_shutdown_hook()
     return ProtocolTypeRouter({"http": django_app, "websocket": websocket, "lifespan": _Lifespan()})

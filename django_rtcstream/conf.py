@@ -54,6 +54,12 @@ DEFAULTS: dict[str, Any] = {
     "PERMISSION_CLASSES": {},
     # True: the webrtc_id alone grants input/outputs/close (FastRTC's model)
     "OPEN_SESSIONS": False,
+    # Twilio auth token: when set, webhooks and Media Streams must be signed by Twilio
+    "TWILIO_AUTH_TOKEN": None,
+    # The scheme and host Twilio uses to reach this site, when behind a proxy
+    "TELEPHONE_PUBLIC_URL": None,
+    # Force "ws" or "wss" in the TwiML stream URL (default: wss for https, ws for http)
+    "TELEPHONE_WS_SCHEME": None,
     # DRF permission classes of the sessions API
     "SESSIONS_API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }

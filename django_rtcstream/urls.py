@@ -12,6 +12,7 @@ from django.urls import path
 from django_rtcstream.api import hooks, openapi
 from django_rtcstream.api.sessions import SessionViewSet
 from django_rtcstream.signaling import http, metadata
+from django_rtcstream.telephone import twilio
 
 app_name = "rtcstream"
 
@@ -30,4 +31,5 @@ urlpatterns = [
     path("<slug:stream>/webrtc/offer", http.offer, name="offer"),
     path("<slug:stream>/input", hooks.input_hook, name="input"),
     path("<slug:stream>/outputs", hooks.outputs_hook, name="outputs"),
+    path("<slug:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
 ]

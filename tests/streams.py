@@ -87,6 +87,14 @@ class Echo(StreamHandler):
         except queue.Full:
             pass
 
+    def on_dtmf(self, digit):
+        """Phone key '#': stop talking (barge-in), dropping queued audio."""
+        log(f"dtmf:{digit}")
+        if digit == "#":
+            with self.queue.mutex:
+                self.queue.queue.clear()
+            self.clear_queue()
+
     def emit(self):
         try:
             sr, array = self.queue.get(timeout=0.05)

@@ -175,26 +175,34 @@ async def paced_frames(buffer: AudioOutput, lead: int = 3) -> AsyncIterator[np.n
     """Buffered audio in 20 ms frames at real time, for sockets (no silence is invented).
 
     The first ``lead`` frames of a burst go out at once so the far end has a
-    little cushion; after that one frame per 20 ms. When the buffer runs dry
-    the generator yields None once (the end of a burst) and waits for more.
+    little cushion; after that one frame per 20 ms. A producer that is a little
+    late keeps the clock; only when nothing arrives by the next frame's
+    deadline is the burst over: the generator yields None once, waits for
+    more audio, and starts a new burst.
     """
+    loop = asyncio.get_running_loop()
     start: float | None = None
     n = 0
     while True:
         samples = buffer.read()
         if samples is None:
-            if start is not None:
+            buffer.filled.clear()
+            if start is None:
+                await buffer.filled.wait()
+                continue
+            # At least one frame period: the lead puts early deadlines in the past.
+            grace = max(AUDIO_PTIME, start + (n + 1) * AUDIO_PTIME - loop.time())
+            try:
+                await asyncio.wait_for(buffer.filled.wait(), grace)
+            except asyncio.TimeoutError:
                 start = None
                 yield None
-            buffer.filled.clear()
-            await buffer.filled.wait()
             continue
-        now = time.monotonic()
+        now = loop.time()
         if start is None:
             start, n = now - lead * AUDIO_PTIME, 0
-        else:
-            wait = start + n * AUDIO_PTIME - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+        wait = start + n * AUDIO_PTIME - now
+        if wait > 0:
+            await asyncio.sleep(wait)
         n += 1
         yield samples

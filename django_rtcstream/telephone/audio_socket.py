@@ -1,0 +1,304 @@
+"""Audio over a WebSocket: FastRTC's JSON protocol, an opt-in PCM16 variant, and the
+base that the Twilio consumer shares.
+
+FastRTC's protocol (``ws/<prefix>/<stream>/websocket/offer``)::
+
+    -> {"event": "start", "websocket_id": "<id>"}           # optional: "sample_rate",
+                                                             # "output_sample_rate", "encoding"
+    -> {"event": "media", "media": {"payload": "<base64 mu-law>"}}
+    -> {"event": "stop"}            -> {"event": "ping"}  (answered {"event": "pong"})
+    <- {"event": "media", "media": {"payload": "<base64 mu-law>"}}
+    <- {"type": "send_input" | "fetch_output" | "log" | "warning" | "error" | "end_stream", "data": ...}
+    <- {"event": "clear"}           # the handler interrupted itself: drop what you buffered
+    <- {"type": "session", "data": {"webrtc_id", "token", ...}}   # once, after start
+
+Unlike FastRTC, the client's rates are honoured: input audio is resampled from
+``sample_rate`` (default: the handler's ``input_sample_rate``, as FastRTC
+assumes) and output is sent at ``output_sample_rate`` (default: the handler's).
+With ``"encoding": "pcm16"`` media travels as binary frames of little-endian
+16-bit samples instead, both ways.
+
+A refused start answers FastRTC's failure body (``{"status": "failed", "meta":
+{"error": ...}}``) and closes with a 44xx code naming the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import fractions
+import json
+import logging
+from typing import Any
+
+import av
+import numpy as np
+from av import AudioFrame
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from django_rtcstream import registry
+from django_rtcstream.conf import rtc_settings
+from django_rtcstream.exceptions import SignalingError, StreamNotFound
+from django_rtcstream.media import mulaw
+
+logger = logging.getLogger(__name__)
+
+CLOSE_CODES = {
+    "unknown_stream": 4404,
+    "concurrency_limit_reached": 4429,
+    "connection_already_exists": 4409,
+    "permission_denied": 4403,
+    "unsupported_modality": 4400,
+    "invalid_webrtc_id": 4400,
+}
+MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this much audio
+
+
+class AudioSocketConsumer(AsyncWebsocketConsumer):
+    """One audio session over one WebSocket, on the shared session runtime."""
+
+    channel_kind = "websocket"
+    session: Any = None
+    encoding = "mulaw"
+    input_rate = 0
+    output_rate = 0
+    stream_sid: str | None = None  # Twilio's; None for FastRTC's protocol
+
+    async def connect(self) -> None:
+        await self.accept()
+        name = self.scope["url_route"]["kwargs"]["stream"]
+        try:
+            self.stream = registry.get_stream(name)
+        except StreamNotFound as exc:
+            await self.refuse(SignalingError("unknown_stream", str(exc), status=404))
+            return
+        if self.stream.modality != "audio":
+            await self.refuse(SignalingError(
+                "unsupported_modality",
+                f"Stream {name!r} is {self.stream.modality}; WebSocket audio needs an audio stream."))
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send_json(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(data, default=str))
+
+    async def error(self, message: str) -> None:
+        """A non-fatal complaint about one message: the session goes on."""
+        await self.send_json({"type": "error", "data": message})
+
+    async def refuse(self, exc: SignalingError) -> None:
+        await self.send_json(exc.body())
+        await self.close(code=CLOSE_CODES.get(exc.code, 4400))
+
+    def on_session_message(self, message: dict[str, Any]) -> None:
+        if message["type"] == "closed":
+            asyncio.get_running_loop().create_task(self._closed())
+        else:
+            asyncio.get_running_loop().create_task(self._send_quietly(message))
+
+    async def _send_quietly(self, message: dict[str, Any]) -> None:
+        try:
+            await self.send_json(message)
+        except Exception:  # the socket is gone; the session is closing
+            pass
+
+    async def _closed(self) -> None:
+        try:
+            await self.close()
+        except Exception:
+            pass
+
+    def on_clear(self) -> None:
+        asyncio.get_running_loop().create_task(self._send_quietly(self.clear_message()))
+
+    def clear_message(self) -> dict[str, Any]:
+        return {"event": "clear"}
+
+    def media_message(self, payload: bytes) -> dict[str, Any]:
+        return {"event": "media", "media": {"payload": base64.b64encode(payload).decode()}}
+
+    async def on_burst_end(self) -> None:
+        """Called when the handler's output ran dry (the Twilio consumer sends a mark)."""
+
+    async def play(self) -> None:
+        """Send the session's output audio at real time, at the client's rate and encoding."""
+        from django_rtcstream.media.tracks import paced_frames
+
+        assert self.session is not None and self.session.audio_out is not None
+        out = self.session.audio_out
+        resampler = None
+        if out.sample_rate != self.output_rate:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=self.output_rate)
+        async for samples in paced_frames(out):
+            if samples is None:
+                await self.on_burst_end()
+                continue
+            if resampler is not None:
+                frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+                frame.sample_rate = out.sample_rate
+                parts = [f.to_ndarray()[0] for f in resampler.resample(frame)]
+                if not parts:
+                    continue
+                samples = np.concatenate(parts)
+            if self.encoding == "pcm16":
+                await self.send(bytes_data=samples.astype("<i2").tobytes())
+            else:
+                await self.send_json(self.media_message(mulaw.encode(samples)))
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data or bytes_data or b"")
+        if size > rtc_settings.MAX_SIGNALING_BYTES:
+            await self.error(f"Message of {size} bytes refused: the limit is "
+                             f"{rtc_settings.MAX_SIGNALING_BYTES}.")
+            return
+        if bytes_data is not None:
+            await self.on_binary(bytes_data)
+            return
+        try:
+            data = json.loads(text_data or "")
+        except ValueError:
+            await self.error("Messages must be JSON text (or binary PCM16 after a pcm16 start).")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            await self.error("Messages must be JSON objects with an 'event'.")
+            return
+        handler = getattr(self, f"on_{data['event']}", None)
+        if handler is None or data["event"] in ("binary", "session_message", "clear", "burst_end"):
+            await self.error(f"Unknown event {data['event']!r}.")
+            return
+        await handler(data)
+
+    async def on_ping(self, data: dict[str, Any]) -> None:
+        await self.send_json({"event": "pong"})
+
+    async def on_start(self, data: dict[str, Any]) -> None:
+        if self.session is not None:
+            await self.error("This socket already started a session.")
+            return
+        handler = self.stream.handler
+        in_rate = getattr(handler, "input_sample_rate", 48000)
+        out_rate = getattr(handler, "output_sample_rate", 48000)
+        try:
+            self.encoding = data.get("encoding", "mulaw")
+            if self.encoding not in ("mulaw", "pcm16"):
+                raise ValueError("encoding must be 'mulaw' or 'pcm16'")
+            self.input_rate = _rate(data.get("sample_rate", in_rate))
+            self.output_rate = _rate(data.get("output_sample_rate", out_rate))
+        except (TypeError, ValueError) as exc:
+            await self.refuse(SignalingError("invalid_start", str(exc)))
+            return
+        await self.open_session(data.get("websocket_id") or data.get("webrtc_id"))
+
+    async def open_session(self, webrtc_id: Any, *, phone: bool = False, call_sid: str = "",
+                           custom: dict[str, Any] | None = None) -> None:
+        from django_rtcstream.api import permissions
+        from django_rtcstream.sessions.bus import check_webrtc_id
+        from django_rtcstream.sessions.runtime import manager
+        from django_rtcstream.signaling.consumers import ScopeRequest
+
+        try:
+            webrtc_id = check_webrtc_id(webrtc_id)
+            await permissions.acheck("open", ScopeRequest(self.scope), self.stream)
+            user = self.scope.get("user")
+            client = self.scope.get("client") or [None]
+            self.session = session = await manager().open(
+                self.stream, webrtc_id, channel=self.channel_kind, client_address=client[0],
+                user_id=user.pk if user is not None and user.is_authenticated else None,
+                call_sid=call_sid, inputs=self._initial_inputs(custom))
+        except SignalingError as exc:
+            await self.refuse(exc)
+            return
+        session.listeners.append(self.on_session_message)
+        session.clear_listeners.append(self.on_clear)
+        await session.start_socket(phone=phone)
+        if session.audio_out is not None:
+            self._player = asyncio.get_running_loop().create_task(self.play())
+        await self.started()
+
+    def _initial_inputs(self, custom: dict[str, Any] | None) -> list[Any] | None:
+        """Custom parameters named like the stream's inputs set their first values."""
+        if not custom:
+            return None
+        known = {s.name for s in self.stream.inputs.specs}
+        named = {k: v for k, v in custom.items() if k in known}
+        if not named:
+            return None
+        try:
+            return self.stream.inputs.clean_named(named, self.stream.inputs.defaults())
+        except ValueError:
+            logger.info("Ignoring invalid custom parameters %r", named)
+            return None
+
+    async def started(self) -> None:
+        """Tell the client its session id and token (for the input and output hooks)."""
+        await self.send_json({"type": "session", "data": {
+            "webrtc_id": self.session.webrtc_id, "token": self.session.token,
+            "input_sample_rate": self.input_rate, "output_sample_rate": self.output_rate,
+            "encoding": self.encoding}})
+
+    async def on_media(self, data: dict[str, Any]) -> None:
+        if self.session is None:
+            await self.error("Send 'start' before media.")
+            return
+        media = data.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            await self.error("media.payload must be a base64 string.")
+            return
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            await self.error("media.payload is not valid base64.")
+            return
+        if self.encoding == "pcm16":
+            await self.error("This session declared pcm16: send binary frames, not media events.")
+            return
+        self.push(mulaw.decode(raw))
+
+    async def on_binary(self, data: bytes) -> None:
+        if self.session is None or self.encoding != "pcm16":
+            await self.error("Binary frames carry PCM16 audio after a start with encoding 'pcm16'.")
+            return
+        if len(data) % 2:
+            await self.error("PCM16 frames must hold whole 16-bit samples (an even byte count).")
+            return
+        self.push(np.frombuffer(data, dtype="<i2").astype(np.int16))
+
+    def push(self, samples: np.ndarray) -> None:
+        """Hand decoded input to the session (ignored in receive mode)."""
+        session = self.session
+        if session is None or session.audio_input is None or not len(samples):
+            return
+        if len(samples) > MAX_SECONDS_PER_FRAME * self.input_rate:
+            asyncio.get_running_loop().create_task(self.error(
+                f"A media message may carry at most {MAX_SECONDS_PER_FRAME:g} s of audio."))
+            return
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.input_rate
+        frame.time_base = fractions.Fraction(1, self.input_rate)
+        frame.pts = getattr(self, "_pts", 0)
+        self._pts = frame.pts + len(samples)
+        session.audio_input.push(frame)
+
+    async def on_stop(self, data: dict[str, Any]) -> None:
+        self._stopped = True
+        await self.close()
+
+    async def disconnect(self, code: int) -> None:
+        player = getattr(self, "_player", None)
+        if player is not None:
+            player.cancel()
+        if self.session is not None:
+            session, self.session = self.session, None
+            stopped = getattr(self, "_stopped", False)
+            await session.close("client_stopped" if stopped else "client_disconnected")
+
+
+def _rate(value: Any) -> int:
+    rate = int(value)
+    if not 8000 <= rate <= 96000:
+        raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {rate}")
+    return rate
