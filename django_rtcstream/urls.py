@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from django_rtcstream import pages
 from django_rtcstream.api import hooks, openapi
 from django_rtcstream.api.sessions import SessionViewSet
 from django_rtcstream.signaling import http, metadata
@@ -32,4 +33,7 @@ urlpatterns = [
     path("<slug:stream>/input", hooks.input_hook, name="input"),
     path("<slug:stream>/outputs", hooks.outputs_hook, name="outputs"),
     path("<slug:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
+    # The built-in pages (templates/django_rtcstream/): an index of the streams, one page each.
+    path("", pages.index, name="index"),
+    path("<slug:stream>/", pages.page, name="page"),
 ]

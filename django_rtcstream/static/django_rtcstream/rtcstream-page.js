@@ -1,0 +1,255 @@
+// The built-in stream page (templates/django_rtcstream/stream_page.html).
+//
+// The template renders the media elements, the form (from the stream's input
+// declarations) and the panels; this script wires them to an RTCStreamClient.
+// A fresh client is made for every Start, so nothing leaks from one session
+// into the next. `window.rtcstreamPage.client` is the current client, for
+// debugging from the browser console.
+
+import { RTCStreamClient, audioLevel } from "./rtcstream.js";
+
+const config = JSON.parse(document.getElementById("rtcstream-config").textContent);
+const root = document.getElementById("rtcstream-page");
+const $ = (id) => document.getElementById(id);
+const button = $("rtc-start");
+const stateText = $("rtc-state");
+const errorBox = $("rtc-error");
+const noticeBox = $("rtc-notice");
+const form = $("rtc-inputs");
+
+const STATE_WORDS = {
+  idle: "Not connected",
+  connecting: "Connecting…",
+  connected: "Connected",
+  closing: "Stopping…",
+  closed: "Stopped",
+  failed: "Not connected",
+};
+
+const page = { client: null, audioContext: null, meters: [] };
+window.rtcstreamPage = page;
+
+function showError(error) {
+  if (!error) {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+    return;
+  }
+  errorBox.textContent = error.message || String(error);
+  errorBox.dataset.code = error.code || "error";
+  errorBox.hidden = false;
+}
+
+function showNotice(text) {
+  noticeBox.textContent = text || "";
+  noticeBox.hidden = !text;
+}
+
+function setState(state) {
+  root.dataset.state = state;
+  stateText.textContent = STATE_WORDS[state] || state;
+  const busy = state === "connecting" || state === "connected" || state === "closing";
+  button.textContent = busy ? "Stop" : "Start";
+  button.classList.toggle("rtc-button-stop", busy);
+  button.disabled = state === "closing";
+}
+
+// -- the form ------------------------------------------------------------------
+
+function fieldValue(field) {
+  const kind = field.dataset.kind;
+  const control = field.querySelector("input, select");
+  if (!control) return undefined;
+  if (kind === "slider" || kind === "number") {
+    if (control.value === "") return undefined;
+    return Number(control.value);
+  }
+  if (kind === "checkbox") return control.checked;
+  if (kind === "dropdown" && control.multiple) {
+    return Array.from(control.selectedOptions, (option) => option.value);
+  }
+  return control.value;
+}
+
+function formValues() {
+  const values = {};
+  if (!form) return values;
+  for (const field of form.querySelectorAll(".rtc-field")) {
+    const value = fieldValue(field);
+    if (value !== undefined) values[field.dataset.name] = value;
+  }
+  return values;
+}
+
+function fieldError(field, message) {
+  const slot = field.querySelector(".rtc-field-error");
+  slot.textContent = message || "";
+  slot.hidden = !message;
+  field.classList.toggle("rtc-field-invalid", Boolean(message));
+}
+
+const timers = new Map();
+
+function sendField(field, delay) {
+  const name = field.dataset.name;
+  clearTimeout(timers.get(name));
+  timers.set(name, setTimeout(async () => {
+    const value = fieldValue(field);
+    if (value === undefined || !page.client) return;
+    try {
+      await page.client.setInput({ [name]: value });
+      fieldError(field, "");
+    } catch (error) {
+      fieldError(field, error.message);
+    }
+  }, delay));
+}
+
+if (form) {
+  form.addEventListener("submit", (event) => event.preventDefault());
+  form.addEventListener("input", (event) => {
+    const field = event.target.closest(".rtc-field");
+    if (!field) return;
+    const shown = field.querySelector("output");
+    if (shown) shown.textContent = event.target.value;
+    if (field.dataset.kind === "slider" || field.dataset.kind === "textbox") sendField(field, 120);
+  });
+  form.addEventListener("change", (event) => {
+    const field = event.target.closest(".rtc-field");
+    if (field) sendField(field, 0);
+  });
+}
+
+// -- outputs and messages ------------------------------------------------------------
+
+function formatValue(value) {
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4).replace(/0+$/, "").replace(/\.$/, "");
+  if (typeof value === "string") return value;
+  const text = JSON.stringify(value);
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text;
+}
+
+let outputCount = 0;
+
+function showOutput(values) {
+  outputCount += 1;
+  const list = $("rtc-outputs-list");
+  const items = Array.isArray(values) ? values : [values];
+  list.replaceChildren();
+  items.forEach((value, index) => {
+    const term = document.createElement("dt");
+    term.textContent = (config.outputLabels && config.outputLabels[index]) || `Output ${index + 1}`;
+    const detail = document.createElement("dd");
+    detail.textContent = formatValue(value);
+    list.append(term, detail);
+  });
+  $("rtc-outputs-empty").hidden = true;
+  const meta = $("rtc-outputs-meta");
+  meta.hidden = false;
+  meta.textContent = `${outputCount} update${outputCount === 1 ? "" : "s"}, latest at ${new Date().toLocaleTimeString()}`;
+}
+
+function addMessage(type, data) {
+  const box = $("rtc-messages");
+  const list = $("rtc-messages-list");
+  const item = document.createElement("li");
+  const tag = document.createElement("span");
+  tag.className = `rtc-tag rtc-tag-${type}`;
+  tag.textContent = type === "warning" ? "Warning" : "Log";
+  item.append(tag, ` ${formatValue(data)}`);
+  list.prepend(item);
+  while (list.children.length > 6) list.lastElementChild.remove();
+  box.hidden = false;
+}
+
+// -- audio level meters ---------------------------------------------------------------
+
+function startMeter(id, stream) {
+  const element = $(id);
+  if (!element || !stream || stream.getAudioTracks().length === 0) return;
+  const meter = audioLevel(stream, { context: page.audioContext });
+  const fill = element.querySelector(".rtc-meter-fill");
+  const timer = setInterval(() => {
+    const level = meter.level();
+    // RMS to a 0..1 display scale: -60 dBFS is empty, 0 dBFS full.
+    const db = 20 * Math.log10(Math.max(level, 1e-6));
+    const shown = Math.min(1, Math.max(0, (db + 60) / 60));
+    element.dataset.level = level.toFixed(4);
+    fill.style.width = `${(shown * 100).toFixed(1)}%`;
+  }, 60);
+  page.meters.push(() => {
+    clearInterval(timer);
+    meter.close();
+    element.dataset.level = "0";
+    fill.style.width = "0%";
+  });
+}
+
+function stopMeters() {
+  for (const stop of page.meters.splice(0)) stop();
+}
+
+// -- start and stop -------------------------------------------------------------------
+
+async function start() {
+  showError(null);
+  showNotice("");
+  if (config.modality !== "video" && !page.audioContext) {
+    // Created inside the click so the browser lets it run (autoplay policy).
+    page.audioContext = new (window.AudioContext || window.webkitAudioContext)();
+  }
+  if (page.audioContext && page.audioContext.state === "suspended") page.audioContext.resume().catch(() => {});
+  const client = new RTCStreamClient(config.url, {
+    localVideo: $("rtc-local-video"),
+    remoteVideo: $("rtc-remote-video"),
+    remoteAudio: $("rtc-remote-audio"),
+    inputs: formValues(),
+  });
+  page.client = client;
+  client.on("state", (state) => {
+    if (page.client === client) setState(state);
+    if (state === "closed" || state === "failed") stopMeters();
+  });
+  client.on("error", (error) => {
+    if (page.client === client) showError(error);
+  });
+  client.on("notice", (text) => showNotice(text));
+  client.on("warning", (data) => addMessage("warning", data));
+  client.on("log", (data) => addMessage("log", data));
+  client.on("end_stream", (data) => {
+    if (data && data !== "time_limit" && data !== "handler_finished") showNotice(`The stream says: ${data}`);
+  });
+  client.on("track", () => {
+    // Meters start once media is there; the remote one once per track set.
+    stopMeters();
+    startMeter("rtc-meter-local", client.localStream);
+    startMeter("rtc-meter-remote", client.remoteStream);
+  });
+  client.onOutput(showOutput);
+  try {
+    await client.start();
+    if (client.state === "connected" && client.localStream && !client.remoteStream.getTracks().length) {
+      startMeter("rtc-meter-local", client.localStream); // send-only streams have no remote track
+    }
+  } catch (error) {
+    // Already shown through the "error" event.
+  }
+}
+
+async function stop() {
+  const client = page.client;
+  if (client) await client.close();
+  stopMeters();
+}
+
+button.addEventListener("click", () => {
+  const state = root.dataset.state;
+  if (state === "connecting" || state === "connected") stop();
+  else start();
+});
+
+window.addEventListener("pagehide", () => {
+  if (page.client) page.client.close();
+});
+
+setState("idle");
