@@ -1,0 +1,159 @@
+"""Browser tests: Debian's Chromium, driven by Playwright's async API, against a live server.
+
+Chromium runs headless with fake media devices fed from files this conftest
+writes (a test card whose top quarter is white, and a steady 440 Hz tone), so
+what the handler does to the media can be measured in the returned frames. It
+gathers host candidates on loopback (``--allow-loopback-in-peer-connection``)
+to meet the server's ``ICE_HOST_ADDRESSES = ["127.0.0.1"]``.
+
+No browser is ever downloaded: the tests launch ``/usr/bin/chromium`` (or
+``$RTCSTREAM_CHROMIUM``). Without it, or without Playwright, the tests skip
+with the reason, except under CI (``CI=true``), where they fail: CI installs
+Chromium, and a browser suite that silently skips proves nothing.
+
+Screenshots go to ``artifacts/screenshots/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import struct
+import wave
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} CI must run the browser tests: install it (see .ci/run).",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def chromium_executable() -> str:
+    path = os.environ.get("RTCSTREAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        _unavailable("Chromium is not installed (apt-get install -y chromium chromium-driver).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_media(tmp_path_factory) -> dict[str, Path]:
+    """A Y4M test card (top quarter white, the rest dark) and a WAV 440 Hz tone."""
+    folder = tmp_path_factory.mktemp("fake-media")
+    width, height, frames = 320, 240, 30
+    luma = bytearray([16]) * (width * height)
+    luma[: width * (height // 4)] = bytes([235]) * (width * (height // 4))
+    chroma = bytes([128]) * ((width // 2) * (height // 2))
+    video = folder / "card.y4m"
+    with video.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + bytes(luma) + chroma + chroma)
+    audio = folder / "tone.wav"
+    rate = 48000
+    samples = b"".join(struct.pack("<h", int(0.5 * 32767 * math.sin(2 * math.pi * 440 * i / rate)))
+                       for i in range(rate))
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples)
+    return {"video": video, "audio": audio}
+
+
+@pytest.fixture
+async def browser(fake_media):
+    executable = chromium_executable()
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        _unavailable("Playwright is not installed (pip install -e '.[test]').")
+    flags = [*CHROMIUM_FLAGS,
+             f"--use-file-for-fake-video-capture={fake_media['video']}",
+             f"--use-file-for-fake-audio-capture={fake_media['audio']}"]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, headless=True,
+                                                   args=flags)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def page(browser):
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    page.console_messages = []  # type: ignore[attr-defined]
+    page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
+    yield page
+    await context.close()
+
+
+async def serve(application):
+    """Run an ASGI application with uvicorn in this loop; returns (base_url, stop)."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+async def site_url(transactional_db):
+    """The test project (with static files) on a free port; yields its base URL."""
+    from tests.browser.asgi import build_application
+
+    url, stop = await serve(build_application())
+    yield url
+    await stop()
+
+
+@pytest.fixture
+def screenshot(request):
+    """``await screenshot(page, "state")`` saves artifacts/screenshots/<test>-<state>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    name = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")
+
+    async def take(page, state: str, full_page: bool = True) -> Path:
+        path = SCREENSHOTS / f"{name}-{state}.png"
+        await page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    return take
