@@ -41,10 +41,6 @@ export class RTCStreamError extends Error {
   }
 }
 
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
-}
-
 /** Plain words for the server's failure codes ({"status": "failed", "meta": {"error": code}}). */
 export function explainFailure(meta = {}, status = null, streamName = "") {
   const code = meta.error || "failed";
@@ -52,7 +48,7 @@ export function explainFailure(meta = {}, status = null, streamName = "") {
   const name = streamName ? `"${streamName}"` : "this stream";
   const words = {
     unknown_stream: `There is no stream called ${name} on this server. Check the address, or ask the site's administrator which streams exist.`,
-    concurrency_limit_reached: `The stream ${name} is full: ${meta.limit ? `all ${plural(meta.limit, "place")} are taken` : "it takes no more sessions now"}. Wait for someone to finish and press Start again.`,
+    concurrency_limit_reached: `The stream ${name} is full: ${meta.limit === 1 ? "its only place is taken" : meta.limit ? `all ${meta.limit} places are taken` : "it takes no more sessions now"}. Wait for someone to finish and press Start again.`,
     permission_denied: `You are not allowed to use ${name}. Sign in with an account that may use it, then try again.`,
     unsupported_track: `${name} does not take the media this page offered (${detail || "another kind of track"}). Reload the page and try again.`,
     invalid_offer: `The server could not use this browser's connection offer (${detail || "invalid offer"}). Try another browser, or reload the page.`,
@@ -551,7 +547,7 @@ export class RTCStreamClient extends EventTarget {
       if (state === "failed") this._fail(new RTCStreamError(String(reason).split(":")[0], known[1], { detail: reason }));
     } else if (reason === "connection_lost") {
       state = "failed";
-      this._fail(new RTCStreamError("connection_lost", "The connection to the server was lost. Check your internet connection, then press Start again.", { detail: reason }));
+      this._fail(new RTCStreamError("connection_lost", "The connection to the server was lost: the server may have restarted, or your network dropped. Wait a moment, check your connection, then press Start again.", { detail: reason }));
     } else if (reason && reason !== "client_hangup" && reason !== "client_disconnected") {
       this._emit("notice", `The session ended (${reason}). Press Start to begin a new one.`);
     }
