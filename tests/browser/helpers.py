@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 # Luma of the top and bottom fifth of a <video>'s current frame, and its mean.
-FRAME_BANDS = """(id) => {
-  const video = document.getElementById(id);
+FRAME_BANDS = """(selector) => {
+  const video = document.querySelector(selector);
   if (!video || !video.videoWidth) return null;
   const canvas = document.createElement("canvas");
   canvas.width = video.videoWidth;
@@ -54,8 +54,10 @@ async def stats(page) -> dict[str, Any]:
     return await page.evaluate("() => window.rtcstreamPage.client.stats()")
 
 
-async def bands(page, element_id: str) -> dict[str, float] | None:
-    return await page.evaluate(FRAME_BANDS, element_id)
+async def bands(page, element: str) -> dict[str, float] | None:
+    """Bands of a <video> given by id (``rtc-remote-video``) or CSS selector."""
+    selector = element if element[0] in "#.[" or " " in element else f"#{element}"
+    return await page.evaluate(FRAME_BANDS, selector)
 
 
 async def state(page) -> str:
