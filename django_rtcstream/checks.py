@@ -52,9 +52,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                                   hint=f"Remove it to use the default {DEFAULTS[key]!r}.",
                                   id=Codes.BAD_NUMBER))
     prefetch = value.get("AUDIO_PREFETCH", DEFAULTS["AUDIO_PREFETCH"])
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-        messages.append(Error(f"RTCSTREAM['AUDIO_PREFETCH'] must be an int >= 1, got {prefetch!r}.",
-                              hint="1 holds one 20 ms frame; aiortc's own default is 4.",
+    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int)
+                                 or not 0 <= prefetch <= 15):
+        messages.append(Error(f"RTCSTREAM['AUDIO_PREFETCH'] must be an int in 0-15 or None, "
+                              f"got {prefetch!r}.",
+                              hint="1 holds one 20 ms frame; aiortc's own default is 4; "
+                                   "None keeps aiortc's buffer.",
                               id=Codes.BAD_NUMBER))
     interval = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
     lease = value.get("SESSION_LEASE", DEFAULTS["SESSION_LEASE"])

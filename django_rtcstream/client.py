@@ -137,12 +137,15 @@ class StreamClient:
             (exercises the server's early-candidate handling).
         ice_host_addresses: gather host candidates on these addresses, e.g.
             ``["127.0.0.1"]`` for a loopback-only machine.
+        audio_prefetch: frames the client's audio jitter buffer holds (the
+            server's low-latency buffer; None keeps aiortc's, which holds 4).
     """
 
     def __init__(self, base_url: str, stream: str, *, video: MediaStreamTrack | None = None,
                  audio: MediaStreamTrack | None = None, signaling: str = "http",
                  webrtc_id: str | None = None, trickle: bool = False,
-                 ice_host_addresses: list[str] | None = None, queue_size: int = 64) -> None:
+                 ice_host_addresses: list[str] | None = None, queue_size: int = 64,
+                 audio_prefetch: int | None = 1) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
         self.base_url = base_url.rstrip("/") + "/"
@@ -152,6 +155,7 @@ class StreamClient:
         self.webrtc_id = webrtc_id
         self.trickle = trickle
         self.ice_host_addresses = ice_host_addresses
+        self.audio_prefetch = audio_prefetch
         self.config: dict[str, Any] = {}
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None
@@ -302,6 +306,9 @@ class StreamClient:
         self.messages.put_nowait({"via": "datachannel", **data})
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        from django_rtcstream.media import jitter
+
+        jitter.install_on_track(self.pc, track, self.audio_prefetch)
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:

@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "HANDLER_THREADS": min(32, (os.cpu_count() or 1) * 4),
     # Largest signaling request body, bytes
     "MAX_SIGNALING_BYTES": 256 * 1024,
-    # Frames the server's audio jitter buffer holds before releasing (aiortc: 4)
+    # Frames the server's audio jitter buffer holds before releasing (aiortc: 4);
+    # None keeps aiortc's own buffer
     "AUDIO_PREFETCH": 1,
     # Channel layer alias used for the control bus
     "CHANNEL_LAYER_ALIAS": "default",

@@ -163,7 +163,7 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     ({"STREAMS": {"Bad Name": "tests.streams.flip"}}, "django_rtcstream.E004"),
     ({"STREAMS": {"x": "tests.streams.EVENTS"}}, "django_rtcstream.E002"),
     ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
-    ({"AUDIO_PREFETCH": 0}, "django_rtcstream.E009"),
+    ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
     ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
     ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
 ])

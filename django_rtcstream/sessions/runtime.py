@@ -42,7 +42,7 @@ from django_rtcstream.handlers import (
     _current_port,
     is_async_handler,
 )
-from django_rtcstream.media import ice
+from django_rtcstream.media import ice, jitter
 from django_rtcstream.media.convert import (
     AudioInput,
     AudioOutput,
@@ -103,6 +103,7 @@ class Session(SessionPort):
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.clear_listeners: list[Callable[[], None]] = []
         self.audio_input: PushedAudioTrack | None = None
+        self.jitter_buffer: jitter.AudioJitterBuffer | None = None
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
         self._early_candidates: list[dict[str, Any] | None] = []
         self._remote_set = False
@@ -338,6 +339,10 @@ class Session(SessionPort):
         return kinds
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            prefetch = self.stream.audio_prefetch
+            self.jitter_buffer = jitter.install_on_track(
+                self.pc, track, prefetch if prefetch is not None else rtc_settings.AUDIO_PREFETCH)
         if track.kind in self.stream.kinds and self.stream.receives_media_from_client:
             self._remote_tracks[track.kind] = track
         else:
@@ -733,6 +738,8 @@ class SessionManager:
         self.loop_thread = threading.get_ident()
         ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
         ice.install_port_range(rtc_settings.UDP_PORT_RANGE)
+        if rtc_settings.AUDIO_PREFETCH is not None:
+            jitter.check_seam()
 
     def get(self, webrtc_id: str) -> Session | None:
         return self.sessions.get(webrtc_id)

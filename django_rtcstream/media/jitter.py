@@ -1,0 +1,162 @@
+"""An audio jitter buffer that holds one frame, not four, and never stalls.
+
+aiortc's audio receiver builds ``JitterBuffer(capacity=16, prefetch=4)``: it
+releases a frame only once four newer ones have arrived (80 ms at 20 ms
+frames), waits for a lost packet until 16 packets pile up (~320 ms), and a
+burst of reordering deepens it for good. None of that buys protection against
+jitter: the buffer releases on packet arrival and never paces (measured in
+shared/reference/aiortc-audio-latency.md).
+
+``AudioJitterBuffer`` keeps aiortc's interface (``add(packet) -> (pli,
+frame)``) and instead:
+
+- releases each frame, in order, once ``prefetch`` newer packets have
+  arrived (1 by default: 20 ms; 0 releases on arrival);
+- gives up on a missing packet after ``max_wait`` seconds (or when the
+  buffer is full) and goes on with the next one;
+- shrinks back: when frames stay queued beyond the target for
+  ``shrink_after`` arrivals (after reordering), the oldest is dropped.
+
+It is put in place of aiortc's through ``install(receiver)``, a seam checked
+by ``check_seam()`` at start-up: if aiortc's private attribute moves, the
+server fails loudly instead of silently keeping the 80 ms buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.utils import uint16_add, uint16_gt
+
+SEAM = "_RTCRtpReceiver__jitter_buffer"
+
+
+class AudioJitterBuffer:
+    """See the module docstring. Audio only: one RTP packet is one frame."""
+
+    def __init__(self, prefetch: int = 1, capacity: int = 16, max_wait: float = 0.06,
+                 shrink_after: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        if prefetch < 0 or prefetch >= capacity:
+            raise ValueError("prefetch must be >= 0 and below the capacity")
+        self.prefetch = prefetch
+        self._capacity = capacity
+        self.max_wait = max_wait
+        self.shrink_after = shrink_after
+        self._clock = clock
+        self._packets: dict[int, Any] = {}
+        self._next: int | None = None
+        self._gap_since: float | None = None
+        self._over_target = 0
+        self.lost = 0  # packets given up on
+        self.late = 0  # packets that arrived after their slot was given up
+        self.dropped = 0  # frames dropped to shrink back
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        elif not _at_or_after(seq, self._next):
+            self.late += 1
+            return False, None
+        elif uint16_add(seq, -self._next) >= 0x8000 // 2:
+            # A huge jump (stream restart): start over from this packet.
+            self._packets.clear()
+            self._next = seq
+        self._packets[seq] = packet
+        return False, self._release()
+
+    def _queued(self) -> int:
+        """Consecutive packets from the next one to release."""
+        assert self._next is not None
+        n, seq = 0, self._next
+        while seq in self._packets:
+            n += 1
+            seq = uint16_add(seq, 1)
+        return n
+
+    def _release(self) -> JitterFrame | None:
+        assert self._next is not None
+        if self._next not in self._packets:
+            now = self._clock()
+            if self._gap_since is None:
+                self._gap_since = now
+            full = len(self._packets) >= self._capacity
+            if not full and now - self._gap_since < self.max_wait:
+                return None
+            # Give up on the missing packet(s): go on from the oldest one we have.
+            oldest = min(self._packets, key=lambda s: uint16_add(s, -self._next))  # type: ignore[operator]
+            self.lost += uint16_add(oldest, -self._next)
+            self._next = oldest
+        self._gap_since = None
+        # Held frames are counted by what arrived after this one, so a gap after it
+        # does not hold it back.
+        newer = len(self._packets) - 1
+        if newer < self.prefetch:
+            self._over_target = 0
+            return None
+        # More queued than the target (after reordering or a loss): shrink back.
+        if newer > self.prefetch and self._queued() > 1:
+            self._over_target += 1
+            if self._over_target >= self.shrink_after:
+                self._pop()
+                self.dropped += 1
+                self._over_target = 0
+        else:
+            self._over_target = 0
+        packet = self._pop()
+        return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    def _pop(self) -> Any:
+        assert self._next is not None
+        packet = self._packets.pop(self._next)
+        self._next = uint16_add(self._next, 1)
+        return packet
+
+
+def _at_or_after(seq: int, ref: int) -> bool:
+    return seq == ref or uint16_gt(seq, ref)
+
+
+class _ClosedCheckTransport:
+    state = "new"
+
+
+def check_seam() -> None:
+    """Fail loudly if aiortc no longer keeps its audio jitter buffer where we replace it."""
+    receiver = RTCRtpReceiver("audio", _ClosedCheckTransport())  # type: ignore[arg-type]
+    current = getattr(receiver, SEAM, None)
+    if not isinstance(current, JitterBuffer) or not hasattr(current, "add"):
+        import aiortc
+
+        raise RuntimeError(
+            f"aiortc {aiortc.__version__} moved its audio jitter buffer ({SEAM}); "
+            "django-rtcstream's low-latency audio cannot be installed. Pin a supported "
+            "aiortc or set RTCSTREAM['AUDIO_PREFETCH'] = None to keep aiortc's buffer."
+        )
+
+
+def install(receiver: RTCRtpReceiver, prefetch: int) -> AudioJitterBuffer:
+    """Replace an audio receiver's jitter buffer before any packet arrives."""
+    if not isinstance(getattr(receiver, SEAM, None), JitterBuffer):
+        raise RuntimeError(f"{receiver!r} has no aiortc jitter buffer to replace")
+    buffer = AudioJitterBuffer(prefetch=prefetch)
+    setattr(receiver, SEAM, buffer)
+    return buffer
+
+
+def install_on_track(pc: Any, track: Any, prefetch: int | None) -> AudioJitterBuffer | None:
+    """Install on the receiver of a remote audio ``track`` of ``pc`` (None: keep aiortc's)."""
+    if prefetch is None or track.kind != "audio":
+        return None
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.track is track:
+            return install(transceiver.receiver, prefetch)
+    return None
