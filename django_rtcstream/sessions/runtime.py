@@ -303,6 +303,8 @@ class Session(SessionPort):
             except Exception:
                 logger.info("Ignoring a bad early candidate for %s", self.webrtc_id)
         self._early_candidates.clear()
+        if "video" in self._remote_tracks:
+            self._latest_video = LatestFrame(self._remote_tracks["video"])
         self._build_outputs(kinds)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
@@ -414,8 +416,7 @@ class Session(SessionPort):
             await self.call(self.handler.start_up)
         self.ready.set()
         stream = self.stream
-        if "video" in self._remote_tracks:
-            self._latest_video = LatestFrame(self._remote_tracks["video"])
+        if self._latest_video is not None:
             self.spawn(self._latest_video.run(), "video-in")
             if stream.mode == "send":
                 self.spawn(self._video_sink(), "video-handler")
@@ -527,9 +528,8 @@ class Session(SessionPort):
         fmt = self.stream.video_format
         if self.stream.mode == "receive":
             return await self._produce_generated_video(fmt)
-        assert self._latest_video is not None or not self._remote_tracks
-        while self._latest_video is None:
-            await asyncio.sleep(0.01)
+        if self._latest_video is None:  # the offer sent no video to transform
+            raise MediaStreamError
         frame = await self._latest_video.next()
         self.frames_in += 1
         if self.fn is not None:
@@ -589,8 +589,7 @@ class Session(SessionPort):
                 return
             self.frames_in += 1
             if self.fn is not None:
-                result = await self.call(_apply_video_fn, self.fn, frame, fmt, self.inputs,
-                                         False)
+                result = await self.call(_apply_video_fn, self.fn, frame, fmt, self.inputs)
             else:
                 assert self.handler is not None
                 array = await self.call(video_to_array, frame, fmt)
@@ -652,8 +651,7 @@ def _next_or_end(gen: Any) -> Any:
         raise _Ended from None
 
 
-def _apply_video_fn(fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[Any],
-                    want_frame: bool = True) -> Any:
+def _apply_video_fn(fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[Any]) -> Any:
     """Runs in the pool: convert, call the user's function with the inputs after the frame."""
     return fn(video_to_array(frame, fmt), *inputs)
 
