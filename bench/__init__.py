@@ -1,0 +1,1 @@
+"""Benchmark of django-rtcstream against a bare aiortc floor and FastRTC (see bench/README.md)."""
