@@ -1,0 +1,1 @@
+"""A minimal Django project serving the benchmark's streams with django-rtcstream."""

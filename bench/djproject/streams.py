@@ -1,0 +1,29 @@
+"""The benchmark's streams, registered through django-rtcstream's public API only."""
+
+from __future__ import annotations
+
+from django_rtcstream import Stream, StreamHandler
+
+from bench.handlers import EchoLogic, flip_frame, slow_flip_frame
+
+
+class Echo(EchoLogic, StreamHandler):
+    """audio / send-receive: echo; ``emit`` blocks briefly on a queue."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self._echo_init()
+
+    def copy(self) -> Echo:
+        return Echo()
+
+    def receive(self, frame) -> None:
+        self._echo_receive(frame)
+
+    def emit(self):
+        return self._echo_emit()
+
+
+flip = Stream(flip_frame, modality="video", mode="send-receive", concurrency_limit=1000)
+slowflip = Stream(slow_flip_frame, modality="video", mode="send-receive", concurrency_limit=1000)
+echo = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1000)
