@@ -1,0 +1,297 @@
+"""The benchmark client: sessions against any of the three servers, every frame timed.
+
+Run by ``bench/run.py`` as a subprocess, one JSON spec in argv, JSON lines out:
+
+1. it connects its sessions (staggered) and prints ``{"event": "connected", ...}``;
+2. it reads ``{"window": [start, end], "grace": g}`` from stdin (CLOCK_MONOTONIC,
+   shared by all processes);
+3. at ``end + grace`` it hangs up and prints ``{"event": "result", ...}``: per
+   session the signaling timings, and for the frames sent inside the window
+   their round trips and how many came back.
+
+Two clients:
+
+- ``stock``: a plain aiortc peer connection (stock jitter buffers), a data
+  channel (FastRTC needs one), one marker track; POSTs the FastRTC-shaped offer
+  ``{sdp, type, webrtc_id}`` to ``<base>/<stream>/webrtc/offer``. For FastRTC's
+  video it calls the app's input hook right after the answer (FastRTC returns
+  frames unprocessed until ``set_input`` is called).
+- ``package``: django-rtcstream's own ``StreamClient`` with the same marker
+  tracks, reading its ``video_frames`` / ``audio_frames`` queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.markers import (  # noqa: E402
+    FPS,
+    VIDEO_TIME_BASE,
+    AudioDetector,
+    AudioMarker,
+    CounterUnwrap,
+    VideoMarker,
+)
+
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
+
+now = time.monotonic
+
+
+class MarkerVideoTrack(MediaStreamTrack):
+    """640x480 @ 30 fps, numbered; ``sent[n]`` is when frame n was handed to the encoder."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marker = VideoMarker()
+        self.sent: list[float] = []
+        self.unwrap = CounterUnwrap()
+        self._start: float | None = None
+
+    async def recv(self):
+        n = len(self.sent)
+        if self._start is None:
+            self._start = now()
+        delay = self._start + n / FPS - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = self.marker.frame(n)
+        frame.pts = n * 90000 // FPS
+        frame.time_base = VIDEO_TIME_BASE
+        self.sent.append(now())
+        self.unwrap.sent = n
+        return frame
+
+
+class MarkerAudioTrack(MediaStreamTrack):
+    """48 kHz mono, 20 ms frames in real time; ``sent[b]`` is when burst b was handed over."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marker = AudioMarker()
+        self.frames = 0
+        self.sent: list[float] = []
+        self._start: float | None = None
+
+    async def recv(self):
+        n = self.frames
+        if self._start is None:
+            self._start = now()
+        delay = self._start + n * 0.02 - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame, burst = self.marker.frame(n)
+        self.frames += 1
+        if burst is not None:
+            self.sent.append(now())
+        return frame
+
+
+class Session:
+    """One session's media and timings, whatever the client."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.track = MarkerVideoTrack() if kind == "video" else MarkerAudioTrack()
+        self.received: dict[int, float] = {}  # video: frame index -> first arrival
+        self.detector = AudioDetector(self.track.sent) if kind == "audio" else None
+        self.unflipped = 0
+        self.unreadable = 0
+        self.duplicates = 0
+        self.t_start: float | None = None  # before the offer (stock) / before connect (package)
+        self.t_offer: float | None = None
+        self.t_answer: float | None = None
+        self.t_connected: float | None = None
+        self.t_first: float | None = None
+        self.error: str | None = None
+        self.closer: Any = None
+
+    def on_video(self, frame, t: float) -> None:
+        counter, flipped = self.track.marker.read(frame)
+        if counter is None:
+            self.unreadable += 1
+            return
+        if not flipped:
+            self.unflipped += 1  # the handler did not run on it
+            return
+        index = self.track.unwrap.full(counter)
+        if index in self.received:
+            self.duplicates += 1
+            return
+        self.received[index] = t
+        if self.t_first is None:
+            self.t_first = t
+
+    def on_audio(self, frame, t: float) -> None:
+        before = len(self.detector.arrivals)
+        self.detector.feed(frame, t)
+        if self.t_first is None and len(self.detector.arrivals) > before:
+            self.t_first = self.detector.arrivals[before][1]
+
+    def on_frame(self, frame, t: float) -> None:
+        if self.kind == "video":
+            self.on_video(frame, t)
+        else:
+            self.on_audio(frame, t)
+
+    def arrivals(self) -> dict[int, float]:
+        if self.kind == "video":
+            return self.received
+        return dict(self.detector.arrivals)
+
+    def report(self, window: tuple[float, float], grace: float) -> dict[str, Any]:
+        start, end = window
+        sent = self.track.sent
+        arrivals = self.arrivals()
+        base = self.t_offer if self.t_offer is not None else self.t_start
+        out: dict[str, Any] = {
+            "error": self.error,
+            "signaling": _diff(self.t_offer, self.t_answer),
+            "connected": _diff(base, self.t_connected),
+            "first_frame": _diff(base, self.t_first),
+            "sent": 0, "returned": 0, "rt": [],
+            "unflipped": self.unflipped, "unreadable": self.unreadable,
+            "unidentified": self.detector.unknown if self.detector else 0,
+        }
+        for index, t_sent in enumerate(sent):
+            if not start <= t_sent < end:
+                continue
+            out["sent"] += 1
+            t_back = arrivals.get(index)
+            if t_back is not None and t_back <= end + grace:
+                out["returned"] += 1
+                out["rt"].append([round(t_sent - start, 4), round(t_back - t_sent, 5)])
+        return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 5)
+
+
+async def _consume(session: Session, track: MediaStreamTrack) -> None:
+    try:
+        while True:
+            frame = await track.recv()
+            session.on_frame(frame, now())
+    except MediaStreamError:
+        return
+
+
+async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, stream: str,
+                    needs_input: bool) -> None:
+    session.t_start = now()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    session.closer = pc.close
+    connected = asyncio.Event()
+    pc.createDataChannel("text")
+    pc.addTrack(session.track)
+    tasks: list[asyncio.Task] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        tasks.append(asyncio.ensure_future(_consume(session, track)))
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        if pc.connectionState == "connected" and session.t_connected is None:
+            session.t_connected = now()
+            connected.set()
+
+    await pc.setLocalDescription(await pc.createOffer())
+    webrtc_id = secrets.token_urlsafe(12)
+    body = {"sdp": pc.localDescription.sdp, "type": "offer", "webrtc_id": webrtc_id}
+    session.t_offer = now()
+    async with http.post(f"{base}/{stream}/webrtc/offer", json=body) as response:
+        reply = await response.json(content_type=None)
+    session.t_answer = now()
+    if not isinstance(reply, dict) or "sdp" not in reply:
+        raise RuntimeError(f"offer refused: {response.status} {str(reply)[:200]}")
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    if needs_input:
+        async with http.post(f"{base}/{stream}/input", json={"webrtc_id": webrtc_id}) as response:
+            await response.read()
+    await asyncio.wait_for(connected.wait(), 20)
+
+
+async def run_package(session: Session, base: str, stream: str) -> None:
+    from django_rtcstream.client import StreamClient
+
+    kwargs = {"video": session.track} if session.kind == "video" else {"audio": session.track}
+    client = StreamClient(base + "/", stream, ice_host_addresses=["127.0.0.1"],
+                          webrtc_id=secrets.token_urlsafe(12), **kwargs)
+    session.closer = client.hang_up
+    session.t_start = now()
+    await client.connect(timeout=20)
+    session.t_connected = now()
+    queue = client.video_frames if session.kind == "video" else client.audio_frames
+
+    async def drain() -> None:
+        while True:
+            frame = await queue.get()
+            session.on_frame(frame, now())
+
+    session.drain = asyncio.ensure_future(drain())  # type: ignore[attr-defined]
+
+
+async def main(spec: dict[str, Any]) -> None:
+    import psutil
+
+    kind, stream = spec["kind"], spec["stream"]
+    sessions = [Session(kind) for _ in spec["bases"]]
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async def start(i: int, session: Session, base: str) -> None:
+            await asyncio.sleep(i * spec.get("stagger", 0.0))
+            try:
+                if spec["client"] == "package":
+                    await run_package(session, base, stream)
+                else:
+                    await run_stock(session, http, base, stream, spec.get("needs_input", False))
+            except Exception as exc:  # reported, the run goes on
+                session.error = f"{type(exc).__name__}: {exc}"[:300]
+
+        await asyncio.gather(*(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"]))))
+        ok = sum(1 for s in sessions if s.error is None)
+        print(json.dumps({"event": "connected", "ok": ok, "failed": len(sessions) - ok, "t": now()}),
+              flush=True)
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        command = json.loads(line or "{}")
+        if "window" not in command:
+            window, grace = (now(), now()), 0.0
+        else:
+            window, grace = tuple(command["window"]), float(command.get("grace", 1.0))
+        me = psutil.Process()
+        await asyncio.sleep(max(0.0, window[0] - now()))
+        cpu0 = sum(me.cpu_times()[:2])
+        await asyncio.sleep(max(0.0, window[1] - now()))
+        cpu1 = sum(me.cpu_times()[:2])
+        await asyncio.sleep(max(0.0, window[1] + grace - now()))
+        reports = [s.report(window, grace) for s in sessions]
+        for s in sessions:
+            if s.closer is not None:
+                try:
+                    await asyncio.wait_for(s.closer(), 5)
+                except Exception:
+                    pass
+    print(json.dumps({"event": "result", "sessions": reports, "client_cpu": round(cpu1 - cpu0, 4)}),
+          flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
