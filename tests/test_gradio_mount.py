@@ -90,15 +90,32 @@ def test_the_app_does_not_import_gradio():
 
 
 def test_stream_ui_is_a_gradio_blocks():
-    gr = pytest.importorskip("gradio")
-    from django_rtcstream.registry import get_stream
+    """Checked in a subprocess: this process must not import gradio (see test_stream.py)."""
+    import importlib.util
+    import json
+    import subprocess
 
-    stream = get_stream("echo")
-    ui = stream.ui
-    assert isinstance(ui, gr.Blocks) and ui.rtc_stream is stream
-    assert stream.ui is ui, "built once"
-    html = [b for b in ui.blocks.values() if isinstance(b, gr.HTML) and "rtcstream-ui" in str(b.value)]
-    assert len(html) == 1
-    assert "rtc-meter-remote" in html[0].value and "<audio" in html[0].value
-    sliders = [b for b in ui.blocks.values() if isinstance(b, gr.Slider)]
-    assert [(s.label, s.minimum, s.maximum, s.value) for s in sliders] == [("Gain", 0, 1, 1.0)]
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("gradio is not installed (pip install -e '.[gradio]').")
+    code = """
+import json, os, django
+os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'
+django.setup()
+import gradio as gr
+from django_rtcstream.registry import get_stream
+stream = get_stream('echo')
+ui = stream.ui
+media = [b for b in ui.blocks.values() if isinstance(b, gr.HTML) and 'rtcstream-ui' in str(b.value)]
+sliders = [(s.label, s.minimum, s.maximum, s.value) for s in ui.blocks.values()
+           if isinstance(s, gr.Slider)]
+print(json.dumps({'blocks': isinstance(ui, gr.Blocks), 'same': stream.ui is ui,
+                  'stream': ui.rtc_stream is stream, 'media': [m.value for m in media],
+                  'sliders': sliders}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["blocks"] and info["same"] and info["stream"]
+    assert len(info["media"]) == 1
+    assert "rtc-meter-remote" in info["media"][0] and "<audio" in info["media"][0]
+    assert info["sliders"] == [["Gain", 0, 1, 1.0]]

@@ -1,6 +1,6 @@
 """A stream declared with real Gradio components, for the Gradio UI test.
 
-Imported only by that test (through ``override_settings``), so gradio stays
+Registered only in the UI server process (``settings_standalone.py``), so gradio stays
 out of every other test.
 """
 

@@ -1,40 +1,78 @@
-"""The Gradio UI, mounted in the Django ASGI application, streams over the app's WebRTC."""
+"""The Gradio UI, mounted in the Django ASGI application, streams over the app's WebRTC.
+
+The UI's server runs in a process of its own (``tests/browser/serve_ui.py``):
+the test process never imports gradio, which other tests check the app does not.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.util
 import os
+import sys
+import time
+import urllib.request
 
 import pytest
-from django.conf import settings
-from django.test import override_settings
 
-from tests.browser.conftest import ROOT, serve
+from tests.browser.conftest import ROOT
 from tests.browser.helpers import bands, wait_for
-
-pytestmark = pytest.mark.django_db(transaction=True)
+from tests.conftest import free_port
 
 
 @pytest.fixture
 def gradio_installed():
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("gradio is not installed; CI must test the Gradio UI.", pytrace=False)
         pytest.skip("gradio is not installed (pip install -e '.[gradio]').")
 
 
-@pytest.fixture
-async def gradio_site(gradio_installed, transactional_db):
-    streams = {**settings.RTCSTREAM["STREAMS"], "ui-outputs": "tests.browser.streams.ui_outputs"}
-    with override_settings(RTCSTREAM={**settings.RTCSTREAM, "STREAMS": streams}):
-        from tests.browser.asgi import build_application
+@contextlib.asynccontextmanager
+async def ui_server(tmp_path, *args: str):
+    """Run ``tests.browser.serve_ui`` with ``args`` on a free port; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "RTCSTREAM_STANDALONE_DB": str(tmp_path / "ui.sqlite3"),
+           "DJANGO_SETTINGS_MODULE": "tests.browser.settings_standalone"}
+    argv = [a if a != "{port}" else str(port) for a in args]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.browser.serve_ui", *argv, cwd=str(ROOT), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
 
-        url, stop = await serve(build_application(gradio_streams=["gain", "ui-outputs"]))
+    def up() -> bool:
         try:
-            yield url
-        finally:
-            await stop()
+            with urllib.request.urlopen(f"{url}/rtc/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 90
+        while not await asyncio.to_thread(up):
+            if process.returncode is not None or time.monotonic() > deadline:
+                if process.returncode is None:
+                    process.kill()
+                output = await process.stdout.read()
+                raise AssertionError(f"serve_ui {args} did not serve {url}: "
+                                     f"{output.decode()[-3000:]}")
+            await asyncio.sleep(0.3)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except asyncio.TimeoutError:
+                process.kill()
+
+
+@pytest.fixture
+async def gradio_site(gradio_installed, tmp_path):
+    """The test project with the UIs of gain and ui-outputs mounted at /rtc/<stream>/ui/."""
+    async with ui_server(tmp_path, "mount", "{port}", "gain", "ui-outputs") as url:
+        yield url
 
 
 async def ui_start(page, url: str, stream: str) -> None:
@@ -103,43 +141,9 @@ async def test_gradio_ui_for_declarations_of_the_app(gradio_site, page, screensh
 
 
 async def test_gradio_ui_launch_standalone(gradio_installed, page, tmp_path, screenshot):
-    """``stream.ui.launch()`` in a process of its own serves the UI at / with the
-    app's signaling beside it."""
-    import asyncio
-    import sys
-    import time
-    import urllib.request
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {**os.environ, "RTCSTREAM_STANDALONE_DB": str(tmp_path / "standalone.sqlite3"),
-           "DJANGO_SETTINGS_MODULE": "tests.browser.settings_standalone"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.browser.standalone_ui", "flip", str(port),
-        cwd=str(ROOT), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        deadline = time.monotonic() + 60
-        while not await asyncio.to_thread(up):
-            if process.returncode is not None or time.monotonic() > deadline:
-                output = await process.stdout.read()
-                raise AssertionError(f"launch() did not serve {url}: {output.decode()[-2000:]}")
-            await asyncio.sleep(0.3)
-        await ui_start(page, url, "flip")
+    """``stream.ui.launch()`` serves the UI at / with the app's signaling beside it."""
+    async with ui_server(tmp_path, "launch", "flip", "{port}") as url:
+        await ui_start(page, f"{url}/", "flip")
         await wait_for(lambda: bands(page, "#rtcstream-flip video.rtc-remote"),
                        lambda b: b["bottom"] > 180 and b["top"] < 60, "flipped frames")
         await screenshot(page, "flip")
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 20)
