@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.browser.helpers import bands, start, stats, wait_for
@@ -12,7 +14,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_video_send_receive_flip(site_url, page, screenshot):
     await page.goto(f"{site_url}/rtc/flip/")
     await screenshot(page, "idle")
-    await start(page, site_url, "flip")
+    # Hold the config request a moment to catch the page while it connects.
+    release = asyncio.Event()
+
+    async def hold(route):
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/rtc/flip/config", hold)
+    await page.click("#rtc-start")
+    await page.wait_for_selector("#rtcstream-page[data-state='connecting']")
+    assert await page.text_content("#rtc-start") == "Stop"
+    await screenshot(page, "connecting")
+    release.set()
+    await page.wait_for_selector("#rtcstream-page[data-state='connected']")
     first = await wait_for(lambda: stats(page), lambda s: s["video"]["framesDecoded"] > 0,
                            "a first decoded frame")
     await wait_for(lambda: stats(page),

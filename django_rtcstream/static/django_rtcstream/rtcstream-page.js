@@ -52,6 +52,8 @@ function setState(state) {
   button.textContent = busy ? "Stop" : "Start";
   button.classList.toggle("rtc-button-stop", busy);
   button.disabled = state === "closing";
+  const waiting = state === "connecting" ? "Connecting…" : "Press Start";
+  for (const placeholder of root.querySelectorAll("[data-placeholder='remote']")) placeholder.textContent = waiting;
 }
 
 // -- the form ------------------------------------------------------------------
