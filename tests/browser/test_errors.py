@@ -130,3 +130,11 @@ async def test_invalid_input_is_explained(site_url, page):
     }""")
     assert error["code"] == "invalid_input"
     assert "less than or equal to 1" in error["message"], error
+
+
+async def test_handler_failure(site_url, page, screenshot):
+    """faulty raises on its sixth frame: the session ends and the page says so."""
+    code, text = await failed_with(page, f"{site_url}/rtc/faulty/")
+    assert code == "handler_error"
+    assert "handler failed" in text and "press Start to try again" in text.replace("Press", "press")
+    await screenshot(page, "failed")

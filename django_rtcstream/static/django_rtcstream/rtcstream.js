@@ -241,7 +241,10 @@ export class RTCStreamClient extends EventTarget {
     const aborted = new Promise((resolve, reject) => { abort = reject; });
     aborted.catch(() => {});
     this._aborted = abort;
-    const step = (promise) => Promise.race([promise, aborted]);
+    const step = (promise) => {
+      promise.catch(() => {}); // an abandoned step's late failure is not news
+      return Promise.race([promise, aborted]);
+    };
     try {
       this.config = await step(this._fetchJSON(configUrl(this.url)));
       await step(this._openLocalMedia());
@@ -311,6 +314,10 @@ export class RTCStreamClient extends EventTarget {
         captured = await navigator.mediaDevices.getUserMedia(wanted);
       } catch (error) {
         throw explainMediaError(error, Object.keys(wanted));
+      }
+      if (this._closing) { // closed while the browser asked for the devices
+        for (const track of captured.getTracks()) track.stop();
+        throw new RTCStreamError("closed", "The session was closed before it connected.");
       }
       if (this.localStream) {
         for (const track of captured.getTracks()) this.localStream.addTrack(track);
