@@ -68,9 +68,11 @@ async def start(page, base_url: str, stream: str) -> None:
     """Open a stream's built-in page, press Start and wait until it is connected."""
     await page.goto(f"{base_url}/rtc/{stream}/")
     await page.click("#rtc-start")
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     try:
         await page.wait_for_selector("#rtcstream-page[data-state='connected']", timeout=20_000)
-    except Exception:
+    except PlaywrightTimeout:
         error = await page.text_content("#rtc-error")
         raise AssertionError(f"{stream} did not connect: state={await state(page)!r}, "
                              f"error={error!r}, console={page.console_messages[-10:]}") from None

@@ -14,7 +14,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.browser.settings_standalone")
 django.setup()
 
-from django.core.management import call_command  # noqa: E402
+from django.core.management import call_command
 
 call_command("migrate", verbosity=0)
 command, args = sys.argv[1], sys.argv[2:]

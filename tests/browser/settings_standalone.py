@@ -7,7 +7,7 @@ imports gradio (other tests check that the app does not).
 
 import os
 
-from tests.settings import *  # noqa: F401,F403
+from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, RTCSTREAM
 
 DATABASES = {"default": {**DATABASES["default"], "NAME": os.environ["RTCSTREAM_STANDALONE_DB"]}}

@@ -12,11 +12,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 IMPORT = 'const m = await import("/static/django_rtcstream/rtcstream.js");'
 
 
+def script(body: str) -> str:
+    """An async function for page.evaluate that has the client module as `m`."""
+    return "async () => {\n" + IMPORT + body + "}"
+
+
 async def test_canvas_source(site_url, page):
     """A canvas (white top quarter) streamed to flip comes back upside down."""
     await page.goto(f"{site_url}/rtc/")
-    await page.evaluate("""async () => {
-      %s
+    await page.evaluate(script("""
       const canvas = document.createElement("canvas");
       canvas.width = 320; canvas.height = 240;
       const g = canvas.getContext("2d");
@@ -26,7 +30,7 @@ async def test_canvas_source(site_url, page):
       const video = document.createElement("video");
       video.id = "them"; video.muted = true; document.body.append(video);
       window.client = await m.connect("/rtc/flip/", { media: "canvas", canvas, remoteVideo: video });
-    }""" % IMPORT)
+    """))
     assert await page.evaluate("() => window.client.state") == "connected"
     await wait_for(lambda: bands(page, "#them"), lambda b: b["bottom"] > 180 and b["top"] < 60,
                    "the flipped canvas")
@@ -37,8 +41,7 @@ async def test_canvas_source(site_url, page):
 async def test_track_constraints_and_events(site_url, page):
     """Constraints reach getUserMedia; state, connection and message events arrive."""
     await page.goto(f"{site_url}/rtc/")
-    result = await page.evaluate("""async () => {
-      %s
+    result = await page.evaluate(script("""
       const events = [];
       const client = new m.RTCStreamClient("/rtc/video-send/config",
         { constraints: { width: { exact: 320 }, height: { exact: 240 } } });
@@ -54,7 +57,7 @@ async def test_track_constraints_and_events(site_url, page):
       await client.close();
       return { events, outputs, width: settings.width, height: settings.height,
                signaling: client.signaling };
-    }""" % IMPORT)
+    """))
     assert (result["width"], result["height"]) == (320, 240)
     assert result["events"][:2] == ["state:connecting", "state:connected"], result["events"]
     assert "connection:connected" in result["events"]
@@ -71,8 +74,7 @@ async def test_nothing_to_send(site_url, page):
         return Promise.reject(new DOMException("no", "NotAllowedError")); };
     """)
     await page.goto(f"{site_url}/rtc/")
-    received = await page.evaluate("""async () => {
-      %s
+    received = await page.evaluate(script("""
       const client = await m.connect("/rtc/tone/", { media: "none" });
       const deadline = Date.now() + 10000;
       let s = await client.stats();
@@ -81,7 +83,7 @@ async def test_nothing_to_send(site_url, page):
       }
       await client.close();
       return s.audio.packetsReceived;
-    }""" % IMPORT)
+    """))
     assert received > 20
     assert await page.evaluate("() => window.askedForMedia === undefined")
 

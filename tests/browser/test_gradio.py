@@ -82,9 +82,11 @@ async def ui_start(page, url: str, stream: str) -> None:
     await page.wait_for_function(
         f"() => !document.querySelector('#rtcstream-{stream} .rtc-start').disabled")
     await button.click()
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     try:
         await page.wait_for_selector(f"#rtcstream-{stream} .rtcstream-ui[data-state='connected']")
-    except Exception:
+    except PlaywrightTimeout:
         error = await page.text_content(f"#rtcstream-{stream} .rtc-error")
         raise AssertionError(f"the Gradio UI of {stream} did not connect: {error!r}, "
                              f"console={page.console_messages[-10:]}") from None

@@ -166,12 +166,14 @@ async def test_limit_reached_is_shown(site_url, browser, page, screenshot):
 
 
 async def _start_again(page) -> bool:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     if await page.get_attribute("#rtcstream-page", "data-state") in ("failed", "closed", "idle"):
         await page.click("#rtc-start")
     try:
         await page.wait_for_selector("#rtcstream-page[data-state='connected']", timeout=3000)
         return True
-    except Exception:
+    except PlaywrightTimeout:
         return False
 
 

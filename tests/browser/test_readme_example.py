@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def readme_example() -> str:
     text = (ROOT / "README.md").read_text()
     section = text.split("### The JavaScript client", 1)[1]
-    return re.search(r"```html\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```html\n(.*?)```", section, re.DOTALL).group(1)
 
 
 async def test_readme_example(site_url, page, screenshot):
