@@ -1,7 +1,7 @@
 """Browser tests: Debian's Chromium, driven by Playwright's async API, against a live server.
 
 Chromium runs headless with fake media devices fed from files this conftest
-writes (a test card whose top quarter is white, and a steady 440 Hz tone), so
+writes (a test card whose top quarter is white, and bursts of tones), so
 what the handler does to the media can be measured in the returned frames. It
 gathers host candidates on loopback (``--allow-loopback-in-peer-connection``)
 to meet the server's ``ICE_HOST_ADDRESSES = ["127.0.0.1"]``.
@@ -61,7 +61,7 @@ def chromium_executable() -> str:
 
 @pytest.fixture(scope="session")
 def fake_media(tmp_path_factory) -> dict[str, Path]:
-    """A Y4M test card (top quarter white, the rest dark) and a WAV 440 Hz tone."""
+    """A Y4M test card (top quarter white, the rest dark) and a WAV of tone bursts."""
     folder = tmp_path_factory.mktemp("fake-media")
     width, height, frames = 320, 240, 30
     luma = bytearray([16]) * (width * height)
@@ -72,10 +72,17 @@ def fake_media(tmp_path_factory) -> dict[str, Path]:
         f.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
         for _ in range(frames):
             f.write(b"FRAME\n" + bytes(luma) + chroma + chroma)
+    # Speech-like bursts (200 ms notes of changing pitch, 50 ms pauses) rather than a
+    # steady tone, which the browser's noise suppression learns to remove.
     audio = folder / "tone.wav"
-    rate = 48000
-    samples = b"".join(struct.pack("<h", int(0.5 * 32767 * math.sin(2 * math.pi * 440 * i / rate)))
-                       for i in range(rate))
+    rate, note, gap = 48000, 9600, 2400
+    values = []
+    for frequency in (330, 440, 550, 660):
+        for i in range(note):
+            fade = min(1.0, i / 480, (note - i) / 480)
+            values.append(int(0.5 * fade * 32767 * math.sin(2 * math.pi * frequency * i / rate)))
+        values.extend([0] * gap)
+    samples = struct.pack(f"<{len(values)}h", *values)
     with wave.open(str(audio), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -90,14 +90,16 @@ async def test_audio_send_receive_meter_moves(site_url, page, screenshot):
         return [float(await page.get_attribute("#rtc-meter-remote", "data-level")),
                 float(await page.get_attribute("#rtc-meter-local", "data-level"))]
 
-    await wait_for(levels, lambda v: v[0] > 0.05 and v[1] > 0.05, "both meters to move")
+    # Levels are compared with the microphone's own: the browser's audio processing
+    # (noise suppression, gain control) changes the absolute level over time.
+    await wait_for(levels, lambda v: v[1] > 0.01 and v[0] > 0.3 * v[1], "both meters to move")
     # The echo's Gain input scales what comes back: at 0 the remote meter drops.
     await page.fill("#rtc-input-gain", "0")
     await page.dispatch_event("#rtc-input-gain", "change")
-    await wait_for(levels, lambda v: v[0] < 0.01 and v[1] > 0.05, "the echo to go quiet")
+    await wait_for(levels, lambda v: v[1] > 0.01 and v[0] < 0.05 * v[1], "the echo to go quiet")
     await page.fill("#rtc-input-gain", "1")
     await page.dispatch_event("#rtc-input-gain", "change")
-    await wait_for(levels, lambda v: v[0] > 0.05, "the echo to come back")
+    await wait_for(levels, lambda v: v[1] > 0.01 and v[0] > 0.3 * v[1], "the echo to come back")
     await screenshot(page, "connected")
 
 
