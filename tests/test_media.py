@@ -97,6 +97,8 @@ async def test_audio_receive_generator_plays_a_tone_and_restarts_on_input(rtc_ur
 async def test_audio_video_send_receive(rtc_url):
     async with StreamClient(rtc_url, "av", video=SyntheticVideoTrack(),
                             audio=ToneAudioTrack(660)) as client:
+        outputs = await outputs_of("av", client.webrtc_id, 1)
+        assert outputs[0].args[0] == "video"  # video_receive's AdditionalOutputs
         video = await collect(client.video_frames, 10)
         await collect(client.audio_frames, 25)
         frequency, level = dominant_frequency(await collect(client.audio_frames, 50))

@@ -537,7 +537,10 @@ class Session(SessionPort):
         else:
             assert self.handler is not None
             array = await self.call(video_to_array, frame, fmt)
-            await self.call(self.handler.video_receive, array)  # type: ignore[attr-defined]
+            received = await self.call(self.handler.video_receive, array)  # type: ignore[attr-defined]
+            _, extra = split_result(received)
+            if extra is not None:
+                await self.handle_extra(extra)
             result = await self.call(self.handler.video_emit)  # type: ignore[attr-defined]
         media, extra = split_result(result)
         if extra is not None:

@@ -117,7 +117,10 @@ async def place_call(
                     continue
                 events.append(event)
                 if event.get("event") == "mark":  # Twilio: the audio before it has played
-                    await send({"event": "mark", "streamSid": stream_sid, "mark": event["mark"]})
+                    try:
+                        await send({"event": "mark", "streamSid": stream_sid, "mark": event["mark"]})
+                    except websockets.ConnectionClosed:  # the call ended meanwhile
+                        return
 
         reader = asyncio.ensure_future(read())
         await send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -147,6 +150,8 @@ async def place_call(
             await asyncio.wait_for(reader, 5)
         except asyncio.TimeoutError:
             reader.cancel()
+        except websockets.ConnectionClosed:
+            pass
     return CallResult(
         stream_sid=stream_sid, call_sid=call_sid,
         received=np.concatenate(received) if received else np.zeros(0, np.int16),
