@@ -2,7 +2,8 @@
 
 Run by ``bench/run.py`` as a subprocess, one JSON spec in argv, JSON lines out:
 
-1. it connects its sessions (staggered) and prints ``{"event": "connected", ...}``;
+1. it imports, prints ``{"event": "loaded"}``, waits for one line on stdin, then
+   connects its sessions (staggered) and prints ``{"event": "connected", ...}``;
 2. it reads ``{"window": [start, end], "grace": g}`` from stdin (CLOCK_MONOTONIC,
    shared by all processes);
 3. at ``end + grace`` it hangs up and prints ``{"event": "result", ...}``: per
@@ -37,6 +38,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.markers import (  # noqa: E402
+    BURST_EVERY,
     FPS,
     VIDEO_TIME_BASE,
     AudioDetector,
@@ -169,6 +171,9 @@ class Session:
             "unflipped": self.unflipped, "unreadable": self.unreadable,
             "unidentified": self.detector.unknown if self.detector else 0,
         }
+        rate = FPS if self.kind == "video" else 50 / BURST_EVERY
+        last = sent[-1] if sent else 0.0
+        out["ended_early"] = last < end - 0.5  # the session stopped sending (closed by the server?)
         for index, t_sent in enumerate(sent):
             if not start <= t_sent < end:
                 continue
@@ -177,6 +182,8 @@ class Session:
             if t_back is not None and t_back <= end + grace:
                 out["returned"] += 1
                 out["rt"].append([round(t_sent - start, 4), round(t_back - t_sent, 5)])
+        # Frames a live session sends in the window; a session that died sent fewer.
+        out["expected"] = max(out["sent"], round((end - start) * rate) - 1)
         return out
 
 
@@ -254,6 +261,9 @@ async def main(spec: dict[str, Any]) -> None:
 
     kind, stream = spec["kind"], spec["stream"]
     sessions = [Session(kind) for _ in spec["bases"]]
+    # Imports are done: say so, and connect when told (the runner waits for a quiet machine).
+    print(json.dumps({"event": "loaded"}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         async def start(i: int, session: Session, base: str) -> None:

@@ -337,7 +337,7 @@ def build_servers(args: argparse.Namespace, logs: Path, tmp: Path) -> tuple[list
         if not redis_ok(redis_url):
             unavailable[f"ours-{n}"] = f"Redis at {redis_url} not reachable"
         else:
-            extra = {"BENCH_REDIS_URL": redis_url}
+            extra = {"BENCH_REDIS_URL": redis_url, "BENCH_REDIS_DEFAULTS": "1" if args.redis_defaults else "0"}
             services = ["redis-server"]
             if prepare_postgres(pg_url):
                 extra["BENCH_DATABASE_URL"] = pg_url
@@ -475,12 +475,14 @@ def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float,
               rss_delta: int, client_cpu: float, settled: bool, connected: list[Any]) -> dict[str, Any]:
     ok = [s for s in sessions if s["error"] is None]
     errors = sorted({s["error"] for s in sessions if s["error"]})
+    if any(s["ended_early"] for s in ok):
+        errors.append(f"{sum(1 for s in ok if s['ended_early'])} session(s) stopped sending before the window ended")
     rts = [r[1] for s in ok for r in s["rt"]]
     quarters = []
     for q in range(4):
         lo, hi = q * window / 4, (q + 1) * window / 4
         quarters.append(median([r[1] for s in ok for r in s["rt"] if lo <= r[0] < hi]))
-    sent = sum(s["sent"] for s in ok)
+    sent = sum(s["expected"] for s in ok)  # frames a live session sends in the window
     returned = sum(s["returned"] for s in ok)
     live = max(1, len(ok))
     return {
@@ -500,6 +502,7 @@ def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float,
         "service_cpu_per_session_s": service_cpu / (live * window) if ok and service_cpu else None,
         "rss_per_session_mb": rss_delta / live / 2**20 if ok else None,
         "client_cpu_per_session_s": client_cpu / (live * window) if ok else None,
+        "ended_early": sum(1 for s in ok if s["ended_early"]),
         "unflipped": sum(s["unflipped"] for s in ok),
         "unreadable": sum(s["unreadable"] for s in ok),
         "unidentified": sum(s["unidentified"] for s in ok),
@@ -718,10 +721,14 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated subset of scenario keys, or 'capacity'")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
     parser.add_argument("--no-fastrtc", action="store_true")
+    parser.add_argument("--redis-defaults", action="store_true",
+                        help="ours-N with redis-py's default socket timeout, to reproduce sessions dying after 5 s")
     parser.add_argument("--sqlite-deferred", action="store_true",
                         help="ours-1 with SQLite's default (deferred) transactions, to reproduce 'database is locked'")
     parser.add_argument("--out", help="JSON path (default bench/results/<time>-<mode>.json)")
     args = parser.parse_args()
+    # kill <pid> stops the servers too (the finally block below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mode_name = "full" if args.full else "quick"
     cfg = dict(MODES[mode_name])
     for key in ("repeats", "window", "many"):

@@ -56,6 +56,12 @@ if os.environ.get("BENCH_REDIS_URL"):
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [os.environ["BENCH_REDIS_URL"]], "prefix": "rtcstream-bench"},
     }}
+    if os.environ.get("BENCH_REDIS_DEFAULTS") != "1":
+        # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels-redis
+        # blocks for in BZPOPMIN: a session's control loop then gets TimeoutError and the
+        # session dies after ~5 s. Reported; BENCH_REDIS_DEFAULTS=1 (--redis-defaults) shows it.
+        CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+            {"address": os.environ["BENCH_REDIS_URL"], "socket_timeout": None}]
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": os.environ["BENCH_REDIS_URL"], "KEY_PREFIX": "rtcstream-bench"}}
 
