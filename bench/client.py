@@ -225,7 +225,11 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
     body = {"sdp": pc.localDescription.sdp, "type": "offer", "webrtc_id": webrtc_id}
     session.t_offer = now()
     async with http.post(f"{base}/{stream}/webrtc/offer", json=body) as response:
-        reply = await response.json(content_type=None)
+        raw = await response.read()
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise RuntimeError(f"offer failed: HTTP {response.status}, not JSON: {raw[:80]!r}") from None
     session.t_answer = now()
     if not isinstance(reply, dict) or "sdp" not in reply:
         raise RuntimeError(f"offer refused: {response.status} {str(reply)[:200]}")

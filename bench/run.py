@@ -56,7 +56,7 @@ MODES: dict[str, dict[str, Any]] = {
               "start_cycles": 0, "import_repeats": 3, "quiet_limit": 4.0, "retries": 1, "max_other": 0.5},
     "full": {"repeats": 3, "window": 10.0, "warmup": 1.0, "grace": 1.0, "many": 4,
              "ladder": [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24], "capacity_window": 6.0,
-             "start_cycles": 3, "import_repeats": 7, "quiet_limit": 30.0, "retries": 3, "max_other": 0.25},
+             "start_cycles": 3, "import_repeats": 7, "quiet_limit": 30.0, "retries": 2, "max_other": 0.3},
 }
 
 # (key, stream, media kind, sessions ("1" or "many"), client)
