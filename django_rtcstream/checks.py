@@ -25,6 +25,7 @@ class Codes:
     NO_DRF = "django_rtcstream.E008"
     BAD_LEASE = "django_rtcstream.E011"
     BAD_PERMISSIONS = "django_rtcstream.E012"
+    REDIS_SOCKET_TIMEOUT = "django_rtcstream.W002"
 
 
 _POSITIVE = ("CONNECT_TIMEOUT", "EARLY_CANDIDATE_WAIT", "HANDLER_THREADS", "SSE_KEEPALIVE",
@@ -96,6 +97,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                               hint="Single process: {'default': {'BACKEND': "
                                    "'channels.layers.InMemoryChannelLayer'}}; several: channels_redis.",
                               id=Codes.NO_CHANNEL_LAYER))
+    layer = layers.get(alias, {})
+    if "channels_redis" in str(layer.get("BACKEND", "")) and _redis_times_out(layer):
+        messages.append(Warning(
+            "The channels_redis layer uses redis-py's default socket timeout, which cuts the "
+            "5 s blocking reads that reach sessions: control messages can be delayed or lost.",
+            hint="Give each host as {'address': 'redis://...', 'socket_timeout': None}.",
+            id=Codes.REDIS_SOCKET_TIMEOUT))
     if "rest_framework" not in settings.INSTALLED_APPS:
         messages.append(Error("'rest_framework' must be in INSTALLED_APPS.",
                               hint="Add 'rest_framework' before 'django_rtcstream'.", id=Codes.NO_DRF))
@@ -123,3 +131,19 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             messages.append(Error(str(exc), hint="Fix the dotted path or the Stream's arguments.",
                                   id=Codes.STREAM_IMPORT))
     return messages
+
+
+def _redis_times_out(layer: dict[str, Any]) -> bool:
+    """Whether redis-py (8 and later: a 5 s default) would time out channels-redis reads."""
+    try:
+        import redis
+    except ImportError:
+        return False
+    if int(redis.__version__.split(".")[0]) < 8:
+        return False
+    hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+    for host in hosts:
+        timeout = host.get("socket_timeout", 5) if isinstance(host, dict) else 5
+        if timeout is not None and timeout <= 10:  # channels-redis blocks for 5 s
+            return True
+    return False

@@ -247,3 +247,21 @@ async def test_a_killed_worker_is_reaped_and_its_slot_freed(cluster):
     async with StreamClient(b, "limited", audio=ToneAudioTrack(),
                             ice_host_addresses=["127.0.0.1"]) as again:
         await collect(again.audio_frames, 3)
+
+
+async def test_a_session_outlives_the_redis_socket_timeout(cluster):
+    """redis-py 8 cuts 5 s blocking reads; the session's control loop must survive it."""
+    a, b = base(cluster, "A"), base(cluster, "B")
+    async with StreamClient(a, "gain", video=SyntheticVideoTrack(marker_rows=240),
+                            ice_host_addresses=["127.0.0.1"]) as client:
+        await collect(client.video_frames, 3)
+        await asyncio.sleep(11)  # two timed-out reads on worker A's control channel
+        status, reply = await http_json(f"{b}gain/input", {"webrtc_id": client.webrtc_id,
+                                                           "token": client.token, "level": 0.25})
+        assert status == 200, reply
+        await asyncio.sleep(0.5)
+        await drain(client.video_frames)
+        assert abs(mean_brightness((await collect(client.video_frames, 3))[-1]) - 59) < 15
+        [(state,)] = rows(cluster, "SELECT state FROM django_rtcstream_streamsession "
+                                   "WHERE webrtc_id = %s", client.webrtc_id)
+        assert state == "connected"

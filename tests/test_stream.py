@@ -173,6 +173,17 @@ def test_system_checks_report_bad_configuration(rtcstream, code):
     assert code in ids
 
 
+def test_redis_layer_with_a_short_socket_timeout_is_warned_about():
+    base = {"BACKEND": "channels_redis.core.RedisChannelLayer"}
+    short = {"default": {**base, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
+    fixed = {"default": {**base, "CONFIG": {"hosts": [
+        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]}}}
+    with override_settings(CHANNEL_LAYERS=short):
+        assert "django_rtcstream.W002" in [m.id for m in run_checks()]
+    with override_settings(CHANNEL_LAYERS=fixed):
+        assert "django_rtcstream.W002" not in [m.id for m in run_checks()]
+
+
 def test_missing_channel_layer_is_a_check_error():
     with override_settings(CHANNEL_LAYERS={}):
         assert "django_rtcstream.E007" in [m.id for m in run_checks()]

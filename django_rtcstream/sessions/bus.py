@@ -175,7 +175,11 @@ async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[Additi
                 message = await asyncio.wait_for(
                     channel_layer.receive(channel), LIVE_RECHECK_SECONDS
                 )
-            except asyncio.TimeoutError:
+            except Exception as exc:  # our timeout, or a bus hiccup
+                if not isinstance(exc, asyncio.TimeoutError):
+                    logger.warning("Output subscription of %s: receive failed; retrying",
+                                   webrtc_id, exc_info=True)
+                    await asyncio.sleep(0.2)
                 # A dead worker sends no end marker: fall back on the record.
                 if not await _is_live(stream, webrtc_id):
                     return

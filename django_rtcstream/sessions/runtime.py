@@ -233,7 +233,15 @@ class Session(SessionPort):
         channel_layer = bus.layer()
         name = bus.control_channel(self.webrtc_id)
         while True:
-            message = await channel_layer.receive(name)
+            try:
+                message = await channel_layer.receive(name)
+            except Exception:
+                # A bus hiccup (e.g. redis-py's socket timeout, see check W002) must not
+                # end the session: log it and listen again.
+                logger.warning("Control channel of %s: receive failed; retrying", self.webrtc_id,
+                               exc_info=True)
+                await asyncio.sleep(0.2)
+                continue
             kind = message.get("type")
             try:
                 if kind == "rtc.ice":
