@@ -89,7 +89,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 if os.environ.get("RTCSTREAM_EXAMPLE_REDIS") == "1" and os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+        # No socket timeout: channels-redis blocks 5 s per read (check django_rtcstream.W002).
+        "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
     }}
     CACHES = {"default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -23,6 +23,9 @@ _redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 _prefix = os.environ.get("RTCSTREAM_TEST_PREFIX", "rtcstream-test")
 CHANNEL_LAYERS = {"default": {
     "BACKEND": "channels_redis.core.RedisChannelLayer",
+    # A plain URL on purpose: redis-py's default 5 s socket timeout must not end sessions
+    # (test_a_session_outlives_the_redis_socket_timeout); deployments should still set
+    # {"address": ..., "socket_timeout": None} (check W002).
     "CONFIG": {"hosts": [_redis], "prefix": _prefix},
 }}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
