@@ -511,6 +511,17 @@ def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float,
     }
 
 
+def machine_load(m: dict[str, Any]) -> dict[str, float | None]:
+    """Cores busy during a run: the server (+ its services), the benchmark's clients, the rest."""
+    live = m["connected"]
+    if not live or m["cpu_per_session_s"] is None:
+        return {"server_cores": None, "client_cores": None, "machine_cores": None}
+    server = live * (m["cpu_per_session_s"] + (m["service_cpu_per_session_s"] or 0.0))
+    client = live * (m["client_cpu_per_session_s"] or 0.0)
+    return {"server_cores": server, "client_cores": client,
+            "machine_cores": server + client + m["other_load_cores"]}
+
+
 def passes_capacity(m: dict[str, Any]) -> bool:
     return (m["connected"] == m["sessions"] and m["rt_p95"] is not None and m["rt_p95"] <= CAPACITY_P95
             and m["returned"] is not None and m["returned"] >= CAPACITY_RETURNED)
@@ -823,7 +834,8 @@ def main() -> None:
                         ok = passes_capacity(m)
                         steps.append({"sessions": n, "pass": ok, "rt_p95": m["rt_p95"], "returned": m["returned"],
                                       "connected": m["connected"], "cpu_per_session_s": m["cpu_per_session_s"],
-                                      "other_load_cores": m["other_load_cores"], "errors": m["errors"]})
+                                      "other_load_cores": m["other_load_cores"], "errors": m["errors"],
+                                      **machine_load(m)})
                         log(f"[{time.monotonic() - t_begin:5.0f} s] capacity rep {rep} {server.key:<8} n={n:<3} "
                             f"p95 {fmt(m['rt_p95'], 1000)} ms back {fmt(m['returned'], 100)}% "
                             f"conn {m['connected']}/{n} others {m['other_load_cores']:.2f} cores "
@@ -873,8 +885,14 @@ def main() -> None:
         fl = capacity.get("floor", {}).get("capacity")
         for key, c in capacity.items():
             r_ = ratio(c["capacity"], fl) if key != "floor" else None
+            fails = [r["steps"][-1] for r in c["runs"] if r["steps"] and not r["steps"][-1]["pass"]]
+            at = ""
+            if fails and fails[0].get("machine_cores") is not None:
+                f = fails[0]
+                at = (f"; first failure at {f['sessions']}: {f['machine_cores']:.2f} of {CORES} cores busy "
+                      f"(server {f['server_cores']:.2f}, clients {f['client_cores']:.2f})")
             text.append(f"  {key:<10} {c['capacity']!s:>5}" + (f" ({r_:.2f}x)" if r_ else "")
-                        + "   runs: " + ", ".join(str(r["capacity"]) for r in c["runs"]))
+                        + "   runs: " + ", ".join(str(r["capacity"]) for r in c["runs"]) + at)
         for key in unavailable:
             text.append(f"  {key:<10}   n/a")
     text.append("")
