@@ -108,9 +108,17 @@ class VideoClock:
 
 
 class PacedAudioTrack(MediaStreamTrack):
-    """Plays an ``AudioOutput`` in real time; silence fills the gaps."""
+    """Plays an ``AudioOutput`` at real time; silence fills the gaps.
+
+    Audio that is ready goes out at once, up to ``LEAD`` ahead of the real-time
+    clock, so an echo-like handler's answer does not wait for the next 20 ms
+    tick; when nothing is ready the track waits for audio until the frame's
+    deadline and then sends silence. A producer faster than real time is held
+    to the clock (plus the lead).
+    """
 
     kind = "audio"
+    LEAD = 0.04
 
     def __init__(self, buffer: AudioOutput) -> None:
         super().__init__()
@@ -123,22 +131,40 @@ class PacedAudioTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        rate = self.buffer.sample_rate
         if self._start is None:
-            self._start = now
+            self._start = loop.time()
         else:
             self._pts += self.buffer.frame_size
-            wait = self._start + self._pts / self.buffer.sample_rate - now
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -10 * AUDIO_PTIME:  # the loop stalled: don't burst to catch up
-                self._start = now - self._pts / self.buffer.sample_rate
+        deadline = self._start + self._pts / rate
+        if loop.time() - deadline > 10 * AUDIO_PTIME:  # the loop stalled: don't burst
+            self._start = loop.time() - self._pts / rate
+            deadline = self._start + self._pts / rate
         samples = self.buffer.read()
+        if samples is None:
+            self.buffer.filled.clear()
+            samples = self.buffer.read()
+            wait = deadline - loop.time()
+            if samples is None and wait > 0:
+                try:
+                    await asyncio.wait_for(self.buffer.filled.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                samples = self.buffer.read()
+            if samples is None:
+                wait = deadline - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+        else:
+            early = deadline - loop.time() - self.LEAD
+            if early > 0:
+                await asyncio.sleep(early)
         if samples is None:
             samples = self._silence
         else:
             self.sent += 1
-        return audio_frame(samples, self.buffer.sample_rate, self._pts)
+        return audio_frame(samples, rate, self._pts)
 
 
 class PushedAudioTrack(MediaStreamTrack):
