@@ -23,7 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.utils.module_loading import import_string
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import AllowAny, BasePermission
 
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
@@ -118,4 +118,9 @@ def check(action: str, request: Any, stream: Any, record: Any = None) -> None:
             raise SignalingError("permission_denied", str(message), status=403)
 
 
-acheck = sync_to_async(check)
+async def acheck(action: str, request: Any, stream: Any, record: Any = None) -> None:
+    """``check`` from async code; when only ``AllowAny`` applies, without a thread hop."""
+    classes = permission_classes(action, stream)
+    if all(cls is AllowAny for cls in classes):
+        return
+    await sync_to_async(check)(action, request, stream, record)

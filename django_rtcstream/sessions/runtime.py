@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,9 @@ class Session(SessionPort):
         self._generator_stale = False
         self._generator_done = False
         self.token = ""
+        self.token_hash = ""
+        self.admitted = False  # the record exists (admission passed)
+        self.started_up = False  # start_up() was called: shutdown() is owed
         self.frames_in = 0
         self.frames_out = 0
         self.messages_out = 0
@@ -283,12 +287,16 @@ class Session(SessionPort):
         self.spawn(records.mark_connected(self.record_id), "mark-connected")
         if self.stream.time_limit:
             self.spawn(self._time_limit(), "time-limit")
-        self.spawn(self._run(), "run")
+        self.activate()
 
     # -- WebRTC start ------------------------------------------------------------------
 
     async def start_webrtc(self, offer_sdp: str) -> str:
-        """Answer an offer; returns the answer SDP (with every server candidate)."""
+        """Answer an offer; returns the answer SDP (with every server candidate).
+
+        Nothing of the handler runs yet: ``activate()`` follows admission, which the
+        manager runs concurrently with this negotiation.
+        """
         kinds = self._check_offer(offer_sdp)
         self.pc = pc = RTCPeerConnection(
             ice.rtc_configuration(
@@ -316,10 +324,16 @@ class Session(SessionPort):
         self._build_outputs(kinds)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        self.spawn(self._connect_timeout(), "connect-timeout")
-        self.spawn(self._run(), "run")
-        self.spawn(records.mark_connecting(self.record_id), "mark-connecting")
         return pc.localDescription.sdp
+
+    def activate(self) -> None:
+        """Once admitted: listen on the control channel, start the handler and the clocks."""
+        self.admitted = True
+        self.spawn(self.control_loop(), "control")
+        if self.pc is not None:
+            self.spawn(self._connect_timeout(), "connect-timeout")
+            self.spawn(records.mark_connecting(self.record_id), "mark-connecting")
+        self.spawn(self._run(), "run")
 
     def _check_offer(self, sdp: str) -> set[str]:
         if not isinstance(sdp, str) or not sdp.strip():
@@ -420,6 +434,7 @@ class Session(SessionPort):
 
     async def _run(self) -> None:
         """Start the handler, then the pipelines its modality and mode need."""
+        self.started_up = True
         if self.handler is not None:
             await self.call(self.handler.start_up)
         self.ready.set()
@@ -637,18 +652,20 @@ class Session(SessionPort):
         for track in self._out_tracks:
             track.stop()
         try:
-            if self.handler is not None:
+            if self.handler is not None and self.started_up:
                 await self.call(self.handler.shutdown)
             await self._close_generator()
         except Exception:
             logger.exception("shutdown() raised in session %s", self.webrtc_id)
         finally:
-            if self.handler is not None:
+            if self.handler is not None and self.started_up:
                 self.handler.reset()
         self.closed.set()
         if self.pc is not None:
             await self.pc.close()
         self.manager.forget(self)
+        if not self.admitted:
+            return  # refused at admission: no record, nobody subscribed
         try:
             await records.mark_closed(self.record_id, state, reason, self.counters())
         finally:
@@ -768,45 +785,78 @@ class SessionManager:
         call_sid: str = "",
         inputs: list[Any] | None = None,
     ) -> Session:
-        """Admit a session (limits, duplicates) and register it on this worker."""
-        self.loop_thread = threading.get_ident()
-        from django_rtcstream.api.permissions import new_token
+        """Admit a session (limits, duplicates) and register it on this worker.
 
-        self._ensure_heartbeat()
-        token, token_hash = new_token()
-        record = await records.admit(
-            stream.name or "",
-            webrtc_id,
-            stream.concurrency_limit,
-            rtc_settings.SESSION_LEASE,
-            token_hash=token_hash,
-            channel=channel,
-            worker=self.worker,
-            client_address=client_address,
-            user_id=user_id,
-            call_sid=call_sid,
-            inputs=inputs if inputs is not None else stream.inputs.defaults(),
-        )
-        session = Session(self, stream, webrtc_id, record.pk)
+        The caller starts it (``start_socket``); ``open_webrtc`` does both for offers.
+        """
+        session = self._new_session(stream, webrtc_id)
+        try:
+            await self._admit(session, channel=channel, client_address=client_address,
+                              user_id=user_id, call_sid=call_sid, inputs=inputs)
+        except BaseException:
+            self.forget(session)
+            raise
+        session.admitted = True
         if inputs is not None:
             session.set_inputs(inputs)
-        session.token = token
-        self.sessions[webrtc_id] = session
-        session.spawn(session.control_loop(), "control")
         return session
+
+    def _new_session(self, stream: Stream, webrtc_id: str) -> Session:
+        from django_rtcstream.api.permissions import new_token
+
+        self.loop_thread = threading.get_ident()
+        self._ensure_heartbeat()
+        if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
+            raise SignalingError("connection_already_exists",
+                                 f"A live session with webrtc_id {webrtc_id!r} already exists.",
+                                 status=409)
+        session = Session(self, stream, webrtc_id, uuid.uuid4())
+        session.token, session.token_hash = new_token()
+        self.sessions[webrtc_id] = session
+        return session
+
+    async def _admit(self, session: Session, *, inputs: list[Any] | None = None,
+                     **fields: Any) -> None:
+        stream = session.stream
+        await records.admit(
+            stream.name or "",
+            session.webrtc_id,
+            stream.concurrency_limit,
+            rtc_settings.SESSION_LEASE,
+            id=session.record_id,
+            token_hash=session.token_hash,
+            worker=self.worker,
+            inputs=inputs if inputs is not None else stream.inputs.defaults(),
+            **fields,
+        )
 
     async def open_webrtc(self, stream: Stream, webrtc_id: str, offer_sdp: str,
                           **kwargs: Any) -> tuple[Session, str]:
-        """Admit, answer and start; a refused offer never keeps its slot."""
-        session = await self.open(stream, webrtc_id, **kwargs)
+        """Admit and answer at the same time, then start; a refused offer keeps no slot.
+
+        Admission (a database transaction) runs while aiortc negotiates and gathers
+        candidates, so signaling costs little more than aiortc itself. The handler
+        starts only once the session is admitted.
+        """
+        session = self._new_session(stream, webrtc_id)
+        admission = asyncio.ensure_future(self._admit(session, channel="webrtc", **kwargs))
         try:
             answer = await session.start_webrtc(offer_sdp)
-        except SignalingError as exc:
-            await session.close(exc.code, SessionState.FAILED)
+        except BaseException as exc:
+            try:
+                await admission
+                session.admitted = True
+            except Exception:
+                pass
+            code = exc.code if isinstance(exc, SignalingError) else "offer_error"
+            await session.close(code, SessionState.FAILED)
             raise
+        try:
+            await admission
         except BaseException:
-            await session.close("offer_error", SessionState.FAILED)
+            await session.close("refused", SessionState.FAILED)
             raise
+        session.activate()
         return session, answer
 
     def _ensure_heartbeat(self) -> None:
