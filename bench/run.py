@@ -909,7 +909,7 @@ def main() -> None:
         "meta": {"mode": mode_name, "config": cfg, "started": started.isoformat(), "elapsed_s": elapsed,
                  "command": command, "cores": CORES, "python": platform.python_version(),
                  "machine": platform.platform(), "client_procs": args.client_procs,
-                 "versions": versions()},
+                 "versions": versions(), "git": git_head()},
         "servers": {s.key: {"label": s.label, "workers": len(s.workers)} for s in servers},
         "unavailable": unavailable,
         "startup": startup,
@@ -925,6 +925,17 @@ def main() -> None:
         shutil.copyfile(out, RESULTS / f"latest-{mode_name}.json")
         (RESULTS / f"latest-{mode_name}.txt").write_text(report + "\n")
     log(f"wrote {out}")
+
+
+def git_head() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "django_rtcstream"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (django_rtcstream/ modified)" if dirty else "")
+    except OSError:
+        return "?"
 
 
 def versions() -> dict[str, str]:

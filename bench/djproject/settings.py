@@ -58,8 +58,9 @@ if os.environ.get("BENCH_REDIS_URL"):
     }}
     if os.environ.get("BENCH_REDIS_DEFAULTS") != "1":
         # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels-redis
-        # blocks for in BZPOPMIN: a session's control loop then gets TimeoutError and the
-        # session dies after ~5 s. Reported; BENCH_REDIS_DEFAULTS=1 (--redis-defaults) shows it.
+        # blocks for in BZPOPMIN; sessions used to die after ~5 s (fixed in 896781f, which
+        # retries and warns with check W002). Hosts without a socket timeout, as W002 advises;
+        # BENCH_REDIS_DEFAULTS=1 (run.py --redis-defaults) uses the plain URL.
         CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
             {"address": os.environ["BENCH_REDIS_URL"], "socket_timeout": None}]
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
