@@ -107,3 +107,55 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
         stream.audio_prefetch = None
     assert isinstance(server, AudioJitterBuffer) and server.prefetch == 2
     assert any(isinstance(b, AudioJitterBuffer) and b.prefetch == 1 for b in client_buffers)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.media
+async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url):
+    """0-40 ms random delay (so reordering) and 3 % loss both ways: no stall, right tone."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from django_rtcstream.client import ToneAudioTrack, http_json
+    from django_rtcstream.sessions.runtime import manager
+    from tests.media import dominant_frequency
+    from tests.relay import JitteryRelay, host_candidate, via_relay
+
+    relay = JitteryRelay(max_delay=0.04, loss=0.03)
+    await relay.start()
+    pc = RTCPeerConnection()
+    pc.addTrack(ToneAudioTrack(440))
+    await pc.setLocalDescription(await pc.createOffer())
+    relay.client = host_candidate(pc.localDescription.sdp)
+    status, answer = await http_json(f"{rtc_url}echo/webrtc/offer", {
+        "type": "offer", "sdp": via_relay(pc.localDescription.sdp, relay.back_port),
+        "webrtc_id": "jittery"})
+    assert status == 200
+    relay.server = host_candidate(answer["sdp"])
+    port = relay.front_port
+    frames = []
+    connected = asyncio.Event()
+
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            while True:
+                frames.append(await track.recv())
+        asyncio.ensure_future(read())
+
+    pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
+    await pc.setRemoteDescription(RTCSessionDescription(via_relay(answer["sdp"], port), "answer"))
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        await asyncio.sleep(4.0)
+        buffer = manager().get("jittery").jitter_buffer
+        received = len(frames)
+        tail = frames[-100:]
+    finally:
+        await pc.close()
+        relay.close()
+    # Both directions crossed the bad link (~50 packets/s each way), and it lost some.
+    assert min(relay.counts.values()) > 150 and relay.dropped > 0
+    assert buffer.lost + buffer.late + buffer.dropped > 0  # and the buffer had to cope
+    assert received > 0.8 * 4.0 * 50  # audio never stalled for long
+    frequency, level = dominant_frequency(tail)
+    assert abs(frequency - 440) < 15 and level > 0.05
