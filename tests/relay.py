@@ -36,6 +36,7 @@ class JitteryRelay:
         self.random = random.Random(seed)
         self.forwarded = self.dropped = 0
         self.counts = {"front": 0, "back": 0}
+        self._pending: list[asyncio.TimerHandle] = []  # cancelled on close (a test's worth)
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -59,9 +60,16 @@ class JitteryRelay:
             return
         self.forwarded += 1
         delay = self.random.uniform(0, self.max_delay)
-        asyncio.get_running_loop().call_later(delay, out.sendto, data, dest)
+        handle = asyncio.get_running_loop().call_later(delay, self._send, out, data, dest)
+        self._pending.append(handle)
+
+    def _send(self, out, data: bytes, dest) -> None:  # type: ignore[no-untyped-def]
+        if not out.is_closing():
+            out.sendto(data, dest)
 
     def close(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
         self.front.close()
         self.back.close()
 

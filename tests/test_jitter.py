@@ -137,9 +137,16 @@ async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url)
 
     @pc.on("track")
     def on_track(track):
+        from django_rtcstream.media import jitter
+
+        jitter.install_on_track(pc, track, 1)  # as the package's client does
+
         async def read():
-            while True:
-                frames.append(await track.recv())
+            try:
+                while True:
+                    frames.append(await track.recv())
+            except Exception:
+                return
         asyncio.ensure_future(read())
 
     pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
