@@ -14,12 +14,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-async def asgi_server(transactional_db):
-    """Serve tests.asgi on 127.0.0.1 (uvicorn, same loop); yields the base URL."""
+async def serve(application):
+    """Run an ASGI application with uvicorn in this loop; returns (base_url, stop)."""
     import uvicorn
-
-    from tests.asgi import application
 
     port = free_port()
     config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
@@ -30,9 +27,22 @@ async def asgi_server(transactional_db):
         await asyncio.sleep(0.01)
         if task.done():
             task.result()
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+async def asgi_server(transactional_db):
+    """Serve tests.asgi on 127.0.0.1 (uvicorn, same loop); yields the base URL."""
+    from tests.asgi import application
+
+    url, stop = await serve(application)
+    yield url
+    await stop()
 
 
 @pytest.fixture

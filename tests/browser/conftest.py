@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve  # noqa: F401  (serve is re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -119,27 +119,6 @@ async def page(browser):
     page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
     yield page
     await context.close()
-
-
-async def serve(application):
-    """Run an ASGI application with uvicorn in this loop; returns (base_url, stop)."""
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-
-    async def stop() -> None:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-
-    return f"http://127.0.0.1:{port}", stop
 
 
 @pytest.fixture
