@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, serve  # noqa: F401  (serve is re-exported for the tests)
+from tests.conftest import serve  # noqa: F401  (test modules import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
