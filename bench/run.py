@@ -752,6 +752,7 @@ def main() -> None:
     logs = RESULTS / f"logs-{stamp}"
     logs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="rtcstream-bench-"))
+    head = git_head()  # the code the servers start with
     command = " ".join([os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(str(ROOT)) else PYTHON,
                         "bench/run.py", *sys.argv[1:]])
 
@@ -909,7 +910,7 @@ def main() -> None:
         "meta": {"mode": mode_name, "config": cfg, "started": started.isoformat(), "elapsed_s": elapsed,
                  "command": command, "cores": CORES, "python": platform.python_version(),
                  "machine": platform.platform(), "client_procs": args.client_procs,
-                 "versions": versions(), "git": git_head()},
+                 "versions": versions(), "git": head},
         "servers": {s.key: {"label": s.label, "workers": len(s.workers)} for s in servers},
         "unavailable": unavailable,
         "startup": startup,
