@@ -135,3 +135,29 @@ async def test_records_count_frames_and_keep_inputs(rtc_url):
         assert live.state == "connected" and live.inputs == [0.5]
     closed = await wait_closed(client.webrtc_id)
     assert closed.frames_in > 10 and closed.frames_out > 10 and closed.closed_at
+
+
+async def test_concurrent_offers_on_sqlite_are_all_admitted(rtc_url):
+    """Each request has its own ORM thread: admissions must not deadlock SQLite."""
+    from aiortc import RTCPeerConnection
+
+    pcs, bodies = [], []
+    for i in range(8):
+        pc = RTCPeerConnection()
+        pc.addTrack(ToneAudioTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        pcs.append(pc)
+        bodies.append({"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": f"race{i}"})
+    try:
+        for _ in range(3):  # a few rounds: the race is timing-dependent
+            results = await asyncio.gather(*(http_json(f"{rtc_url}echo/webrtc/offer", b)
+                                             for b in bodies))
+            assert [s for s, _ in results] == [200] * 8, results
+            await asyncio.gather(*(http_json(f"{rtc_url}echo/webrtc/offer", {
+                "type": "close", "webrtc_id": b["webrtc_id"], "token": r["token"]})
+                for b, (_, r) in zip(bodies, results)))
+            for b in bodies:
+                await wait_closed(b["webrtc_id"])
+    finally:
+        for pc in pcs:
+            await pc.close()

@@ -3,8 +3,8 @@
 Admission is one transaction: on PostgreSQL a per-stream advisory lock makes
 "count live sessions, then insert" atomic across every worker; the partial
 unique index on live ``webrtc_id`` refuses duplicates whichever worker an
-offer reaches. On SQLite (the single-process default) all ORM work of a
-process runs in one thread, which serializes admission.
+offer reaches. On SQLite (the single-process default) the transaction takes
+the database's write lock first, which serializes admissions.
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ from django_rtcstream.models import ACTIVE_STATES, SessionState, StreamSession
 
 
 def _lock_stream(stream: str) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+    """Serialize admissions to one stream, across every thread and worker."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
                            [0x52544353, zlib.crc32(stream.encode()) & 0x7FFFFFFF])
+        elif connection.vendor == "sqlite":
+            # Django's ASGI handler gives each request its own thread, so admissions run
+            # concurrently. A deferred transaction that reads, then writes, deadlocks
+            # with another writer ("database is locked"); a write first takes SQLite's
+            # write lock at once, and a second admission waits for it instead.
+            table = StreamSession._meta.db_table
+            cursor.execute(f'UPDATE "{table}" SET "state" = "state" WHERE 0')
 
 
 def _reap(lease: float, **filters: Any) -> list[str]:
