@@ -556,7 +556,15 @@ class Session(SessionPort):
         frame = await self._latest_video.next()
         self.frames_in += 1
         if self.fn is not None:
-            result = await self.call(_apply_video_fn, self.fn, frame, fmt, self.inputs)
+            # One pool hop per frame: convert, call, convert back.
+            out, extra = await self.call(_transform_video, self.fn, frame, fmt, self.inputs)
+            if extra is not None:
+                await self.handle_extra(extra)
+            self.frames_out += 1
+            if out is None:
+                return self._last_video_out or frame
+            self._last_video_out = out
+            return out
         else:
             assert self.handler is not None
             array = await self.call(video_to_array, frame, fmt)
@@ -682,6 +690,13 @@ def _next_or_end(gen: Any) -> Any:
 def _apply_video_fn(fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[Any]) -> Any:
     """Runs in the pool: convert, call the user's function with the inputs after the frame."""
     return fn(video_to_array(frame, fmt), *inputs)
+
+
+def _transform_video(fn: Callable[..., Any], frame: Any, fmt: str,
+                     inputs: list[Any]) -> tuple[Any, Any]:
+    """Runs in the pool: the whole send-receive step, ``(output frame or None, extra)``."""
+    media, extra = split_result(_apply_video_fn(fn, frame, fmt, inputs))
+    return (array_to_video(media, fmt, frame) if media is not None else None), extra
 
 
 async def _drain(track: MediaStreamTrack) -> None:
