@@ -19,6 +19,12 @@ Two clients:
   frames unprocessed until ``set_input`` is called).
 - ``package``: django-rtcstream's own ``StreamClient`` with the same marker
   tracks, reading its ``video_frames`` / ``audio_frames`` queues.
+
+``"link": {"max_delay", "loss", "reorder"}`` in the spec puts a jittery, lossy
+UDP relay (``tests/relay.py``) between the stock client and the server: both
+directions cross it. ``"client_buffer": true`` gives the stock client's audio
+receiver the package's jitter buffer (what ``StreamClient`` does), for links
+the package client cannot be pointed through.
 """
 
 from __future__ import annotations
@@ -113,6 +119,8 @@ class Session:
         self.track = MarkerVideoTrack() if kind == "video" else MarkerAudioTrack()
         self.received: dict[int, float] = {}  # video: frame index -> first arrival
         self.detector = AudioDetector(self.track.sent) if kind == "audio" else None
+        self.gaps: list[tuple[float, int]] = []  # audio: (arrival, frames missing before it)
+        self._last_pts: int | None = None
         self.unflipped = 0
         self.unreadable = 0
         self.duplicates = 0
@@ -141,6 +149,12 @@ class Session:
             self.t_first = t
 
     def on_audio(self, frame, t: float) -> None:
+        # The decoder stamps frames with their RTP timestamps: a jump is a frame that never
+        # came out of the client's receiver (lost, or given up on by its buffer).
+        if frame.pts is not None:
+            if self._last_pts is not None and frame.pts > self._last_pts + frame.samples:
+                self.gaps.append((t, round((frame.pts - self._last_pts) / frame.samples) - 1))
+            self._last_pts = frame.pts if self._last_pts is None else max(self._last_pts, frame.pts)
         before = len(self.detector.arrivals)
         self.detector.feed(frame, t)
         if self.t_first is None and len(self.detector.arrivals) > before:
@@ -171,6 +185,9 @@ class Session:
             "unflipped": self.unflipped, "unreadable": self.unreadable,
             "unidentified": self.detector.unknown if self.detector else 0,
         }
+        if self.kind == "audio":
+            out["gap_frames"] = sum(n for t, n in self.gaps if start <= t <= end + grace)
+            out["gaps"] = sum(1 for t, _ in self.gaps if start <= t <= end + grace)
         rate = FPS if self.kind == "video" else 50 / BURST_EVERY
         last = sent[-1] if sent else 0.0
         out["ended_early"] = last < end - 0.5  # the session stopped sending (closed by the server?)
@@ -201,10 +218,24 @@ async def _consume(session: Session, track: MediaStreamTrack) -> None:
 
 
 async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, stream: str,
-                    needs_input: bool) -> None:
+                    needs_input: bool, link: dict[str, Any] | None = None,
+                    client_buffer: bool = False) -> None:
     session.t_start = now()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    session.closer = pc.close
+    relay = None
+    if link:
+        from tests.relay import JitteryRelay, host_candidate, via_relay
+
+        relay = JitteryRelay(max_delay=link["max_delay"], loss=link["loss"],
+                             reorder=link.get("reorder", True), seed=secrets.randbits(32))
+        await relay.start()
+
+    async def close() -> None:
+        await pc.close()
+        if relay is not None:
+            relay.close()
+
+    session.closer = close
     connected = asyncio.Event()
     pc.createDataChannel("text")
     pc.addTrack(session.track)
@@ -212,6 +243,10 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
+        if client_buffer:
+            from django_rtcstream.media import jitter
+
+            jitter.install_on_track(pc, track, 1)  # the package client's buffer
         tasks.append(asyncio.ensure_future(_consume(session, track)))
 
     @pc.on("connectionstatechange")
@@ -222,7 +257,11 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
 
     await pc.setLocalDescription(await pc.createOffer())
     webrtc_id = secrets.token_urlsafe(12)
-    body = {"sdp": pc.localDescription.sdp, "type": "offer", "webrtc_id": webrtc_id}
+    sdp = pc.localDescription.sdp
+    if relay is not None:
+        relay.client = host_candidate(sdp)
+        sdp = via_relay(sdp, relay.back_port)
+    body = {"sdp": sdp, "type": "offer", "webrtc_id": webrtc_id}
     session.t_offer = now()
     async with http.post(f"{base}/{stream}/webrtc/offer", json=body) as response:
         raw = await response.read()
@@ -233,7 +272,11 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
     session.t_answer = now()
     if not isinstance(reply, dict) or "sdp" not in reply:
         raise RuntimeError(f"offer refused: {response.status} {str(reply)[:200]}")
-    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    answer = reply["sdp"]
+    if relay is not None:
+        relay.server = host_candidate(answer)
+        answer = via_relay(answer, relay.front_port)
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
     if needs_input:
         async with http.post(f"{base}/{stream}/input", json={"webrtc_id": webrtc_id}) as response:
             await response.read()
@@ -276,7 +319,8 @@ async def main(spec: dict[str, Any]) -> None:
                 if spec["client"] == "package":
                     await run_package(session, base, stream)
                 else:
-                    await run_stock(session, http, base, stream, spec.get("needs_input", False))
+                    await run_stock(session, http, base, stream, spec.get("needs_input", False),
+                                    spec.get("link"), spec.get("client_buffer", False))
             except Exception as exc:  # reported, the run goes on
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 

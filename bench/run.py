@@ -68,8 +68,29 @@ SCENARIOS = [
     ("video-1-pkgclient", "flip", "video", "1", "package"),
     ("audio-1-pkgclient", "echo", "audio", "1", "package"),
     ("slow-video-1", "slowflip", "video", "1", "stock"),
+    ("audio-1-prefetch4", "echo", "audio", "1", "stock"),
+    ("audio-jitter", "echo", "audio", "1", "stock"),
+    ("audio-jitter-inorder", "echo", "audio", "1", "stock"),
+    ("audio-jitter-prefetch4", "echo", "audio", "1", "stock"),
+    ("audio-jitter-pkgbuffer", "echo", "audio", "1", "stock"),
 ]
 PACKAGE_CLIENT_SERVERS = ("floor", "ours-1")  # StreamClient reads <base>/<stream>/config
+
+# The injected bad link (tests/relay.py, in the client process, both directions): a random
+# 0-40 ms delay per packet, 1 % of packets dropped; "reorder": False keeps packets in order.
+JITTER = {"max_delay": 0.040, "loss": 0.01, "reorder": True}
+JITTER_WINDOW = 10.0  # seconds at least: 1 % loss is a handful of packets a window
+# Per-scenario options: "link" (the relay), "client_buffer" (the stock client gets the package
+# client's audio buffer), "servers" (only these), "stream_on" (another stream on some server).
+SCENARIO_OPTIONS: dict[str, dict[str, Any]] = {
+    "audio-1-prefetch4": {"servers": ("floor", "ours-1"), "stream_on": {"ours-1": "echo-p4"}},
+    "audio-jitter": {"link": JITTER, "min_window": JITTER_WINDOW},
+    "audio-jitter-inorder": {"link": {**JITTER, "reorder": False}, "min_window": JITTER_WINDOW},
+    "audio-jitter-prefetch4": {"link": JITTER, "servers": ("floor", "ours-1"),
+                               "stream_on": {"ours-1": "echo-p4"}, "min_window": JITTER_WINDOW},
+    "audio-jitter-pkgbuffer": {"link": JITTER, "client_buffer": True,
+                               "servers": PACKAGE_CLIENT_SERVERS, "min_window": JITTER_WINDOW},
+}
 
 CAPACITY_P95 = 0.250
 CAPACITY_RETURNED = 0.95
@@ -392,14 +413,17 @@ def _readline(proc: subprocess.Popen, timeout: float) -> dict[str, Any] | None:
 
 def measure(server: Server, stream: str, kind: str, n: int, client: str, window: float,
             warmup: float, grace: float, client_procs: int, everyone: list[Server] | None = None,
-            quiet_limit: float = 10.0) -> dict[str, Any]:
+            quiet_limit: float = 10.0, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    options = options or {}
+    stream = options.get("stream_on", {}).get(server.key, stream)
     bases = [server.bases[i % len(server.bases)] for i in range(n)]
     nproc = 1 if n == 1 else max(1, min(n, client_procs))
     groups = [[b for i, b in enumerate(bases) if i % nproc == j] for j in range(nproc)]
     procs = []
     for group in groups:
         spec = {"kind": kind, "stream": stream, "client": client, "bases": group, "stagger": 0.05,
-                "needs_input": server.needs_input_for_video and kind == "video"}
+                "needs_input": server.needs_input_for_video and kind == "video",
+                "link": options.get("link"), "client_buffer": options.get("client_buffer", False)}
         procs.append(subprocess.Popen([PYTHON, str(BENCH / "client.py"), json.dumps(spec)], cwd=ROOT,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)}))
@@ -503,6 +527,9 @@ def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float,
         "rss_per_session_mb": rss_delta / live / 2**20 if ok else None,
         "client_cpu_per_session_s": client_cpu / (live * window) if ok else None,
         "ended_early": sum(1 for s in ok if s["ended_early"]),
+        "lost": (sent - returned) if ok else None,
+        "gaps": sum(s["gaps"] for s in ok) if ok and all("gaps" in s for s in ok) else None,
+        "gap_frames": sum(s["gap_frames"] for s in ok) if ok and all("gaps" in s for s in ok) else None,
         "unflipped": sum(s["unflipped"] for s in ok),
         "unreadable": sum(s["unreadable"] for s in ok),
         "unidentified": sum(s["unidentified"] for s in ok),
@@ -552,6 +579,9 @@ METRICS = [
     ("rt_p95", "round trip, p95 (ms)", 1000),
     ("rt_quarters", "round trip median per quarter (ms)", 1000),
     ("returned", "frames returned (%)", 100),
+    ("lost", "frames (audio: bursts) not back in time", 1),
+    ("gaps", "audio gaps at the client's receiver", 1),
+    ("gap_frames", "audio frames missing in those gaps", 1),
     ("cpu_per_session_s", "server CPU s per session-second", 1),
     ("service_cpu_per_session_s", "  + Redis/PostgreSQL CPU s per session-s", 1),
     ("rss_per_session_mb", "server RSS per session (MB)", 1),
@@ -676,6 +706,20 @@ def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any
                     value = value + m["service_cpu_per_session_s"]
                 add(f"{label} [{scenario}]", server, value, None if f is None else 1.1 * max(f, 0.0), unit,
                     scale, f"floor {fmt(f, scale)} {unit}")
+    for scenario in ("audio-jitter", "audio-jitter-inorder"):
+        by = summary.get(scenario, {})
+        floor = by.get("floor") or {}
+        for server in ours:
+            m = by.get(server)
+            if not m:
+                continue
+            f = floor.get("rt_median")
+            add(f"jittery link: audio round trip <= floor - 50 ms (saving kept) [{scenario}]", server,
+                m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000, f"floor {fmt(f, 1000)} ms")
+            for key, label in (("lost", "bursts not back"), ("gap_frames", "frames missing at the client")):
+                f = floor.get(key)
+                add(f"jittery link: {label} <= aiortc's default (floor) [{scenario}]", server, m.get(key), f,
+                    "", 1, f"floor {fmt(f, 1)}")
     floor_audio = (summary.get("audio-1", {}).get("floor") or {}).get("rt_median")
     pkg = (summary.get("audio-1-pkgclient", {}).get("ours-1") or {}).get("rt_median")
     add("audio round trip median <= 0.4 x floor, package client [audio-1-pkgclient]", "ours-1", pkg,
@@ -809,11 +853,16 @@ def main() -> None:
                 if selected and key not in selected:
                     continue
                 n = 1 if count == "1" else cfg["many"]
+                options = SCENARIO_OPTIONS.get(key, {})
                 for server in order:
                     if client == "package" and server.key not in PACKAGE_CLIENT_SERVERS:
                         continue
-                    m = measure_quiet(cfg, server, stream, kind, n, client, cfg["window"], cfg["warmup"],
-                                      cfg["grace"], args.client_procs, servers, cfg["quiet_limit"])
+                    if "servers" in options and server.key not in options["servers"]:
+                        continue
+                    window = max(cfg["window"], options.get("min_window", 0.0))
+                    m = measure_quiet(cfg, server, stream, kind, n, client, window, cfg["warmup"],
+                                      cfg["grace"], args.client_procs, servers, cfg["quiet_limit"],
+                                      options=options)
                     runs.append({"repeat": rep, "scenario": key, "server": server.key, **m})
                     log(f"[{time.monotonic() - t_begin:5.0f} s] rep {rep} {key:<18} {server.key:<8} "
                         f"rt {fmt(m['rt_median'], 1000)}/{fmt(m['rt_p95'], 1000)} ms  "

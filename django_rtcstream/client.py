@@ -139,13 +139,14 @@ class StreamClient:
             ``["127.0.0.1"]`` for a loopback-only machine.
         audio_prefetch: frames the client's audio jitter buffer holds (the
             server's low-latency buffer; None keeps aiortc's, which holds 4).
+        audio_adaptive: let that hold follow the reordering on the link.
     """
 
     def __init__(self, base_url: str, stream: str, *, video: MediaStreamTrack | None = None,
                  audio: MediaStreamTrack | None = None, signaling: str = "http",
                  webrtc_id: str | None = None, trickle: bool = False,
                  ice_host_addresses: list[str] | None = None, queue_size: int = 64,
-                 audio_prefetch: int | None = 1) -> None:
+                 audio_prefetch: int | None = 1, audio_adaptive: bool = True) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
         self.base_url = base_url.rstrip("/") + "/"
@@ -156,6 +157,7 @@ class StreamClient:
         self.trickle = trickle
         self.ice_host_addresses = ice_host_addresses
         self.audio_prefetch = audio_prefetch
+        self.audio_adaptive = audio_adaptive
         self.config: dict[str, Any] = {}
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None
@@ -308,7 +310,7 @@ class StreamClient:
     def _on_track(self, track: MediaStreamTrack) -> None:
         from django_rtcstream.media import jitter
 
-        jitter.install_on_track(self.pc, track, self.audio_prefetch)
+        jitter.install_on_track(self.pc, track, self.audio_prefetch, self.audio_adaptive)
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # Frames the server's audio jitter buffer holds before releasing (aiortc: 4);
     # None keeps aiortc's own buffer
     "AUDIO_PREFETCH": 1,
+    # True: that hold grows to the depth of the reordering seen on the link (at most 6
+    # frames) and steps back down once the link is calm; False keeps it fixed
+    "AUDIO_ADAPTIVE": True,
     # Channel layer alias used for the control bus
     "CHANNEL_LAYER_ALIAS": "default",
     # Seconds between keep-alive comments on SSE output streams

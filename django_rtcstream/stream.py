@@ -108,6 +108,8 @@ class Stream:
         output_serializer: ``fn(AdditionalOutputs) -> JSON-able`` for the SSE hook.
         audio_prefetch: frames the server's audio jitter buffer holds (None:
             the ``AUDIO_PREFETCH`` setting).
+        audio_adaptive: let that hold follow the reordering seen on the link
+            (None: the ``AUDIO_ADAPTIVE`` setting).
         permission_classes: DRF permission classes per action (``"open"``,
             ``"input"``, ``"outputs"``, ``"close"``), overriding the settings.
         input_serializer: a DRF serializer class for the input hook, instead of
@@ -134,6 +136,7 @@ class Stream:
         output_serializer: Callable[[AdditionalOutputs], Any] | None = None,
         ui_args: dict[str, Any] | None = None,
         audio_prefetch: int | None = None,
+        audio_adaptive: bool | None = None,
         permission_classes: dict[str, list[Any]] | None = None,
         input_serializer: Any = None,
     ) -> None:
@@ -155,6 +158,13 @@ class Stream:
                 "additional_outputs_handler must be given with additional_outputs "
                 "(it maps AdditionalOutputs onto the Gradio output components)"
             )
+        if audio_prefetch is not None and (
+            isinstance(audio_prefetch, bool) or not isinstance(audio_prefetch, int)
+            or not 0 <= audio_prefetch <= 15
+        ):
+            raise ValueError("audio_prefetch must be an int in 0-15 or None (the setting)")
+        if audio_adaptive not in (None, True, False):
+            raise ValueError("audio_adaptive must be True, False or None (the setting)")
         if video_format not in ("bgr24", "rgb24"):
             raise ValueError("video_format must be 'bgr24' or 'rgb24'")
         if server_rtc_configuration is not None and not isinstance(
@@ -178,6 +188,7 @@ class Stream:
         self.output_serializer = output_serializer
         self.ui_args = dict(ui_args or {})
         self.audio_prefetch = audio_prefetch
+        self.audio_adaptive = audio_adaptive
         if permission_classes is not None and (
             not isinstance(permission_classes, dict)
             or set(permission_classes) - {"open", "input", "outputs", "close"}

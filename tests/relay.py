@@ -3,8 +3,9 @@
 ``JitteryRelay()`` has two loopback sockets: what reaches ``front`` goes to
 the server (``server``), what reaches ``back`` goes to the client
 (``client``), each datagram delayed by a random 0..``max_delay`` seconds (so
-packets overtake each other: reordering) and dropped with probability
-``loss``. Rewrite the offer's candidates to ``back_port`` and the answer's to
+packets overtake each other: reordering; ``reorder=False`` keeps each
+direction in order, a delayed packet holding back the ones behind it) and
+dropped with probability ``loss``. Rewrite the offer's candidates to ``back_port`` and the answer's to
 ``front_port`` (``via_relay``): neither peer learns the other's real address,
 so every packet, both ways, crosses the bad link.
 """
@@ -29,10 +30,12 @@ class _Side(asyncio.DatagramProtocol):
 
 
 class JitteryRelay:
-    def __init__(self, *, max_delay: float = 0.04, loss: float = 0.01, seed: int = 1) -> None:
+    def __init__(self, *, max_delay: float = 0.04, loss: float = 0.01, seed: int = 1,
+                 reorder: bool = True) -> None:
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
-        self.max_delay, self.loss = max_delay, loss
+        self.max_delay, self.loss, self.reorder = max_delay, loss, reorder
+        self._last_due = {"front": 0.0, "back": 0.0}
         self.random = random.Random(seed)
         self.forwarded = self.dropped = 0
         self.counts = {"front": 0, "back": 0}
@@ -59,9 +62,14 @@ class JitteryRelay:
             self.dropped += 1
             return
         self.forwarded += 1
-        delay = self.random.uniform(0, self.max_delay)
-        handle = asyncio.get_running_loop().call_later(delay, self._send, out, data, dest)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.random.uniform(0, self.max_delay)
+        if not self.reorder:
+            due = self._last_due[side] = max(due, self._last_due[side])
+        handle = loop.call_at(due, self._send, out, data, dest)
         self._pending.append(handle)
+        if len(self._pending) > 1000:
+            self._pending = [h for h in self._pending if not h.cancelled() and h.when() > loop.time()]
 
     def _send(self, out, data: bytes, dest) -> None:  # type: ignore[no-untyped-def]
         if not out.is_closing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from aiortc.rtp import RtpPacket
@@ -61,7 +62,7 @@ def test_a_swapped_pair_costs_nothing():
 
 def test_deep_reordering_delays_then_the_buffer_shrinks_back_to_its_target():
     clock = Clock()
-    buffer = AudioJitterBuffer(prefetch=1, shrink_after=5, clock=clock)
+    buffer = AudioJitterBuffer(prefetch=1, shrink_after=5, clock=clock, adaptive=False)
     feed(buffer, clock, range(0, 10))
     # A burst of reordering: 12-14 overtake 10 and 11.
     feed(buffer, clock, [12, 13, 14, 10, 11])
@@ -72,6 +73,54 @@ def test_deep_reordering_delays_then_the_buffer_shrinks_back_to_its_target():
     assert max(depth) >= 3  # the burst left frames queued beyond the target...
     assert depth[-1] == 1   # ...and the buffer shrank back to one held frame
     assert buffer.dropped >= 2 and buffer.lost == 0
+
+
+def jittery_arrivals(count, max_delay=0.04, seed=7, start=0):
+    """Packets sent every 20 ms, each delayed by a random 0..max_delay: (arrival, seq) in arrival order."""
+    rng = random.Random(seed)
+    return sorted((start * 0.02 + i * 0.02 + rng.uniform(0, max_delay), start + i) for i in range(count))
+
+
+def play(buffer, clock, arrivals):
+    released = []
+    for t, seq in arrivals:
+        clock.now = t
+        _, frame = buffer.add(packet(seq))
+        if frame:
+            released.append(frame.data[0])
+    return released
+
+
+def test_the_adaptive_hold_grows_under_jitter_and_shrinks_back_when_the_link_calms():
+    clock = Clock()
+    buffer = AudioJitterBuffer(prefetch=1, clock=clock, calm_after=50)
+    # 10 s of 0-100 ms random delay: packets overtaken by up to 4 newer ones.
+    arrivals = jittery_arrivals(500, max_delay=0.1)
+    released = play(buffer, clock, arrivals)
+    assert buffer.target >= 3  # it grew to the reordering's depth
+    assert buffer.lost == buffer.late == 0
+    assert buffer.dropped <= 2  # hardly anything thrown away...
+    assert len(released) >= 495
+    assert all((b - a) % 256 == 1 for a, b in zip(released, released[1:]))  # every one, in order
+
+    # ...where a fixed one-frame hold keeps dropping frames to drain what reordering queued.
+    fixed_clock = Clock()
+    fixed = AudioJitterBuffer(prefetch=1, clock=fixed_clock, adaptive=False)
+    assert len(play(fixed, fixed_clock, arrivals)) < len(released) - 10
+    assert fixed.target == 1 and fixed.dropped >= buffer.dropped + 10
+
+    # The link calms: in-order packets every 20 ms. The hold steps back down to one frame.
+    calm = [(10.5 + i * 0.02, 500 + i) for i in range(400)]
+    play(buffer, clock, calm)
+    assert buffer.target == 1 and len(buffer._packets) == 1  # one frame held, as configured
+    assert buffer.lost == 0
+
+
+def test_a_fixed_buffer_never_moves_its_target():
+    clock = Clock()
+    buffer = AudioJitterBuffer(prefetch=1, clock=clock, adaptive=False)
+    play(buffer, clock, jittery_arrivals(200, max_delay=0.1))
+    assert buffer.target == buffer.peak_target == 1
 
 
 def test_sequence_numbers_wrap_around():
@@ -109,18 +158,15 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
     assert any(isinstance(b, AudioJitterBuffer) and b.prefetch == 1 for b in client_buffers)
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.media
-async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url):
-    """0-40 ms random delay (so reordering) and 3 % loss both ways: no stall, right tone."""
+async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
+    """Echo a 440 Hz tone through ``relay`` (both directions); (frames back, server buffer)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from django_rtcstream.client import ToneAudioTrack, http_json
+    from django_rtcstream.media import jitter
     from django_rtcstream.sessions.runtime import manager
-    from tests.media import dominant_frequency
-    from tests.relay import JitteryRelay, host_candidate, via_relay
+    from tests.relay import host_candidate, via_relay
 
-    relay = JitteryRelay(max_delay=0.04, loss=0.03)
     await relay.start()
     pc = RTCPeerConnection()
     pc.addTrack(ToneAudioTrack(440))
@@ -128,17 +174,14 @@ async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url)
     relay.client = host_candidate(pc.localDescription.sdp)
     status, answer = await http_json(f"{rtc_url}echo/webrtc/offer", {
         "type": "offer", "sdp": via_relay(pc.localDescription.sdp, relay.back_port),
-        "webrtc_id": "jittery"})
+        "webrtc_id": webrtc_id})
     assert status == 200
     relay.server = host_candidate(answer["sdp"])
-    port = relay.front_port
     frames = []
     connected = asyncio.Event()
 
     @pc.on("track")
     def on_track(track):
-        from django_rtcstream.media import jitter
-
         jitter.install_on_track(pc, track, 1)  # as the package's client does
 
         async def read():
@@ -150,19 +193,44 @@ async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url)
         asyncio.ensure_future(read())
 
     pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
-    await pc.setRemoteDescription(RTCSessionDescription(via_relay(answer["sdp"], port), "answer"))
+    await pc.setRemoteDescription(RTCSessionDescription(via_relay(answer["sdp"], relay.front_port),
+                                                        "answer"))
     try:
         await asyncio.wait_for(connected.wait(), 10)
-        await asyncio.sleep(4.0)
-        buffer = manager().get("jittery").jitter_buffer
-        received = len(frames)
-        tail = frames[-100:]
+        await asyncio.sleep(seconds)
+        buffer = manager().get(webrtc_id).jitter_buffer
+        return list(frames), buffer
     finally:
         await pc.close()
         relay.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.media
+async def test_audio_keeps_flowing_over_a_jittery_lossy_reordering_link(rtc_url):
+    """0-40 ms random delay (so reordering) and 3 % loss both ways: no stall, right tone."""
+    from tests.media import dominant_frequency
+    from tests.relay import JitteryRelay
+
+    relay = JitteryRelay(max_delay=0.04, loss=0.03)
+    frames, buffer = await echo_through_relay(rtc_url, relay, "jittery")
     # Both directions crossed the bad link (~50 packets/s each way), and it lost some.
     assert min(relay.counts.values()) > 150 and relay.dropped > 0
     assert buffer.lost + buffer.late + buffer.dropped > 0  # and the buffer had to cope
-    assert received > 0.8 * 4.0 * 50  # audio never stalled for long
-    frequency, level = dominant_frequency(tail)
+    assert len(frames) > 0.8 * 4.0 * 50  # audio never stalled for long
+    frequency, level = dominant_frequency(frames[-100:])
     assert abs(frequency - 440) < 15 and level > 0.05
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.media
+async def test_the_server_buffer_grows_on_a_deeply_reordering_link(rtc_url):
+    """0-100 ms random delay, no loss: packets overtaken by several others. The server's
+    adaptive buffer deepens its hold instead of dropping frames to drain the backlog."""
+    from tests.relay import JitteryRelay
+
+    relay = JitteryRelay(max_delay=0.1, loss=0.0)
+    frames, buffer = await echo_through_relay(rtc_url, relay, "reordering")
+    assert buffer.adaptive and buffer.peak_target >= 2
+    assert buffer.lost == 0 and buffer.dropped <= 3
+    assert len(frames) > 0.8 * 4.0 * 50

@@ -92,6 +92,10 @@ def test_other_constructor_errors():
         Stream(video_fn, concurrency_limit=0)
     with pytest.raises(ValueError, match="additional_outputs_handler"):
         Stream(video_fn, additional_outputs=[Number()])
+    with pytest.raises(ValueError, match="audio_prefetch"):
+        Stream(video_fn, audio_prefetch=16)
+    with pytest.raises(ValueError, match="audio_adaptive"):
+        Stream(video_fn, audio_adaptive="yes")
     with pytest.raises(ValueError, match="multiple of 50"):
         Echo.__init__(Echo(), output_sample_rate=44101)
     assert Stream(video_fn, concurrency_limit="default").concurrency_limit == 1
@@ -164,6 +168,7 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     ({"STREAMS": {"x": "tests.streams.EVENTS"}}, "django_rtcstream.E002"),
     ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
     ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
+    ({"AUDIO_ADAPTIVE": "yes"}, "django_rtcstream.E009"),
     ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
     ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
 ])

@@ -71,6 +71,8 @@ RTCSTREAM = {
         "flip": "bench.djproject.streams.flip",
         "slowflip": "bench.djproject.streams.slowflip",
         "echo": "bench.djproject.streams.echo",
+        "echo-fixed": "bench.djproject.streams.echo_fixed",
+        "echo-p4": "bench.djproject.streams.echo_p4",
     },
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
     "OPEN_SESSIONS": False,

@@ -15,7 +15,17 @@ frame)``) and instead:
 - gives up on a missing packet after ``max_wait`` seconds (or when the
   buffer is full) and goes on with the next one;
 - shrinks back: when frames stay queued beyond the target for
-  ``shrink_after`` arrivals (after reordering), the oldest is dropped.
+  ``shrink_after`` arrivals (after reordering), the oldest is dropped;
+- adapts (``adaptive=True``, the default): a packet that arrives behind
+  newer ones raises the target hold to the depth of that reordering (up to
+  ``max_prefetch``), and every ``calm_after`` in-order arrivals without
+  reordering lower it by one, back to ``prefetch``.
+
+Why adapt: the buffer hands out one frame per arrival (aiortc's interface), so
+a backlog left by reordering only drains by dropping a frame. On a link that
+keeps reordering, a fixed one-frame hold drops frames again and again; a hold
+as deep as the reordering releases every frame, in order, one per arrival,
+and costs one frame period per level only while the link is bad.
 
 It is put in place of aiortc's through ``install(receiver)``, a seam checked
 by ``check_seam()`` at start-up: if aiortc's private attribute moves, the
@@ -39,16 +49,26 @@ class AudioJitterBuffer:
     """See the module docstring. Audio only: one RTP packet is one frame."""
 
     def __init__(self, prefetch: int = 1, capacity: int = 16, max_wait: float = 0.06,
-                 shrink_after: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+                 shrink_after: int = 10, clock: Callable[[], float] = time.monotonic,
+                 adaptive: bool = True, max_prefetch: int = 6, calm_after: int = 150) -> None:
         if prefetch < 0 or prefetch >= capacity:
             raise ValueError("prefetch must be >= 0 and below the capacity")
+        if adaptive and not prefetch <= max_prefetch < capacity:
+            raise ValueError("max_prefetch must be between prefetch and the capacity")
         self.prefetch = prefetch
         self._capacity = capacity
         self.max_wait = max_wait
         self.shrink_after = shrink_after
         self._clock = clock
+        self.adaptive = adaptive
+        self.max_prefetch = max_prefetch if adaptive else prefetch
+        self.calm_after = calm_after
+        self.target = prefetch  # frames held now; moves only in adaptive mode
+        self.peak_target = prefetch
+        self._calm = 0
         self._packets: dict[int, Any] = {}
         self._next: int | None = None
+        self._newest: int | None = None
         self._gap_since: float | None = None
         self._over_target = 0
         self.lost = 0  # packets given up on
@@ -62,16 +82,36 @@ class AudioJitterBuffer:
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
         if self._next is None:
-            self._next = seq
+            self._next = self._newest = seq
         elif not _at_or_after(seq, self._next):
             self.late += 1
+            self._adapt(seq)
             return False, None
         elif uint16_add(seq, -self._next) >= 0x8000 // 2:
             # A huge jump (stream restart): start over from this packet.
             self._packets.clear()
-            self._next = seq
+            self._next = self._newest = seq
+        self._adapt(seq)
         self._packets[seq] = packet
         return False, self._release()
+
+    def _adapt(self, seq: int) -> None:
+        """Track the newest packet; in adaptive mode, move the target hold."""
+        assert self._newest is not None
+        if uint16_gt(seq, self._newest):
+            self._newest = seq
+            if self.target > self.prefetch:
+                self._calm += 1
+                if self._calm >= self.calm_after:
+                    self.target -= 1
+                    self._calm = 0
+            return
+        # Reordered: this packet arrived after ``depth`` newer ones.
+        depth = uint16_add(self._newest, -seq)
+        if self.adaptive and depth > self.target:
+            self.target = min(self.max_prefetch, depth)
+            self.peak_target = max(self.peak_target, self.target)
+        self._calm = 0
 
     def _queued(self) -> int:
         """Consecutive packets from the next one to release."""
@@ -99,11 +139,11 @@ class AudioJitterBuffer:
         # Held frames are counted by what arrived after this one, so a gap after it
         # does not hold it back.
         newer = len(self._packets) - 1
-        if newer < self.prefetch:
+        if newer < self.target:
             self._over_target = 0
             return None
         # More queued than the target (after reordering or a loss): shrink back.
-        if newer > self.prefetch and self._queued() > 1:
+        if newer > self.target and self._queued() > 1:
             self._over_target += 1
             if self._over_target >= self.shrink_after:
                 self._pop()
@@ -143,20 +183,22 @@ def check_seam() -> None:
         )
 
 
-def install(receiver: RTCRtpReceiver, prefetch: int) -> AudioJitterBuffer:
+def install(receiver: RTCRtpReceiver, prefetch: int, adaptive: bool = True) -> AudioJitterBuffer:
     """Replace an audio receiver's jitter buffer before any packet arrives."""
     if not isinstance(getattr(receiver, SEAM, None), JitterBuffer):
         raise RuntimeError(f"{receiver!r} has no aiortc jitter buffer to replace")
-    buffer = AudioJitterBuffer(prefetch=prefetch)
+    buffer = AudioJitterBuffer(prefetch=prefetch, adaptive=adaptive,
+                               max_prefetch=max(prefetch, 6))
     setattr(receiver, SEAM, buffer)
     return buffer
 
 
-def install_on_track(pc: Any, track: Any, prefetch: int | None) -> AudioJitterBuffer | None:
+def install_on_track(pc: Any, track: Any, prefetch: int | None,
+                     adaptive: bool = True) -> AudioJitterBuffer | None:
     """Install on the receiver of a remote audio ``track`` of ``pc`` (None: keep aiortc's)."""
     if prefetch is None or track.kind != "audio":
         return None
     for transceiver in pc.getTransceivers():
         if transceiver.receiver.track is track:
-            return install(transceiver.receiver, prefetch)
+            return install(transceiver.receiver, prefetch, adaptive)
     return None

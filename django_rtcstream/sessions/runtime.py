@@ -364,9 +364,10 @@ class Session(SessionPort):
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
-            prefetch = self.stream.audio_prefetch
+            prefetch, adaptive = self.stream.audio_prefetch, self.stream.audio_adaptive
             self.jitter_buffer = jitter.install_on_track(
-                self.pc, track, prefetch if prefetch is not None else rtc_settings.AUDIO_PREFETCH)
+                self.pc, track, prefetch if prefetch is not None else rtc_settings.AUDIO_PREFETCH,
+                adaptive if adaptive is not None else rtc_settings.AUDIO_ADAPTIVE)
         if track.kind in self.stream.kinds and self.stream.receives_media_from_client:
             self._remote_tracks[track.kind] = track
         else:
