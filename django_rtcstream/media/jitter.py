@@ -12,8 +12,11 @@ frame)``) and instead:
 
 - releases each frame, in order, once ``prefetch`` newer packets have
   arrived (1 by default: 20 ms; 0 releases on arrival);
-- gives up on a missing packet after ``max_wait`` seconds (or when the
-  buffer is full) and goes on with the next one;
+- gives up on a missing packet as soon as more packets have arrived after it
+  than the hold (the deepest reordering it expects), and goes on with the
+  next one: the wait is bounded by the hold (aiortc waits for 16 packets), and
+  on a link that loses but does not reorder a loss costs that one frame and
+  no delay;
 - shrinks back: when frames stay queued beyond the target for
   ``shrink_after`` arrivals (after reordering), the oldest is dropped;
 - adapts (``adaptive=True``, the default): a packet that arrives behind
@@ -21,11 +24,13 @@ frame)``) and instead:
   ``max_prefetch``), and every ``calm_after`` in-order arrivals without
   reordering lower it by one, back to ``prefetch``.
 
-Why adapt: the buffer hands out one frame per arrival (aiortc's interface), so
-a backlog left by reordering only drains by dropping a frame. On a link that
-keeps reordering, a fixed one-frame hold drops frames again and again; a hold
-as deep as the reordering releases every frame, in order, one per arrival,
-and costs one frame period per level only while the link is bad.
+Why give up by count and adapt: the buffer hands out one frame per arrival
+(aiortc's interface), so every frame period spent waiting for a packet that
+never comes leaves a frame of backlog, which only drains by dropping a frame:
+a 60 ms wait turned one lost packet into three lost frames. Waiting exactly
+as long as the link reorders avoids that; on a link that keeps reordering, a
+hold as deep as the reordering releases every frame, in order, one per
+arrival, and costs one frame period per level only while the link is bad.
 
 It is put in place of aiortc's through ``install(receiver)``, a seam checked
 by ``check_seam()`` at start-up: if aiortc's private attribute moves, the
@@ -34,8 +39,6 @@ server fails loudly instead of silently keeping the 80 ms buffer.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -48,8 +51,7 @@ SEAM = "_RTCRtpReceiver__jitter_buffer"
 class AudioJitterBuffer:
     """See the module docstring. Audio only: one RTP packet is one frame."""
 
-    def __init__(self, prefetch: int = 1, capacity: int = 16, max_wait: float = 0.06,
-                 shrink_after: int = 10, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, prefetch: int = 1, capacity: int = 16, shrink_after: int = 10,
                  adaptive: bool = True, max_prefetch: int = 6, calm_after: int = 150) -> None:
         if prefetch < 0 or prefetch >= capacity:
             raise ValueError("prefetch must be >= 0 and below the capacity")
@@ -57,9 +59,7 @@ class AudioJitterBuffer:
             raise ValueError("max_prefetch must be between prefetch and the capacity")
         self.prefetch = prefetch
         self._capacity = capacity
-        self.max_wait = max_wait
         self.shrink_after = shrink_after
-        self._clock = clock
         self.adaptive = adaptive
         self.max_prefetch = max_prefetch if adaptive else prefetch
         self.calm_after = calm_after
@@ -69,7 +69,6 @@ class AudioJitterBuffer:
         self._packets: dict[int, Any] = {}
         self._next: int | None = None
         self._newest: int | None = None
-        self._gap_since: float | None = None
         self._over_target = 0
         self.lost = 0  # packets given up on
         self.late = 0  # packets that arrived after their slot was given up
@@ -125,17 +124,13 @@ class AudioJitterBuffer:
     def _release(self) -> JitterFrame | None:
         assert self._next is not None
         if self._next not in self._packets:
-            now = self._clock()
-            if self._gap_since is None:
-                self._gap_since = now
-            full = len(self._packets) >= self._capacity
-            if not full and now - self._gap_since < self.max_wait:
+            # More packets after the gap than the link reorders by: it is lost.
+            if len(self._packets) <= self.target:
                 return None
             # Give up on the missing packet(s): go on from the oldest one we have.
             oldest = min(self._packets, key=lambda s: uint16_add(s, -self._next))  # type: ignore[operator]
             self.lost += uint16_add(oldest, -self._next)
             self._next = oldest
-        self._gap_since = None
         # Held frames are counted by what arrived after this one, so a gap after it
         # does not hold it back.
         newer = len(self._packets) - 1
