@@ -113,23 +113,22 @@ def test_the_adaptive_hold_grows_under_jitter_and_shrinks_back_when_the_link_cal
     # 10 s of 0-100 ms random delay: packets overtaken by up to 4 newer ones.
     arrivals = jittery_arrivals(500, max_delay=0.1)
     released = play(buffer, clock, arrivals)
-    assert buffer.target >= 3  # it grew to the reordering's depth
-    assert buffer.lost == buffer.late == 0
-    assert buffer.dropped <= 2  # hardly anything thrown away...
-    assert len(released) >= 495
-    assert all((b - a) % 256 == 1 for a, b in zip(released, released[1:]))  # every one, in order
+    assert buffer.target >= 3  # it grew to the reordering's depth...
+    assert buffer.late <= 2 and buffer.dropped == 0  # ...after giving up on a packet or two
+    assert len(released) >= 490
+    assert all((b - a) % 256 in (1, 2) for a, b in zip(released, released[1:]))  # in order
 
-    # ...where a fixed one-frame hold keeps dropping frames to drain what reordering queued.
-    fixed_clock = Clock()
+    # A fixed one-frame hold gives up on every packet overtaken by two or more.
     fixed = AudioJitterBuffer(prefetch=1, adaptive=False)
-    assert len(play(fixed, fixed_clock, arrivals)) < len(released) - 10
-    assert fixed.target == 1 and fixed.dropped >= buffer.dropped + 10
+    assert len(play(fixed, Clock(), arrivals)) < len(released) - 30
+    assert fixed.target == 1 and fixed.late >= 30
 
     # The link calms: in-order packets every 20 ms. The hold steps back down to one frame.
     calm = [(10.5 + i * 0.02, 500 + i) for i in range(400)]
+    lost = buffer.lost
     play(buffer, clock, calm)
     assert buffer.target == 1 and len(buffer._packets) == 1  # one frame held, as configured
-    assert buffer.lost == 0
+    assert buffer.lost == lost  # stepping down drops (a frame per step), it loses nothing
 
 
 def test_a_fixed_buffer_never_moves_its_target():
