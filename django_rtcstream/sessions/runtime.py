@@ -332,7 +332,6 @@ class Session(SessionPort):
         self.spawn(self.control_loop(), "control")
         if self.pc is not None:
             self.spawn(self._connect_timeout(), "connect-timeout")
-            self.spawn(records.mark_connecting(self.record_id), "mark-connecting")
         self.spawn(self._run(), "run")
 
     def _check_offer(self, sdp: str) -> set[str]:
@@ -855,7 +854,9 @@ class SessionManager:
         starts only once the session is admitted.
         """
         session = self._new_session(stream, webrtc_id)
-        admission = asyncio.ensure_future(self._admit(session, channel="webrtc", **kwargs))
+        # Recorded as connecting from the start: the answer is on its way (one write less).
+        admission = asyncio.ensure_future(self._admit(
+            session, channel="webrtc", state=SessionState.CONNECTING, **kwargs))
         try:
             answer = await session.start_webrtc(offer_sdp)
         except BaseException as exc:
