@@ -836,10 +836,12 @@ def main() -> None:
             startup["start_to_ready"][server.key] = median(server.start_to_ready)
             startup["start_to_ready_all"][server.key] = server.start_to_ready
 
-        # warm-up: one short video and audio session per server (lazy imports, caches)
+        # warm-up: one short video and audio session per worker of each server (lazy imports,
+        # caches), so no scenario measures a worker's first session
         def warm(server: Server) -> None:
             for stream, kind in (("flip", "video"), ("echo", "audio")):
-                measure(server, stream, kind, 1, "stock", 1.0, 0.3, 0.3, 1, [server], 0.0)
+                measure(server, stream, kind, len(server.bases), "stock", 1.0, 0.3, 0.3,
+                        len(server.bases), [server], 0.0)
 
         with concurrent.futures.ThreadPoolExecutor(len(servers)) as ex:
             list(ex.map(warm, servers))

@@ -272,3 +272,28 @@ async def test_host_candidates_use_the_configured_address_and_port_range(rtc_url
         finally:
             ice.install_port_range(None)
     assert local and all(c.ip == "127.0.0.1" and 41000 <= c.port <= 41010 for c in local)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_media_stack_warms_up_once_after_the_first_http_request():
+    """The first offer on a fresh worker must not pay for aiortc's imports (~0.2 s)."""
+    from channels.testing import HttpCommunicator
+
+    from django_rtcstream.asgi import rtcstream_application
+    from django.core.asgi import get_asgi_application
+
+    HOST = [(b"host", b"testserver")]
+    application = rtcstream_application(get_asgi_application())
+    http = application.application_mapping["http"]
+    assert http.warming is None  # building the application imports nothing heavy
+    first = HttpCommunicator(application, "GET", "/rtc/", headers=HOST)
+    assert (await first.get_response())["status"] == 200
+    await first.wait()
+    warming = http.warming
+    assert warming is not None
+    await asyncio.wait_for(warming, 10)
+    assert warming.exception() is None
+    second = HttpCommunicator(application, "GET", "/rtc/", headers=HOST)
+    await second.get_response()
+    await second.wait()
+    assert http.warming is warming  # once per worker
