@@ -55,6 +55,8 @@ def warm_up() -> None:
 
     from django_rtcstream.media import jitter
     from django_rtcstream.sessions import records, runtime  # noqa: F401  (imports aiortc, av)
+    from django_rtcstream.signaling import consumers  # noqa: F401
+    from django_rtcstream.telephone import audio_socket, twilio  # noqa: F401
 
     jitter.check_seam()
     try:
