@@ -60,11 +60,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                               hint="1 holds one 20 ms frame; aiortc's own default is 4; "
                                    "None keeps aiortc's buffer.",
                               id=Codes.BAD_NUMBER))
-    adaptive = value.get("AUDIO_ADAPTIVE", DEFAULTS["AUDIO_ADAPTIVE"])
-    if not isinstance(adaptive, bool):
-        messages.append(Error(f"RTCSTREAM['AUDIO_ADAPTIVE'] must be True or False, got {adaptive!r}.",
-                              hint="True lets the audio jitter buffer's hold follow the link.",
-                              id=Codes.BAD_NUMBER))
+    for key, hint in (("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
+                      ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet.")):
+        flag = value.get(key, DEFAULTS[key])
+        if not isinstance(flag, bool):
+            messages.append(Error(f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",
+                                  hint=hint, id=Codes.BAD_NUMBER))
     interval = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
     lease = value.get("SESSION_LEASE", DEFAULTS["SESSION_LEASE"])
     if isinstance(interval, (int, float)) and isinstance(lease, (int, float)) and lease < 2 * interval:

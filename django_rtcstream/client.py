@@ -140,13 +140,16 @@ class StreamClient:
         audio_prefetch: frames the client's audio jitter buffer holds (the
             server's low-latency buffer; None keeps aiortc's, which holds 4).
         audio_adaptive: let that hold follow the reordering on the link.
+        video_marker_release: release each received video frame on its last
+            packet, not one frame period later on the next frame's first.
     """
 
     def __init__(self, base_url: str, stream: str, *, video: MediaStreamTrack | None = None,
                  audio: MediaStreamTrack | None = None, signaling: str = "http",
                  webrtc_id: str | None = None, trickle: bool = False,
                  ice_host_addresses: list[str] | None = None, queue_size: int = 64,
-                 audio_prefetch: int | None = 1, audio_adaptive: bool = True) -> None:
+                 audio_prefetch: int | None = 1, audio_adaptive: bool = True,
+                 video_marker_release: bool = True) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
         self.base_url = base_url.rstrip("/") + "/"
@@ -158,6 +161,7 @@ class StreamClient:
         self.ice_host_addresses = ice_host_addresses
         self.audio_prefetch = audio_prefetch
         self.audio_adaptive = audio_adaptive
+        self.video_marker_release = video_marker_release
         self.config: dict[str, Any] = {}
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None
@@ -310,7 +314,8 @@ class StreamClient:
     def _on_track(self, track: MediaStreamTrack) -> None:
         from django_rtcstream.media import jitter
 
-        jitter.install_on_track(self.pc, track, self.audio_prefetch, self.audio_adaptive)
+        jitter.install_on_track(self.pc, track, self.audio_prefetch, self.audio_adaptive,
+                                self.video_marker_release)
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # True: that hold grows to the depth of the reordering seen on the link (at most 6
     # frames) and steps back down once the link is calm; False keeps it fixed
     "AUDIO_ADAPTIVE": True,
+    # True: the server's video receiver releases a frame when its last packet (RTP marker
+    # bit) arrives, not when the next frame starts (aiortc: one frame period later)
+    "VIDEO_MARKER_RELEASE": True,
     # Channel layer alias used for the control bus
     "CHANNEL_LAYER_ALIAS": "default",
     # Seconds between keep-alive comments on SSE output streams

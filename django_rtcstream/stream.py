@@ -110,6 +110,9 @@ class Stream:
             the ``AUDIO_PREFETCH`` setting).
         audio_adaptive: let that hold follow the reordering seen on the link
             (None: the ``AUDIO_ADAPTIVE`` setting).
+        video_marker_release: release each received video frame on its last
+            packet instead of the next frame's first (None: the
+            ``VIDEO_MARKER_RELEASE`` setting).
         permission_classes: DRF permission classes per action (``"open"``,
             ``"input"``, ``"outputs"``, ``"close"``), overriding the settings.
         input_serializer: a DRF serializer class for the input hook, instead of
@@ -137,6 +140,7 @@ class Stream:
         ui_args: dict[str, Any] | None = None,
         audio_prefetch: int | None = None,
         audio_adaptive: bool | None = None,
+        video_marker_release: bool | None = None,
         permission_classes: dict[str, list[Any]] | None = None,
         input_serializer: Any = None,
     ) -> None:
@@ -165,6 +169,8 @@ class Stream:
             raise ValueError("audio_prefetch must be an int in 0-15 or None (the setting)")
         if audio_adaptive not in (None, True, False):
             raise ValueError("audio_adaptive must be True, False or None (the setting)")
+        if video_marker_release not in (None, True, False):
+            raise ValueError("video_marker_release must be True, False or None (the setting)")
         if video_format not in ("bgr24", "rgb24"):
             raise ValueError("video_format must be 'bgr24' or 'rgb24'")
         if server_rtc_configuration is not None and not isinstance(
@@ -189,6 +195,7 @@ class Stream:
         self.ui_args = dict(ui_args or {})
         self.audio_prefetch = audio_prefetch
         self.audio_adaptive = audio_adaptive
+        self.video_marker_release = video_marker_release
         if permission_classes is not None and (
             not isinstance(permission_classes, dict)
             or set(permission_classes) - {"open", "input", "outputs", "close"}

@@ -250,3 +250,78 @@ async def test_the_server_buffer_grows_on_a_deeply_reordering_link(rtc_url):
     assert buffer.adaptive and buffer.peak_target >= 3
     assert buffer.late <= 6 and buffer.dropped <= 3  # of ~200 packets
     assert len(frames) > 0.8 * 4.0 * 50
+
+
+# -- video: release on the marker bit -------------------------------------------------------
+
+
+def vpacket(seq, ts, marker=0, data=None):
+    p = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=ts, marker=marker)
+    p._data = data if data is not None else bytes([seq & 0xFF])
+    return p
+
+
+def test_a_video_frame_is_released_on_its_marker_packet_not_on_the_next_frame():
+    from aiortc.jitterbuffer import JitterBuffer
+
+    from django_rtcstream.media.jitter import MarkerVideoJitterBuffer
+
+    frame1 = [vpacket(0, 3000), vpacket(1, 3000), vpacket(2, 3000, marker=1)]
+    ours, aiortcs = MarkerVideoJitterBuffer(), JitterBuffer(capacity=512, is_video=True)
+    assert [ours.add(p)[1] for p in frame1][:2] == [None, None]
+    assert [aiortcs.add(p)[1] for p in frame1] == [None, None, None]  # waits for frame 2
+    released = MarkerVideoJitterBuffer()
+    out = [released.add(p)[1] for p in frame1]
+    assert out[2] is not None and out[2].data == bytes([0, 1, 2]) and out[2].timestamp == 3000
+    # aiortc's releases frame 1 only when frame 2's first packet arrives, 33 ms later at 30 fps
+    assert aiortcs.add(vpacket(3, 6000))[1].data == bytes([0, 1, 2])
+
+
+def test_a_video_frame_waits_for_every_packet_before_its_marker():
+    from django_rtcstream.media.jitter import MarkerVideoJitterBuffer
+
+    buffer = MarkerVideoJitterBuffer()
+    assert buffer.add(vpacket(10, 90))[1] is None
+    assert buffer.add(vpacket(12, 90, marker=1))[1] is None  # 11 is missing (late or resent)
+    frame = buffer.add(vpacket(11, 90))[1]
+    assert frame is not None and frame.data == bytes([10, 11, 12])
+    # Next frame, its packets reordered: released once complete, in sequence order.
+    assert buffer.add(vpacket(14, 180, marker=1))[1] is None
+    assert buffer.add(vpacket(13, 180))[1].data == bytes([13, 14])
+
+
+def test_a_frame_whose_marker_packet_was_lost_is_completed_by_the_next_frame():
+    from django_rtcstream.media.jitter import MarkerVideoJitterBuffer
+
+    buffer = MarkerVideoJitterBuffer()
+    assert buffer.add(vpacket(0, 90))[1] is None
+    assert buffer.add(vpacket(1, 90))[1] is None  # its marker packet never comes...
+    frame = buffer.add(vpacket(2, 180))[1]  # ...the next frame starts (aiortc's rule)
+    assert frame is not None and frame.data == bytes([0, 1])
+    assert buffer.add(vpacket(3, 180, marker=1))[1].data == bytes([2, 3])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.media
+@pytest.mark.parametrize("release", [True, False])
+async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_off(rtc_url, release):
+    from aiortc.jitterbuffer import JitterBuffer
+    from django.test import override_settings
+
+    from django_rtcstream.client import StreamClient, SyntheticVideoTrack
+    from django_rtcstream.conf import rtc_settings
+    from django_rtcstream.media.jitter import MarkerVideoJitterBuffer
+    from django_rtcstream.sessions.runtime import manager
+    from tests.media import collect
+
+    settings = {**rtc_settings.user_settings, "VIDEO_MARKER_RELEASE": release}
+    with override_settings(RTCSTREAM=settings):
+        async with StreamClient(rtc_url, "flip", video=SyntheticVideoTrack(),
+                                video_marker_release=release) as client:
+            await collect(client.video_frames, 10)
+            server = getattr(manager().get(client.webrtc_id).pc.getTransceivers()[0].receiver,
+                             "_RTCRtpReceiver__jitter_buffer")
+            mine = [getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
+                    for t in client.pc.getTransceivers() if t.kind == "video"]
+    expected = MarkerVideoJitterBuffer if release else JitterBuffer
+    assert type(server) is expected and all(type(b) is expected for b in mine) and mine

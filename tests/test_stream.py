@@ -96,6 +96,8 @@ def test_other_constructor_errors():
         Stream(video_fn, audio_prefetch=16)
     with pytest.raises(ValueError, match="audio_adaptive"):
         Stream(video_fn, audio_adaptive="yes")
+    with pytest.raises(ValueError, match="video_marker_release"):
+        Stream(video_fn, video_marker_release=1.5)
     with pytest.raises(ValueError, match="multiple of 50"):
         Echo.__init__(Echo(), output_sample_rate=44101)
     assert Stream(video_fn, concurrency_limit="default").concurrency_limit == 1
@@ -169,6 +171,7 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
     ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
     ({"AUDIO_ADAPTIVE": "yes"}, "django_rtcstream.E009"),
+    ({"VIDEO_MARKER_RELEASE": None}, "django_rtcstream.E009"),
     ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
     ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
 ])

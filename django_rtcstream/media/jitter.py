@@ -32,9 +32,17 @@ as long as the link reorders avoids that; on a link that keeps reordering, a
 hold as deep as the reordering releases every frame, in order, one per
 arrival, and costs one frame period per level only while the link is bad.
 
-It is put in place of aiortc's through ``install(receiver)``, a seam checked
-by ``check_seam()`` at start-up: if aiortc's private attribute moves, the
-server fails loudly instead of silently keeping the 80 ms buffer.
+Video has the same kind of hold: aiortc's video buffer knows a frame is
+complete only when the first packet of the *next* frame arrives, one frame
+period later (33 ms at 30 fps, on each receiving end). ``MarkerVideoJitterBuffer``
+releases a frame as soon as its last packet (the one with the RTP marker bit,
+which WebRTC senders set on the last packet of every frame) has arrived and
+every packet before it is there; a frame whose marker packet never came is
+still completed by the next frame's start, as aiortc does.
+
+Both are put in place of aiortc's through ``install*()``, a seam checked by
+``check_seam()`` at start-up: if aiortc's private attribute moves, the server
+fails loudly instead of silently keeping the slower buffers.
 """
 
 from __future__ import annotations
@@ -160,21 +168,60 @@ def _at_or_after(seq: int, ref: int) -> bool:
     return seq == ref or uint16_gt(seq, ref)
 
 
+class MarkerVideoJitterBuffer(JitterBuffer):
+    """aiortc's video buffer (reordering, overflow, PLI), releasing frames on the marker bit."""
+
+    def __init__(self, capacity: int = 512) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        assert self._origin is not None
+        packets: list[Any] = []
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None:
+                return None  # a packet of this frame is still missing
+            if packets and packet.timestamp != packets[0].timestamp:
+                break  # the next frame began: this one lost its marker packet
+            packets.append(packet)
+            if packet.marker:
+                break
+        else:
+            return None
+        self.remove(len(packets))
+        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=packets[0].timestamp)
+
+
 class _ClosedCheckTransport:
     state = "new"
 
 
 def check_seam() -> None:
-    """Fail loudly if aiortc no longer keeps its audio jitter buffer where we replace it."""
-    receiver = RTCRtpReceiver("audio", _ClosedCheckTransport())  # type: ignore[arg-type]
-    current = getattr(receiver, SEAM, None)
-    if not isinstance(current, JitterBuffer) or not hasattr(current, "add"):
-        import aiortc
+    """Fail loudly if aiortc no longer keeps its jitter buffers where we replace them, or
+    its video buffer no longer completes frames through ``_remove_frame``."""
+    import aiortc
+    from aiortc.rtp import RtpPacket
 
+    for kind in ("audio", "video"):
+        receiver = RTCRtpReceiver(kind, _ClosedCheckTransport())  # type: ignore[arg-type]
+        current = getattr(receiver, SEAM, None)
+        if not isinstance(current, JitterBuffer) or not hasattr(current, "add"):
+            raise RuntimeError(
+                f"aiortc {aiortc.__version__} moved its {kind} jitter buffer ({SEAM}); "
+                "django-rtcstream's low-latency buffers cannot be installed. Pin a supported "
+                "aiortc, or set RTCSTREAM['AUDIO_PREFETCH'] = None and "
+                "RTCSTREAM['VIDEO_MARKER_RELEASE'] = False to keep aiortc's buffers."
+            )
+    probe = MarkerVideoJitterBuffer(capacity=16)
+    released = []
+    for seq, marker in ((0, 0), (1, 1)):
+        packet = RtpPacket(sequence_number=seq, timestamp=3000, marker=marker)
+        packet._data = b"x"  # type: ignore[attr-defined]
+        released.append(probe.add(packet)[1])
+    if released[0] is not None or released[1] is None or released[1].data != b"xx":
         raise RuntimeError(
-            f"aiortc {aiortc.__version__} moved its audio jitter buffer ({SEAM}); "
-            "django-rtcstream's low-latency audio cannot be installed. Pin a supported "
-            "aiortc or set RTCSTREAM['AUDIO_PREFETCH'] = None to keep aiortc's buffer."
+            f"aiortc {aiortc.__version__}'s JitterBuffer no longer completes frames through "
+            "_remove_frame; set RTCSTREAM['VIDEO_MARKER_RELEASE'] = False or pin aiortc."
         )
 
 
@@ -188,12 +235,35 @@ def install(receiver: RTCRtpReceiver, prefetch: int, adaptive: bool = True) -> A
     return buffer
 
 
-def install_on_track(pc: Any, track: Any, prefetch: int | None,
-                     adaptive: bool = True) -> AudioJitterBuffer | None:
-    """Install on the receiver of a remote audio ``track`` of ``pc`` (None: keep aiortc's)."""
-    if prefetch is None or track.kind != "audio":
-        return None
+def install_video(receiver: RTCRtpReceiver) -> MarkerVideoJitterBuffer:
+    """Replace a video receiver's jitter buffer before any packet arrives."""
+    current = getattr(receiver, SEAM, None)
+    if not isinstance(current, JitterBuffer):
+        raise RuntimeError(f"{receiver!r} has no aiortc jitter buffer to replace")
+    buffer = MarkerVideoJitterBuffer(capacity=current.capacity)
+    setattr(receiver, SEAM, buffer)
+    return buffer
+
+
+def _receiver_of(pc: Any, track: Any) -> RTCRtpReceiver | None:
     for transceiver in pc.getTransceivers():
         if transceiver.receiver.track is track:
-            return install(transceiver.receiver, prefetch, adaptive)
+            return transceiver.receiver
+    return None
+
+
+def install_on_track(pc: Any, track: Any, prefetch: int | None, adaptive: bool = True,
+                     video_marker_release: bool = False) -> Any:
+    """Install our buffer on the receiver of a remote ``track`` of ``pc``.
+
+    Audio: ``prefetch`` None keeps aiortc's buffer. Video: only with
+    ``video_marker_release``. Returns the buffer installed, or None.
+    """
+    receiver = _receiver_of(pc, track)
+    if receiver is None:
+        return None
+    if track.kind == "audio" and prefetch is not None:
+        return install(receiver, prefetch, adaptive)
+    if track.kind == "video" and video_marker_release:
+        return install_video(receiver)
     return None

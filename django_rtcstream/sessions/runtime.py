@@ -105,6 +105,7 @@ class Session(SessionPort):
         self.clear_listeners: list[Callable[[], None]] = []
         self.audio_input: PushedAudioTrack | None = None
         self.jitter_buffer: jitter.AudioJitterBuffer | None = None
+        self.video_jitter_buffer: jitter.MarkerVideoJitterBuffer | None = None
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
         self._early_candidates: list[dict[str, Any] | None] = []
         self._remote_set = False
@@ -362,11 +363,15 @@ class Session(SessionPort):
         return kinds
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        stream = self.stream
+        buffer = jitter.install_on_track(
+            self.pc, track, _or(stream.audio_prefetch, rtc_settings.AUDIO_PREFETCH),
+            _or(stream.audio_adaptive, rtc_settings.AUDIO_ADAPTIVE),
+            _or(stream.video_marker_release, rtc_settings.VIDEO_MARKER_RELEASE))
         if track.kind == "audio":
-            prefetch, adaptive = self.stream.audio_prefetch, self.stream.audio_adaptive
-            self.jitter_buffer = jitter.install_on_track(
-                self.pc, track, prefetch if prefetch is not None else rtc_settings.AUDIO_PREFETCH,
-                adaptive if adaptive is not None else rtc_settings.AUDIO_ADAPTIVE)
+            self.jitter_buffer = buffer
+        else:
+            self.video_jitter_buffer = buffer
         if track.kind in self.stream.kinds and self.stream.receives_media_from_client:
             self._remote_tracks[track.kind] = track
         else:
@@ -680,6 +685,11 @@ class Session(SessionPort):
             await bus.publish_end(self.webrtc_id)
 
 
+def _or(value: Any, default: Any) -> Any:
+    """A stream's own option, or the setting when the stream leaves it None."""
+    return default if value is None else value
+
+
 def _next_or_end(gen: Any) -> Any:
     try:
         return next(gen)
@@ -779,7 +789,7 @@ class SessionManager:
         self.loop_thread = threading.get_ident()
         ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
         ice.install_port_range(rtc_settings.UDP_PORT_RANGE)
-        if rtc_settings.AUDIO_PREFETCH is not None:
+        if rtc_settings.AUDIO_PREFETCH is not None or rtc_settings.VIDEO_MARKER_RELEASE:
             jitter.check_seam()
 
     def get(self, webrtc_id: str) -> Session | None:
