@@ -227,7 +227,8 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
         from tests.relay import JitteryRelay, host_candidate, via_relay
 
         relay = JitteryRelay(max_delay=link["max_delay"], loss=link["loss"],
-                             reorder=link.get("reorder", True), seed=secrets.randbits(32))
+                             reorder=link.get("reorder", True),
+                             seed=link.get("seed", secrets.randbits(32)))
         await relay.start()
 
     async def close() -> None:
@@ -319,8 +320,11 @@ async def main(spec: dict[str, Any]) -> None:
                 if spec["client"] == "package":
                     await run_package(session, base, stream)
                 else:
+                    link = spec.get("link")
+                    if link and "seed" in link:  # one loss pattern per session slot
+                        link = {**link, "seed": link["seed"] * 1000 + i}
                     await run_stock(session, http, base, stream, spec.get("needs_input", False),
-                                    spec.get("link"), spec.get("client_buffer", False))
+                                    link, spec.get("client_buffer", False))
             except Exception as exc:  # reported, the run goes on
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 

@@ -862,6 +862,8 @@ def main() -> None:
                     if "servers" in options and server.key not in options["servers"]:
                         continue
                     window = max(cfg["window"], options.get("min_window", 0.0))
+                    if "link" in options:  # every server of a repeat sees the same drops and delays
+                        options = {**options, "link": {**options["link"], "seed": rep + 1}}
                     m = measure_quiet(cfg, server, stream, kind, n, client, window, cfg["warmup"],
                                       cfg["grace"], args.client_procs, servers, cfg["quiet_limit"],
                                       options=options)
