@@ -1,4 +1,4 @@
-"""An audio jitter buffer that holds one frame, not four, and never stalls.
+"""Jitter buffers that release media as soon as it is complete: audio and video.
 
 aiortc's audio receiver builds ``JitterBuffer(capacity=16, prefetch=4)``: it
 releases a frame only once four newer ones have arrived (80 ms at 20 ms
