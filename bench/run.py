@@ -674,52 +674,48 @@ def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any
                         "detail": f"{value * scale:.1f} {unit} vs limit {limit * scale:.1f} {unit} "
                                   f"({'+' if margin >= 0 else ''}{margin:.1f} {unit}); {detail}"})
 
-    for scenario in ("video-1", "audio-1", "video-many", "audio-many"):
-        by = summary.get(scenario, {})
-        floor = by.get("floor") or {}
-        for server in ours:
-            m = by.get(server)
-            if not m:
-                continue
-            for key, extra, label in (("signaling", 0.010, "signaling <= floor + 10 ms"),
-                                      ("offer_to_connected", 0.015, "offer->connected <= floor + 15 ms"),
-                                      ("offer_to_first_frame", 0.025, "offer->first frame <= floor + 25 ms")):
-                f = floor.get(key)
-                add(f"{label} [{scenario}]", server, m.get(key), None if f is None else f + extra, "ms",
-                    1000, f"floor {fmt(f, 1000)} ms")
-            f = floor.get("rt_median")
-            if scenario.startswith("video"):
-                add(f"video round trip median <= floor + 5 ms [{scenario}]", server, m.get("rt_median"),
-                    None if f is None else f + 0.005, "ms", 1000, f"floor {fmt(f, 1000)} ms")
-            else:
-                add(f"audio round trip median <= floor - 50 ms, stock client [{scenario}]", server,
-                    m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000,
-                    f"floor {fmt(f, 1000)} ms")
-            for key, label, unit, scale in (
-                    ("cpu_per_session_s", "server CPU per session-second <= 1.1 x floor", "ms/s", 1000),
-                    ("rss_per_session_mb", "RSS per session <= 1.1 x floor", "MB", 1)):
-                if key == "rss_per_session_mb" and not scenario.endswith("many"):
-                    continue  # one session's RSS growth is within allocator noise
-                f = floor.get(key)
-                value = m.get(key)
-                if key == "cpu_per_session_s" and value is not None and m.get("service_cpu_per_session_s"):
-                    value = value + m["service_cpu_per_session_s"]
-                add(f"{label} [{scenario}]", server, value, None if f is None else 1.1 * max(f, 0.0), unit,
-                    scale, f"floor {fmt(f, scale)} {unit}")
-    for scenario in ("audio-jitter", "audio-jitter-inorder"):
-        by = summary.get(scenario, {})
-        floor = by.get("floor") or {}
-        for server in ours:
-            m = by.get(server)
-            if not m:
-                continue
-            f = floor.get("rt_median")
-            add(f"jittery link: audio round trip <= floor - 50 ms (saving kept) [{scenario}]", server,
-                m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000, f"floor {fmt(f, 1000)} ms")
-            for key, label in (("lost", "bursts not back"), ("gap_frames", "frames missing at the client")):
-                f = floor.get(key)
-                add(f"jittery link: {label} <= aiortc's default (floor) [{scenario}]", server, m.get(key), f,
-                    "", 1, f"floor {fmt(f, 1)}")
+    def measured(scenarios: tuple[str, ...]) -> Any:
+        """(scenario, server, its figures, the floor's) for each of ours measured there."""
+        for scenario in scenarios:
+            by = summary.get(scenario, {})
+            for server in ours:
+                if by.get(server):
+                    yield scenario, server, by[server], by.get("floor") or {}
+
+    for scenario, server, m, floor in measured(("video-1", "audio-1", "video-many", "audio-many")):
+        for key, extra, label in (("signaling", 0.010, "signaling <= floor + 10 ms"),
+                                  ("offer_to_connected", 0.015, "offer->connected <= floor + 15 ms"),
+                                  ("offer_to_first_frame", 0.025, "offer->first frame <= floor + 25 ms")):
+            f = floor.get(key)
+            add(f"{label} [{scenario}]", server, m.get(key), None if f is None else f + extra, "ms",
+                1000, f"floor {fmt(f, 1000)} ms")
+        f = floor.get("rt_median")
+        if scenario.startswith("video"):
+            add(f"video round trip median <= floor + 5 ms [{scenario}]", server, m.get("rt_median"),
+                None if f is None else f + 0.005, "ms", 1000, f"floor {fmt(f, 1000)} ms")
+        else:
+            add(f"audio round trip median <= floor - 50 ms, stock client [{scenario}]", server,
+                m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000,
+                f"floor {fmt(f, 1000)} ms")
+        for key, label, unit, scale in (
+                ("cpu_per_session_s", "server CPU per session-second <= 1.1 x floor", "ms/s", 1000),
+                ("rss_per_session_mb", "RSS per session <= 1.1 x floor", "MB", 1)):
+            if key == "rss_per_session_mb" and not scenario.endswith("many"):
+                continue  # one session's RSS growth is within allocator noise
+            f = floor.get(key)
+            value = m.get(key)
+            if key == "cpu_per_session_s" and value is not None and m.get("service_cpu_per_session_s"):
+                value = value + m["service_cpu_per_session_s"]
+            add(f"{label} [{scenario}]", server, value, None if f is None else 1.1 * max(f, 0.0), unit,
+                scale, f"floor {fmt(f, scale)} {unit}")
+    for scenario, server, m, floor in measured(("audio-jitter", "audio-jitter-inorder")):
+        f = floor.get("rt_median")
+        add(f"jittery link: audio round trip <= floor - 50 ms (saving kept) [{scenario}]", server,
+            m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000, f"floor {fmt(f, 1000)} ms")
+        for key, label in (("lost", "bursts not back"), ("gap_frames", "frames missing at the client")):
+            f = floor.get(key)
+            add(f"jittery link: {label} <= aiortc's default (floor) [{scenario}]", server, m.get(key), f,
+                "", 1, f"floor {fmt(f, 1)}")
     floor_audio = (summary.get("audio-1", {}).get("floor") or {}).get("rt_median")
     pkg = (summary.get("audio-1-pkgclient", {}).get("ours-1") or {}).get("rt_median")
     add("audio round trip median <= 0.4 x floor, package client [audio-1-pkgclient]", "ours-1", pkg,
