@@ -53,12 +53,12 @@ def warm_up() -> None:
     """Import the media stack and open the records connection (runs in a thread)."""
     from django.db import connection
 
-    from django_rtcstream.media import jitter
+    # The seam into aiortc is checked where it is used, by the session manager
+    # (which honours the settings that turn the buffers off).
     from django_rtcstream.sessions import records, runtime  # noqa: F401  (imports aiortc, av)
     from django_rtcstream.signaling import consumers  # noqa: F401
     from django_rtcstream.telephone import audio_socket, twilio  # noqa: F401
 
-    jitter.check_seam()
     try:
         records._executor.submit(connection.ensure_connection).result()
     except Exception:  # the database may not be up yet: the first admission connects

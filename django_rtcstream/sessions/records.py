@@ -63,11 +63,6 @@ def on_records_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return call
 
 
-def close_connection() -> None:
-    """Close the records thread's connection (tests dropping their database)."""
-    _executor.submit(connection.close).result()
-
-
 def _lock_stream(stream: str) -> None:
     """Serialize admissions to one stream, across every thread and worker."""
     with connection.cursor() as cursor:
