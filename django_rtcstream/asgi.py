@@ -8,7 +8,8 @@
     from django_rtcstream.asgi import rtcstream_application
     application = rtcstream_application(django_app, prefix="rtc/")
 
-It returns a Channels ``ProtocolTypeRouter``: HTTP goes to Django, WebSockets
+It returns a Channels ``ProtocolTypeRouter``: HTTP goes to Django (offers are
+answered before it, see ``signaling.direct``), WebSockets
 to the app's consumers (plus any ``websocket_urlpatterns`` of your own), behind
 Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``.
 Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
@@ -31,6 +32,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from django_rtcstream.routing import telephone_routes, websocket_routes
+from django_rtcstream.signaling.direct import DirectOffers
 
 
 class _TelephoneOrBrowser:
@@ -139,5 +141,5 @@ def rtcstream_application(
         browser = AllowedHostsOriginValidator(browser)
     websocket = _TelephoneOrBrowser(URLRouter(telephone_routes(prefix)), browser)
     _daphne_shutdown_hook()
-    return ProtocolTypeRouter({"http": _WarmAfterFirstRequest(django_app), "websocket": websocket,
+    return ProtocolTypeRouter({"http": _WarmAfterFirstRequest(DirectOffers(django_app)), "websocket": websocket,
                                "lifespan": _Lifespan()})

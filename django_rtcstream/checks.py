@@ -26,6 +26,7 @@ class Codes:
     BAD_LEASE = "django_rtcstream.E011"
     BAD_PERMISSIONS = "django_rtcstream.E012"
     REDIS_SOCKET_TIMEOUT = "django_rtcstream.W002"
+    DIRECT_OFFERS_SKIP_CORS = "django_rtcstream.W003"
 
 
 _POSITIVE = ("CONNECT_TIMEOUT", "EARLY_CANDIDATE_WAIT", "HANDLER_THREADS", "SSE_KEEPALIVE",
@@ -61,7 +62,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                                    "None keeps aiortc's buffer.",
                               id=Codes.BAD_NUMBER))
     for key, hint in (("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
-                      ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet.")):
+                      ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet."),
+                      ("DIRECT_OFFERS", "True answers offers before Django's middleware.")):
         flag = value.get(key, DEFAULTS[key])
         if not isinstance(flag, bool):
             messages.append(Error(f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",
@@ -110,6 +112,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             "5 s blocking reads that reach sessions: control messages can be delayed or lost.",
             hint="Give each host as {'address': 'redis://...', 'socket_timeout': None}.",
             id=Codes.REDIS_SOCKET_TIMEOUT))
+    if value.get("DIRECT_OFFERS", DEFAULTS["DIRECT_OFFERS"]) is True and any(
+            "corsheaders" in m for m in getattr(settings, "MIDDLEWARE", [])):
+        messages.append(Warning(
+            "Offers are answered before Django's middleware (RTCSTREAM['DIRECT_OFFERS']), so "
+            "django-cors-headers adds no CORS headers to them: cross-origin clients cannot post offers.",
+            hint="Set RTCSTREAM['DIRECT_OFFERS'] = False if offers come from other origins.",
+            id=Codes.DIRECT_OFFERS_SKIP_CORS))
     if "rest_framework" not in settings.INSTALLED_APPS:
         messages.append(Error("'rest_framework' must be in INSTALLED_APPS.",
                               hint="Add 'rest_framework' before 'django_rtcstream'.", id=Codes.NO_DRF))

@@ -45,6 +45,12 @@ DEFAULTS: dict[str, Any] = {
     # True: the server's video receiver releases a frame when its last packet (RTP marker
     # bit) arrives, not when the next frame starts (aiortc: one frame period later)
     "VIDEO_MARKER_RELEASE": True,
+    # True: HTTP offers (POSTs that resolve to the offer view) are answered by
+    # rtcstream_application's ASGI app without Django's request cycle and middleware,
+    # with the session and user read as SessionMiddleware/AuthenticationMiddleware
+    # would (about a third of an offer's time; more with simultaneous offers).
+    # False: they go through the full Django stack like any other request.
+    "DIRECT_OFFERS": True,
     # Channel layer alias used for the control bus
     "CHANNEL_LAYER_ALIAS": "default",
     # Seconds between keep-alive comments on SSE output streams

@@ -47,6 +47,11 @@ async def _user_id(request: HttpRequest) -> Any:
 @csrf_exempt
 @require_POST
 async def offer(request: HttpRequest, stream: str) -> JsonResponse:
+    """The offer URL through Django's request cycle (see ``signaling.direct`` for the other way)."""
+    return await handle(request, stream)
+
+
+async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     """Answer an offer, take a trickled candidate, or (``"type": "close"``) hang up.
 
     The answer carries the session's ``token``: send it (``X-Session-Token``
