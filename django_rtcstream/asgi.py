@@ -15,8 +15,8 @@ Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``.
 Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
 of the worker, so ``shutdown()`` runs for each.
 
-The media stack (aiortc, PyAV: ~0.2 s of imports) and the session records'
-database connection are made ready in the background once the worker has
+The media stack (aiortc, PyAV: ~0.2 s of imports), the DRF views and the
+session records' database connection are made ready in the background once the worker has
 answered its first HTTP request, so the worker starts fast and its first offer
 does not pay for them (it did: ~140 ms on each fresh worker).
 """
@@ -58,8 +58,9 @@ def warm_up() -> None:
     # The seam into aiortc is checked where it is used, by the session manager
     # (which honours the settings that turn the buffers off).
     from django_rtcstream.sessions import records, runtime  # noqa: F401  (imports aiortc, av)
+    from django_rtcstream.api import hooks, sessions  # noqa: F401  (DRF: lazy in the URLconf)
     from django_rtcstream.signaling import consumers  # noqa: F401
-    from django_rtcstream.telephone import audio_socket, twilio  # noqa: F401
+    from django_rtcstream.telephone import audio_socket, media_streams  # noqa: F401
 
     try:
         records._executor.submit(connection.ensure_connection).result()

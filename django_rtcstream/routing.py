@@ -34,7 +34,7 @@ class LazyConsumer:
 
 SIGNALING = "django_rtcstream.signaling.consumers.SignalingConsumer"
 AUDIO_SOCKET = "django_rtcstream.telephone.audio_socket.AudioSocketConsumer"
-TWILIO = "django_rtcstream.telephone.twilio.TwilioMediaStreamConsumer"
+TWILIO = "django_rtcstream.telephone.media_streams.TwilioMediaStreamConsumer"
 
 
 def websocket_routes(prefix: str = "rtc/") -> list[Any]:

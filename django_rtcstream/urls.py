@@ -7,13 +7,47 @@ WebSocket routes are in ``django_rtcstream.routing`` (see ``django_rtcstream.asg
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from django.urls import path
+from django.utils.module_loading import import_string
 
 from django_rtcstream import pages
-from django_rtcstream.api import hooks, openapi
-from django_rtcstream.api.sessions import SessionViewSet
+from django_rtcstream.api import openapi
 from django_rtcstream.signaling import http, metadata
 from django_rtcstream.telephone import twilio
+
+
+def lazy_view(dotted_path: str, *, is_async: bool = False, csrf_exempt: bool = False,
+              actions: dict[str, str] | None = None) -> Callable[..., Any]:
+    """A view imported on its first request.
+
+    The DRF views (input hook, outputs, sessions API) pull in DRF's serializers and,
+    through them, psycopg: ~0.1 s of a worker's start that the first ``config`` or
+    offer request would otherwise wait for. Django must know before the import
+    whether the view is async and CSRF-exempt, so they are declared here (a test
+    checks them against the real views).
+    """
+    loaded: list[Callable[..., Any]] = []
+
+    def load() -> Callable[..., Any]:
+        if not loaded:
+            target = import_string(dotted_path)
+            loaded.append(target.as_view(actions) if actions is not None else target)
+        return loaded[0]
+
+    if is_async:
+        async def view(request: Any, *args: Any, **kwargs: Any) -> Any:
+            return await load()(request, *args, **kwargs)
+    else:
+        def view(request: Any, *args: Any, **kwargs: Any) -> Any:
+            return load()(request, *args, **kwargs)
+    view.csrf_exempt = csrf_exempt  # type: ignore[attr-defined]
+    view.lazy_target = (dotted_path, actions)  # type: ignore[attr-defined]
+    return view
+
+
+SESSIONS = "django_rtcstream.api.sessions.SessionViewSet"
 
 app_name = "rtcstream"
 
@@ -23,15 +57,18 @@ RESERVED_NAMES = ("streams", "sessions", "openapi.json")
 urlpatterns = [
     path("streams/", metadata.streams, name="streams"),
     path("openapi.json", openapi.schema_view, name="openapi"),
-    path("sessions/", SessionViewSet.as_view({"get": "list"}), name="session-list"),
-    path("sessions/<uuid:pk>/", SessionViewSet.as_view({"get": "retrieve"}),
+    path("sessions/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),
+         name="session-list"),
+    path("sessions/<uuid:pk>/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
          name="session-detail"),
-    path("sessions/<uuid:pk>/close/", SessionViewSet.as_view({"post": "close"}),
+    path("sessions/<uuid:pk>/close/", lazy_view(SESSIONS, csrf_exempt=True, actions={"post": "close"}),
          name="session-close"),
     path("<slug:stream>/config", metadata.config, name="config"),
     path("<slug:stream>/webrtc/offer", http.offer, name="offer"),
-    path("<slug:stream>/input", hooks.input_hook, name="input"),
-    path("<slug:stream>/outputs", hooks.outputs_hook, name="outputs"),
+    path("<slug:stream>/input", lazy_view("django_rtcstream.api.hooks.input_hook", csrf_exempt=True),
+         name="input"),
+    path("<slug:stream>/outputs", lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
+         name="outputs"),
     path("<slug:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
     # The built-in pages (templates/django_rtcstream/): an index of the streams, one page each.
     path("", pages.index, name="index"),
