@@ -119,7 +119,7 @@ async def test_a_client_that_leaves_mid_body_gets_nothing_and_leaves_nothing():
 
     app = ApplicationCommunicator(DirectOffers(django_app), {
         "type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
-        "query_string": b"", "headers": [(b"content-type", b"application/json")]})
+        "query_string": b"", "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")]})
     await app.send_input({"type": "http.request", "body": b'{"type": "off', "more_body": True})
     await app.send_input({"type": "http.disconnect"})
     await app.wait(timeout=2)
@@ -133,7 +133,7 @@ async def test_a_huge_body_is_refused_before_it_is_read():
 
     app = ApplicationCommunicator(DirectOffers(django_app), {
         "type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
-        "query_string": b"", "headers": []})
+        "query_string": b"", "headers": [(b"host", b"testserver")]})
     await app.send_input({"type": "http.request", "body": b"x" * 300_000, "more_body": True})
     start = await app.receive_output(timeout=2)  # answered with more of the body still to come
     body = await app.receive_output(timeout=2)
@@ -155,3 +155,49 @@ def _rtcstream() -> dict:
     from django.conf import settings
 
     return dict(settings.RTCSTREAM)
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
+            "query_string": b"", "scheme": "http", "headers": headers}
+
+
+async def _exchange(scope: dict, body: bytes) -> tuple[int, dict, bytes]:
+    from tests.asgi import django_app
+
+    app = ApplicationCommunicator(DirectOffers(django_app), scope)
+    await app.send_input({"type": "http.request", "body": body})
+    start = await app.receive_output(timeout=5)
+    content = b""
+    while True:
+        message = await app.receive_output(timeout=5)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content
+
+
+SECURITY = ["django.middleware.security.SecurityMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware"]
+OFFER = json.dumps({"type": "offer", "sdp": "v=0", "webrtc_id": "plain"}).encode()
+
+
+async def test_security_middleware_still_redirects_plain_http_offers_and_sets_its_headers():
+    host = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+    with override_settings(MIDDLEWARE=SECURITY, SECURE_SSL_REDIRECT=True,
+                           SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        status, headers, _ = await _exchange(_scope(host), OFFER)
+        assert (status, headers["location"]) == (301, "https://testserver/rtc/flip/webrtc/offer")
+        # Over HTTPS (as the proxy says) the offer reaches the view, with the headers.
+        status, headers, body = await _exchange(_scope([*host, (b"x-forwarded-proto", b"https")]), OFFER)
+    assert status == 400 and json.loads(body)["meta"]["error"] == "invalid_offer"
+    assert headers["x-content-type-options"] == "nosniff"
+    # The refused offer is on record as failed, and nothing stays live.
+    assert [r.state async for r in StreamSession.objects.all()] == ["failed"]
+
+
+async def test_a_host_outside_allowed_hosts_is_refused_by_django():
+    status, _, body = await _exchange(_scope([(b"host", b"evil.example")]), OFFER)
+    assert status == 400 and b"meta" not in body  # Django's own refusal, not the view's
+    assert not await StreamSession.objects.aexists()

@@ -17,7 +17,11 @@ What is kept:
   (``signaling.http.handle``);
 - ``request.session``, ``request.user`` and ``request.auser`` are set as
   ``SessionMiddleware`` and ``AuthenticationMiddleware`` would set them, when
-  those are in ``MIDDLEWARE``; permission classes see the same user.
+  those are in ``MIDDLEWARE``; permission classes see the same user;
+- a ``Host`` outside ``ALLOWED_HOSTS`` goes to Django, which refuses it;
+- ``SecurityMiddleware``, when in ``MIDDLEWARE``, runs as it is (inline: it
+  does no I/O), so ``SECURE_SSL_REDIRECT`` still redirects plain-HTTP offers
+  and its headers are still set.
 
 What is skipped: every other middleware (CORS headers, custom logging...) and
 the ``request_started`` / ``request_finished`` signals. Check W003 warns when
@@ -33,6 +37,7 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import Resolver404, get_resolver
@@ -41,6 +46,7 @@ from django.utils.functional import SimpleLazyObject
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
 
+SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
 SUFFIX = "/webrtc/offer"
@@ -57,8 +63,20 @@ class DirectOffers:
                 and scope["path"].endswith(SUFFIX) and rtc_settings.DIRECT_OFFERS:
             stream = offer_stream(scope)
             if stream is not None:
-                return await answer(scope, receive, send, stream)
+                body_file = io.BytesIO()  # filled once the checks pass; read when asked
+                request = ASGIRequest(scope, body_file)
+                if valid_host(request):
+                    return await answer(request, body_file, receive, send, stream)
         return await self.app(scope, receive, send)
+
+
+def valid_host(request: ASGIRequest) -> bool:
+    """False for a Host outside ALLOWED_HOSTS: Django answers those (400), as for any URL."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    return True
 
 
 def offer_stream(scope: Any) -> str | None:
@@ -75,9 +93,15 @@ def offer_stream(scope: Any) -> str | None:
     return match.kwargs.get("stream") if match.func is http.offer else None
 
 
-async def answer(scope: Any, receive: Any, send: Any, stream: str) -> None:
+async def answer(request: ASGIRequest, body_file: io.BytesIO, receive: Any, send: Any,
+                 stream: str) -> None:
     from django_rtcstream.signaling import http
 
+    security = security_middleware()
+    redirect = security.process_request(request) if security is not None else None
+    if redirect is not None:  # SECURE_SSL_REDIRECT: the body is not wanted
+        await send_response(redirect, send)
+        return
     limit = rtc_settings.MAX_SIGNALING_BYTES
     body = await read_body(receive, limit)
     if body is None:
@@ -87,10 +111,23 @@ async def answer(scope: Any, receive: Any, send: Any, stream: str) -> None:
         response: HttpResponse = http.failure(SignalingError(
             "request_too_large", f"Signaling messages are limited to {limit} bytes.", status=413))
     else:
-        request = ASGIRequest(scope, io.BytesIO(body))
+        body_file.write(body)
+        body_file.seek(0)
         authenticate(request)
         response = await http.handle(request, stream)
+    if security is not None:
+        response = security.process_response(request, response)
     await send_response(response, send)
+
+
+def security_middleware() -> Any:
+    """Django's SecurityMiddleware if the project uses it (built per request: cheap,
+    and it follows settings changes)."""
+    if SECURITY_MIDDLEWARE not in settings.MIDDLEWARE:
+        return None
+    from django.middleware.security import SecurityMiddleware
+
+    return SecurityMiddleware(lambda request: None)
 
 
 async def read_body(receive: Any, limit: int) -> bytes | None:
