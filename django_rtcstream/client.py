@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import math
@@ -359,10 +360,21 @@ class StreamClient:
         await self.close()
 
     async def close(self) -> None:
+        """Hang up: over HTTP signaling, tell the server first.
+
+        Closing the peer connection alone relies on one DTLS close_notify
+        datagram; if it is lost, the server finds out only when ICE consent
+        expires (~30 s), and the session holds its slot until then.
+        """
         for task in self._tasks:
             task.cancel()
         if self._ws is not None:
-            await self._ws.close()
+            await self._ws.close()  # the session lives as long as the socket
+        elif self.token and self.webrtc_id and self.pc is not None \
+                and self.pc.connectionState not in ("closed", "failed"):
+            with contextlib.suppress(Exception):  # best effort: the pc closes anyway
+                await asyncio.wait_for(http_json(self.url("webrtc/offer"), {
+                    "type": "close", "webrtc_id": self.webrtc_id, "token": self.token}), 2)
         if self.pc is not None:
             await self.pc.close()
 
