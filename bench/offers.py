@@ -3,7 +3,13 @@
     .venv/bin/python bench/offers.py http://127.0.0.1:8000/rtc echo --rounds 15 --concurrency 4
 
 Each session gets an aiortc peer connection with one track (video for ``flip``
-streams, audio otherwise) and a data channel, lives 0.3 s, and hangs up. The
+streams, audio otherwise) and a data channel, lives ``--live`` seconds (0.3),
+and hangs up. ``--stagger 0.05 --parallel 2`` sends the round's offers as
+run.py's many-session scenarios do (two client processes, each starting a
+session every 50 ms), so later offers meet earlier sessions connecting:
+
+    .venv/bin/python bench/offers.py http://127.0.0.1:8000/rtc echo --concurrency 4 \
+        --stagger 0.05 --parallel 2 --live 1.5 The
 first round warms the server up and is not counted. Works against the floor
 (``bench/floor_server.py``) and ours alike: the offer is FastRTC-shaped.
 """
@@ -24,7 +30,9 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
 
 
-async def one(http: aiohttp.ClientSession, base: str, stream: str) -> float:
+async def one(http: aiohttp.ClientSession, base: str, stream: str, delay: float = 0.0,
+              live: float = 0.3) -> float:
+    await asyncio.sleep(delay)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.createDataChannel("text")
     pc.addTrack(VideoStreamTrack() if "flip" in stream else AudioStreamTrack())
@@ -36,7 +44,7 @@ async def one(http: aiohttp.ClientSession, base: str, stream: str) -> float:
     elapsed = time.perf_counter() - t0
     try:
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(live)
     finally:
         await pc.close()
     return elapsed
@@ -46,8 +54,9 @@ async def main(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as http:
         times: list[float] = []
         for round_ in range(args.rounds + 1):
-            batch = await asyncio.gather(*(one(http, args.base.rstrip("/"), args.stream)
-                                           for _ in range(args.concurrency)))
+            batch = await asyncio.gather(*(
+                one(http, args.base.rstrip("/"), args.stream, (i // args.parallel) * args.stagger, args.live)
+                for i in range(args.concurrency)))
             if round_:
                 times.extend(batch)
             await asyncio.sleep(0.3)
@@ -60,5 +69,8 @@ if __name__ == "__main__":
     parser.add_argument("base", help="the URL the stream names hang off, e.g. http://127.0.0.1:8000/rtc")
     parser.add_argument("stream")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=1, help="offers per round")
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between waves of a round")
+    parser.add_argument("--parallel", type=int, default=1_000_000, help="offers per wave")
+    parser.add_argument("--live", type=float, default=0.3, help="seconds each session lives")
     asyncio.run(main(parser.parse_args()))
