@@ -117,9 +117,8 @@ async def test_a_path_that_only_looks_like_an_offer_goes_to_django(asgi_server):
 async def test_a_client_that_leaves_mid_body_gets_nothing_and_leaves_nothing():
     from tests.asgi import django_app
 
-    app = ApplicationCommunicator(DirectOffers(django_app), {
-        "type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")]})
+    app = ApplicationCommunicator(DirectOffers(django_app),
+                                  _scope([(b"host", b"testserver"), (b"content-type", b"application/json")]))
     await app.send_input({"type": "http.request", "body": b'{"type": "off', "more_body": True})
     await app.send_input({"type": "http.disconnect"})
     await app.wait(timeout=2)
@@ -131,9 +130,7 @@ async def test_a_client_that_leaves_mid_body_gets_nothing_and_leaves_nothing():
 async def test_a_huge_body_is_refused_before_it_is_read():
     from tests.asgi import django_app
 
-    app = ApplicationCommunicator(DirectOffers(django_app), {
-        "type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
-        "query_string": b"", "headers": [(b"host", b"testserver")]})
+    app = ApplicationCommunicator(DirectOffers(django_app), _scope([(b"host", b"testserver")]))
     await app.send_input({"type": "http.request", "body": b"x" * 300_000, "more_body": True})
     start = await app.receive_output(timeout=2)  # answered with more of the body still to come
     body = await app.receive_output(timeout=2)

@@ -44,7 +44,7 @@ from django.urls import Resolver404, get_resolver
 from django.utils.functional import SimpleLazyObject
 
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.signaling.messages import too_large
 
 SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -108,8 +108,7 @@ async def answer(request: ASGIRequest, body_file: io.BytesIO, receive: Any, send
         return  # the client went away
     if len(body) > limit:
         # Refused before the rest is read: a big body costs nothing more.
-        response: HttpResponse = http.failure(SignalingError(
-            "request_too_large", f"Signaling messages are limited to {limit} bytes.", status=413))
+        response: HttpResponse = http.failure(too_large(limit))
     else:
         body_file.write(body)
         body_file.seek(0)

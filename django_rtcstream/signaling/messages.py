@@ -10,10 +10,14 @@ from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.sessions.bus import check_webrtc_id
 
 
+def too_large(limit: int) -> SignalingError:
+    return SignalingError("request_too_large", f"Signaling messages are limited to {limit} bytes.",
+                          status=413)
+
+
 def parse_json(raw: bytes | str, limit: int) -> dict[str, Any]:
     if len(raw) > limit:
-        raise SignalingError("request_too_large", f"Signaling messages are limited to {limit} bytes.",
-                             status=413)
+        raise too_large(limit)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
