@@ -39,26 +39,35 @@ R = TypeVar("R")
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcstream-records")
 
 
-def on_records_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """Run ``fn`` on the records thread; its connection outlives the call.
+def _run(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        # A connection that broke (a database restart) is closed, so the next call
+        # reconnects.
+        if connection.connection is not None and not connection.in_atomic_block \
+                and not connection.is_usable():
+            connection.close()
+        raise
 
-    A connection that broke (a database restart) is closed after the failing
-    call, so the next call reconnects.
+
+def submit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> asyncio.Future[R]:
+    """Start ``fn`` on the records thread now; await the result later.
+
+    Submitting at once, rather than when a coroutine is first awaited, lets the
+    thread take the GIL for its share of the work while the caller is still busy
+    on the loop (an offer's admission while aiortc builds the answer).
     """
+    return asyncio.get_running_loop().run_in_executor(
+        _executor, functools.partial(_run, fn, *args, **kwargs))
 
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except Exception:
-            if connection.connection is not None and not connection.in_atomic_block \
-                    and not connection.is_usable():
-                connection.close()
-            raise
+
+def on_records_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Run ``fn`` on the records thread; its connection outlives the call."""
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.get_running_loop().run_in_executor(
-            _executor, functools.partial(run, *args, **kwargs))
+        return await submit(fn, *args, **kwargs)
 
     return call
 
@@ -121,7 +130,10 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
         ) from None
 
 
-admit = on_records_thread(_admit)
+def admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
+          **fields: Any) -> asyncio.Future[StreamSession]:
+    """Admit a session; submitted to the records thread at once (see ``submit``)."""
+    return submit(_admit, stream, webrtc_id, limit, lease, **fields)
 
 
 @on_records_thread

@@ -850,10 +850,10 @@ class SessionManager:
         self.sessions[webrtc_id] = session
         return session
 
-    async def _admit(self, session: Session, *, inputs: list[Any] | None = None,
-                     **fields: Any) -> None:
+    def _admit(self, session: Session, *, inputs: list[Any] | None = None,
+               **fields: Any) -> asyncio.Future[Any]:
         stream = session.stream
-        await records.admit(
+        return records.admit(
             stream.name or "",
             session.webrtc_id,
             stream.concurrency_limit,
@@ -875,8 +875,7 @@ class SessionManager:
         """
         session = self._new_session(stream, webrtc_id)
         # Recorded as connecting from the start: the answer is on its way (one write less).
-        admission = asyncio.ensure_future(self._admit(
-            session, channel="webrtc", state=SessionState.CONNECTING, **kwargs))
+        admission = self._admit(session, channel="webrtc", state=SessionState.CONNECTING, **kwargs)
         try:
             answer = await session.start_webrtc(offer_sdp)
         except BaseException as exc:
