@@ -66,6 +66,7 @@ RTCSTREAM = {
         "limited": "tests.streams.limited",
         "timed": "tests.streams.timed",
         "faulty": "tests.streams.faulty",
+        "faulty_audio": "tests.streams.faulty_audio",
         "gain": "tests.streams.gain",
         "slow": "tests.streams.slow",
     },

@@ -200,6 +200,19 @@ def faulty_frame(frame):
     return frame
 
 
+class FaultyEcho(Echo):
+    """An echo whose ``receive`` fails on the sixth frame (runs in the handler pool)."""
+
+    def copy(self):
+        return FaultyEcho()
+
+    def receive(self, frame):
+        SEEN[get_current_context().webrtc_id] += 1
+        if SEEN[get_current_context().webrtc_id] > 5:
+            raise Boom("receive failed on purpose")
+        super().receive(frame)
+
+
 def slow_flip(frame):
     import time
 
@@ -227,3 +240,4 @@ av_receive = Stream(AVEcho(), modality="audio-video", mode="receive")
 limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1)
 timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
 faulty = Stream(faulty_frame, modality="video", mode="send-receive")
+faulty_audio = Stream(FaultyEcho(), modality="audio", mode="send-receive")

@@ -114,6 +114,17 @@ async def test_a_handler_error_is_reported_logged_and_closes_the_session(rtc_url
     assert any(client.webrtc_id in r.getMessage() for r in caplog.records)
 
 
+async def test_a_sync_receive_error_is_reported_and_closes_the_session(rtc_url):
+    """Sync ``receive`` runs in the pool without a loop round trip per frame; its error still lands."""
+    async with StreamClient(rtc_url, "faulty_audio", audio=ToneAudioTrack()) as client:
+        message = await client.next_message("error", timeout=10)
+        closed = await wait_closed(client.webrtc_id)
+    assert "Boom: receive failed on purpose" in message["data"]
+    assert closed.state == "failed" and closed.close_reason.startswith("handler_error")
+    assert events_of(client.webrtc_id) == ["start_up", "shutdown"]
+    assert streams.SEEN[client.webrtc_id] == 6  # nothing was handed to receive() after it failed
+
+
 async def test_server_shutdown_runs_shutdown_for_every_session(rtc_url):
     client = StreamClient(rtc_url, "echo", audio=ToneAudioTrack())
     await client.connect()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import json
 import logging
@@ -60,12 +61,14 @@ from django_rtcstream.media.tracks import (
 )
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, records
+from django_rtcstream.sessions.feed import Arrivals, SerialFeed
 from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 
 AUDIO_BUFFER_AHEAD = 0.06  # seconds of output audio the emit pump keeps queued
 PENDING_MESSAGES = 64
+FEED_BACKLOG = 50  # audio frames (1 s) queued for a sync receive() before input waits
 
 
 class _Ended(Exception):
@@ -118,7 +121,7 @@ class Session(SessionPort):
         self.close_reason = ""
         self.ready = asyncio.Event()  # start_up() done
         self.audio_out: AudioOutput | None = None
-        self._audio_in_event = asyncio.Event()
+        self.arrivals = Arrivals(self.loop)  # input frames handled, for the emit pump
         self._generator: Any = None
         self._generator_stale = False
         self._generator_done = False
@@ -456,21 +459,34 @@ class Session(SessionPort):
         assert self.handler is not None
         converter = AudioInput(self.handler.input_sample_rate, self.handler.expected_layout)
         receive = self.handler.receive  # type: ignore[attr-defined]
-        is_async = inspect.iscoroutinefunction(receive)
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames_in += 1
-            if is_async:
+        if inspect.iscoroutinefunction(receive):
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return
+                self.frames_in += 1
                 for chunk in converter.convert(frame):
                     await receive(chunk)
-            else:
-                # One pool hop per frame: the conversion (a resampling, from aiortc's
-                # stereo) stays off the event loop, which also answers offers.
-                await self.call(_convert_and_receive, converter, receive, frame)
-            self._audio_in_event.set()
+                self.arrivals.tick()
+        # Sync code runs in the pool, frames in order; the conversion (a resampling,
+        # from aiortc's stereo) stays off the event loop, which also answers offers.
+        feed = SerialFeed(self.loop, self.manager.executor,
+                          functools.partial(_convert_and_receive, self.loop, converter, receive),
+                          self.context, self.fail, self.arrivals.tick_threadsafe)
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return  # what is queued is still handled
+                self.frames_in += 1
+                feed.put(frame)
+                if feed.backlog > FEED_BACKLOG:  # receive() is slower than real time
+                    await feed.wait_backlog(FEED_BACKLOG // 2)
+        except asyncio.CancelledError:
+            feed.stop()
+            raise
 
     async def _next_audio_item(self) -> Any:
         """The next thing the handler (emit) or generator produces for audio output."""
@@ -487,6 +503,7 @@ class Session(SessionPort):
                 while out.buffered_seconds >= AUDIO_BUFFER_AHEAD:
                     out.space.clear()
                     await out.space.wait()
+            seen = self.arrivals.count
             try:
                 item = await self._next_audio_item()
             except _Ended:
@@ -494,11 +511,7 @@ class Session(SessionPort):
                 return
             if item is None:
                 # "Nothing yet": wait for new input or a frame's time, never spin.
-                self._audio_in_event.clear()
-                try:
-                    await asyncio.wait_for(self._audio_in_event.wait(), 0.02)
-                except asyncio.TimeoutError:
-                    pass
+                await self.arrivals.wait_after(seen, 0.02)
                 continue
             media, extra = split_result(item)
             if media is not None and out is not None:
@@ -690,9 +703,12 @@ class Session(SessionPort):
             await bus.publish_end(self.webrtc_id)
 
 
-def _convert_and_receive(converter: AudioInput, receive: Callable[..., Any], frame: Any) -> None:
+def _convert_and_receive(loop: asyncio.AbstractEventLoop, converter: AudioInput,
+                         receive: Callable[..., Any], frame: Any) -> None:
     for chunk in converter.convert(frame):
-        receive(chunk)
+        result = receive(chunk)
+        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            asyncio.run_coroutine_threadsafe(result, loop).result()
 
 
 def _or(value: Any, default: Any) -> Any:
