@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from django_rtcstream.sessions.feed import Arrivals, SerialFeed
+from django_rtcstream.media.arrivals import Arrivals
+from django_rtcstream.sessions.feed import SerialFeed
 
 LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="none")
 
@@ -104,7 +105,7 @@ async def test_stop_drops_what_is_queued_and_releases_a_waiting_producer(pool):
 
 async def test_arrivals_wake_a_waiting_pump_from_the_pool_and_never_miss_a_tick(pool):
     loop = asyncio.get_running_loop()
-    arrivals = Arrivals(loop)
+    arrivals = Arrivals()
     # A tick from a thread while the pump sleeps wakes it well before the timeout.
     seen = arrivals.count
     loop.call_later(0.05, pool.submit, arrivals.tick_threadsafe)

@@ -18,6 +18,8 @@ import av
 import numpy as np
 from av import AudioFrame, VideoFrame
 
+from django_rtcstream.media.arrivals import Arrivals
+
 AUDIO_PTIME = 0.020  # seconds per output audio frame
 
 
@@ -85,7 +87,7 @@ class AudioOutput:
         self._resamplers: dict[int, av.AudioResampler] = {}
         self.space = asyncio.Event()
         self.space.set()
-        self.filled = asyncio.Event()  # set whenever audio is pushed
+        self.pushed = Arrivals()  # counts pushes: readers wait on it for audio
 
     @property
     def buffered_seconds(self) -> float:
@@ -99,7 +101,7 @@ class AudioOutput:
             return
         self._chunks.append(samples)
         self._samples += len(samples)
-        self.filled.set()
+        self.pushed.tick()
         # Bounded: a handler that produces faster than real time loses its oldest audio.
         while self._samples > self.max_samples:
             self._samples -= len(self._chunks.popleft())
@@ -140,7 +142,9 @@ class AudioOutput:
 
 
 def audio_frame(samples: np.ndarray, sample_rate: int, pts: int) -> AudioFrame:
-    frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    # One copy into the frame's plane; from_ndarray checks and copies more (2x the time).
+    frame = AudioFrame(format="s16", layout="mono", samples=len(samples))
+    frame.planes[0].update(np.ascontiguousarray(samples, np.int16))
     frame.sample_rate = sample_rate
     frame.pts = pts
     frame.time_base = fractions.Fraction(1, sample_rate)

@@ -141,16 +141,12 @@ class PacedAudioTrack(MediaStreamTrack):
         if loop.time() - deadline > 10 * AUDIO_PTIME:  # the loop stalled: don't burst
             self._start = loop.time() - self._pts / rate
             deadline = self._start + self._pts / rate
+        seen = self.buffer.pushed.count
         samples = self.buffer.read()
         if samples is None:
-            self.buffer.filled.clear()
-            samples = self.buffer.read()
             wait = deadline - loop.time()
-            if samples is None and wait > 0:
-                try:
-                    await asyncio.wait_for(self.buffer.filled.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
+            if wait > 0:
+                await self.buffer.pushed.wait_after(seen, wait)
                 samples = self.buffer.read()
             if samples is None:
                 wait = deadline - loop.time()
@@ -210,17 +206,16 @@ async def paced_frames(buffer: AudioOutput, lead: int = 3) -> AsyncIterator[np.n
     start: float | None = None
     n = 0
     while True:
+        seen = buffer.pushed.count
         samples = buffer.read()
         if samples is None:
-            buffer.filled.clear()
             if start is None:
-                await buffer.filled.wait()
+                await buffer.pushed.wait_after(seen, None)
                 continue
             # At least one frame period: the lead puts early deadlines in the past.
             grace = max(AUDIO_PTIME, start + (n + 1) * AUDIO_PTIME - loop.time())
-            try:
-                await asyncio.wait_for(buffer.filled.wait(), grace)
-            except asyncio.TimeoutError:
+            await buffer.pushed.wait_after(seen, grace)
+            if buffer.pushed.count == seen:  # nothing came: the burst is over
                 start = None
                 yield None
             continue

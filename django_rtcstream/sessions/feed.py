@@ -8,9 +8,9 @@ until none are left, so the loop only enqueues. On this machine a pool round
 trip costs ~0.1 ms of CPU; at 50 audio frames a second per session, the wake-up
 saved is the largest per-frame cost of the package's own (bench/README.md).
 
-``Arrivals`` is the other half: it counts the frames handled, so the emit pump
-can sleep until the next one without the feed waking the loop when nobody
-waits.
+``media.arrivals.Arrivals`` is the other half: it counts the frames handled,
+so the emit pump can sleep until the next one without the feed waking the
+loop when nobody waits.
 """
 
 from __future__ import annotations
@@ -23,51 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-
-class Arrivals:
-    """Handled input frames, counted; ``wait_after`` sleeps until the count moves.
-
-    The count is written by one thread at a time (the feed's job, or the loop for
-    async handlers); the waiter is set before the count is checked again, so a
-    frame handled between the two is never missed.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.count = 0
-        self._waiter: asyncio.Future[None] | None = None
-
-    def tick(self) -> None:
-        """One more frame handled (on the loop)."""
-        self.count += 1
-        _wake(self._waiter)
-
-    def tick_threadsafe(self) -> None:
-        """One more frame handled (on a pool thread); wakes the loop only if it waits."""
-        self.count += 1
-        waiter = self._waiter
-        if waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
-
-    async def wait_after(self, seen: int, timeout: float) -> None:
-        """Return when ``count`` is past ``seen``, or after ``timeout`` seconds."""
-        if self.count != seen:
-            return
-        waiter = self._waiter = self.loop.create_future()
-        if self.count != seen:
-            self._waiter = None
-            return
-        timer = self.loop.call_later(timeout, _wake, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-
-def _wake(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
+from django_rtcstream.media.arrivals import wake
 
 
 class SerialFeed:
@@ -140,7 +96,7 @@ class SerialFeed:
                 item = self._items.popleft()
             low = self._low
             if low is not None and len(self._items) <= low[0]:
-                self.loop.call_soon_threadsafe(_wake, low[1])
+                self.loop.call_soon_threadsafe(wake, low[1])
             try:
                 self.context.copy().run(self.fn, item)
             except BaseException as exc:
@@ -155,4 +111,4 @@ class SerialFeed:
     def _release_waiter(self) -> None:
         low = self._low
         if low is not None:
-            self.loop.call_soon_threadsafe(_wake, low[1])
+            self.loop.call_soon_threadsafe(wake, low[1])

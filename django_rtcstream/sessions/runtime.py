@@ -45,6 +45,7 @@ from django_rtcstream.handlers import (
     is_async_handler,
 )
 from django_rtcstream.media import ice, jitter
+from django_rtcstream.media.arrivals import Arrivals
 from django_rtcstream.media.convert import (
     AudioInput,
     AudioOutput,
@@ -61,7 +62,7 @@ from django_rtcstream.media.tracks import (
 )
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, records
-from django_rtcstream.sessions.feed import Arrivals, SerialFeed
+from django_rtcstream.sessions.feed import SerialFeed
 from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Session(SessionPort):
         self.close_reason = ""
         self.ready = asyncio.Event()  # start_up() done
         self.audio_out: AudioOutput | None = None
-        self.arrivals = Arrivals(self.loop)  # input frames handled, for the emit pump
+        self.arrivals = Arrivals()  # input frames handled, for the emit pump
         self._generator: Any = None
         self._generator_stale = False
         self._generator_done = False
