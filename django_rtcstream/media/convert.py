@@ -168,7 +168,10 @@ def array_to_video(array: Any, fmt: str, like: VideoFrame | None = None) -> Vide
     h, w = a.shape[0] & ~1, a.shape[1] & ~1
     if (h, w) != a.shape[:2]:
         a = a[:h, :w]
-    frame = VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt)
+    # The encoders take yuv420p: converting here (in the handler pool) instead of in
+    # aiortc's encoder costs the same, and the frame a session keeps to repeat is
+    # half the size of an RGB one.
+    frame = VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt).reformat(format="yuv420p")
     if like is not None:
         frame.pts = like.pts
         frame.time_base = like.time_base

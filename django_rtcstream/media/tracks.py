@@ -61,8 +61,9 @@ class LatestFrame:
             self._event.clear()
             await self._event.wait()
         self._read_seq = self.seq
-        assert self.frame is not None
-        return self.frame
+        frame, self.frame = self.frame, None  # the reader holds it now, not us too
+        assert frame is not None
+        return frame
 
 
 class ProducedVideoTrack(MediaStreamTrack):
