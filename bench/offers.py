@@ -9,8 +9,9 @@ run.py's many-session scenarios do (two client processes, each starting a
 session every 50 ms), so later offers meet earlier sessions connecting:
 
     .venv/bin/python bench/offers.py http://127.0.0.1:8000/rtc echo --concurrency 4 \
-        --stagger 0.05 --parallel 2 --live 1.5 The
-first round warms the server up and is not counted. Works against the floor
+        --stagger 0.05 --parallel 2 --live 1.5
+
+The first round warms the server up and is not counted. Works against the floor
 (``bench/floor_server.py``) and ours alike: the offer is FastRTC-shaped.
 """
 
