@@ -59,5 +59,3 @@ class Arrivals:
 def wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-
-
