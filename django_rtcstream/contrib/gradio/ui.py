@@ -35,6 +35,7 @@ from typing import Any
 
 import gradio as gr
 
+from django_rtcstream.contrib.gradio.compat import repair_abc
 from django_rtcstream.inputs import InputSpec
 
 MEDIA_CSS = """
@@ -278,6 +279,7 @@ def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | No
     from django.templatetags.static import static
     from django.urls import reverse
 
+    repair_abc()
     name = stream._require_name()
     config_url = config_url or reverse(f"{namespace}:config", kwargs={"stream": name})
     module_url = module_url or static("django_rtcstream/rtcstream.js")
