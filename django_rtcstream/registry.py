@@ -1,4 +1,11 @@
-"""Registered streams: ``RTCSTREAM["STREAMS"]`` resolved lazily by name."""
+"""Registered streams: ``RTCSTREAM["STREAMS"]`` resolved lazily by name.
+
+A stream that is not in the settings can still be served: :func:`register`
+adds it at run time under a name of its own (what ``stream.ui`` does for a
+FastRTC-style program that builds a ``Stream`` and launches its UI at once).
+Such a stream lives in this process only; list it in the settings to serve it
+from several workers.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from django_rtcstream.stream import Stream
 STREAM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 
 _cache: dict[str, Stream] = {}
+_registered: dict[str, Stream] = {}  # added at run time by register()
 _lock = threading.Lock()
 
 
@@ -25,7 +33,46 @@ def reset() -> None:
 
 
 def stream_names() -> list[str]:
-    return list(rtc_settings.STREAMS)
+    """Names of the streams from the settings, then those added by :func:`register`."""
+    names = list(rtc_settings.STREAMS)
+    return names + [name for name in _registered if name not in names]
+
+
+def register(stream: Stream, name: str | None = None) -> str:
+    """Serve a ``Stream`` that is not in ``RTCSTREAM["STREAMS"]``; returns its name.
+
+    Without ``name`` the stream is named after its handler (``flip_frame`` ->
+    ``flip-frame``), with a number added if that name is taken. Registering a
+    stream that already has a name returns that name.
+
+    Raises:
+        ValueError: ``name`` is not a valid stream name or is taken.
+    """
+    if stream.name is not None and (stream.name in _registered or stream.name in _cache):
+        return stream.name
+    with _lock:
+        taken = set(rtc_settings.STREAMS) | set(_registered)
+        if name is None:
+            base = _name_from_handler(stream.handler)
+            name, n = base, 1
+            while name in taken:
+                n += 1
+                name = f"{base[:45]}-{n}"
+        elif not STREAM_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a stream name (lowercase letters, digits, - and _)")
+        elif name in taken:
+            raise ValueError(f"A stream named {name!r} is already registered")
+        stream._bind(name)
+        _registered[name] = stream
+        return name
+
+
+def _name_from_handler(handler: object) -> str:
+    target = getattr(handler, "callable", handler)  # VideoStreamHandler
+    raw = getattr(target, "__name__", None) or type(target).__name__
+    slug = re.sub(r"[^a-z0-9_-]+", "-", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", raw).lower())
+    slug = slug.strip("-_")[:50]
+    return slug if STREAM_NAME_RE.match(slug) else "stream"
 
 
 def resolve(name: str, path: object) -> Stream:
@@ -55,7 +102,7 @@ def get_stream(name: str) -> Stream:
         StreamNotFound: no such name in ``RTCSTREAM["STREAMS"]``.
         ImproperlyConfigured: the entry cannot be imported or is not a Stream.
     """
-    stream = _cache.get(name)
+    stream = _cache.get(name) or _registered.get(name)
     if stream is not None:
         return stream
     streams = rtc_settings.STREAMS

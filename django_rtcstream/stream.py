@@ -274,13 +274,20 @@ class Stream:
         await bus.send_inputs(self._require_name(), webrtc_id, values)
 
     def set_input(self, webrtc_id: str, *args: Any) -> Any:
-        """Set a session's inputs from sync or async code.
+        """Set a session's inputs from sync or async code (FastRTC's call).
 
-        Values are validated at once (``InvalidInput``). From sync code the call
-        returns after delivery; inside a running event loop it schedules the
-        delivery and returns the task (await it to see delivery errors).
+        Values are validated at once (``InvalidInput``). A session of this
+        process gets them at once, and an unknown ``webrtc_id`` raises
+        ``UnknownSession`` at once, from sync and async code alike. Only a
+        session that may live on another worker (a channel layer shared by
+        several processes) is reached asynchronously from inside an event loop:
+        the call then returns the delivery task (await it, or use
+        :meth:`aset_input`, to see its errors; unawaited, a failure is logged).
         """
         values = self.clean_inputs(*args)
+        from channels.layers import InMemoryChannelLayer
+
+        from django_rtcstream.exceptions import UnknownSession
         from django_rtcstream.sessions import bus
         from django_rtcstream.sessions.runtime import local_session
 
@@ -290,15 +297,21 @@ class Stream:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if session is not None and session.stream is self and loop is not session.loop:
-            # Another thread of the owning worker: hand the values to the session's loop.
-            session.loop.call_soon_threadsafe(session.set_inputs, values)
+        if session is not None and session.stream is self and not session.closed.is_set():
+            if loop is session.loop:
+                session.set_inputs(values)
+            else:  # another thread of the owning worker: hand them to the session's loop
+                session.loop.call_soon_threadsafe(session.set_inputs, values)
             return None
         if loop is None:
             from asgiref.sync import async_to_sync
 
             return async_to_sync(bus.send_inputs)(name, webrtc_id, values)
-        return loop.create_task(bus.send_inputs(name, webrtc_id, values))
+        if isinstance(bus.layer(), InMemoryChannelLayer):
+            raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
+        task = loop.create_task(bus.send_inputs(name, webrtc_id, values))
+        task.add_done_callback(_log_failed_delivery)
+        return task
 
     async def output_stream(self, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
         """Yield the session's ``AdditionalOutputs`` as they happen, until it ends.
@@ -357,16 +370,34 @@ class Stream:
 
     @property
     def ui(self) -> Any:
-        """A Gradio ``Blocks`` for this stream (needs the ``gradio`` extra)."""
-        if self._ui is None:
-            from django_rtcstream.contrib.gradio.ui import build_ui  # pragma: no cover
+        """A Gradio ``Blocks`` for this stream (needs the ``gradio`` extra).
 
-            self._ui = build_ui(self)  # pragma: no cover
+        A stream that is not in ``RTCSTREAM["STREAMS"]`` is registered on first
+        use (``registry.register``), so its routes are served beside the UI.
+        """
+        if self._ui is None:
+            from django_rtcstream import registry
+            from django_rtcstream.contrib.gradio.ui import build_ui
+
+            if self.name is None:
+                registry.register(self)
+            self._ui = build_ui(self)
         return self._ui
 
     @ui.setter
     def ui(self, blocks: Any) -> None:
         self._ui = blocks
+
+
+def _log_failed_delivery(task: asyncio.Task[None]) -> None:
+    """An unawaited ``set_input`` task: its failure is logged once, never lost."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        import logging
+
+        logging.getLogger(__name__).warning("set_input() was not delivered: %s", exc)
 
 
 def _jsonable(value: Any) -> Any:
