@@ -42,7 +42,7 @@ class InputSpec:
         if self.value is not None and not callable(self.value):
             return self.clean(self.value)
         return {
-            "slider": self.minimum if self.minimum is not None else 0.0,
+            "slider": self.clean(self.minimum if self.minimum is not None else 0),
             "number": self.minimum if self.minimum is not None else 0,
             "dropdown": ([] if self.multiselect else (self.choices[0] if self.choices else None)),
             "checkbox": False,
@@ -64,10 +64,14 @@ class InputSpec:
                 raise ValueError(f"Ensure this value is greater than or equal to {self.minimum}.")
             if self.maximum is not None and number > self.maximum:
                 raise ValueError(f"Ensure this value is less than or equal to {self.maximum}.")
-            if self.kind == "number" and self.precision == 0:
+            if self.is_integer():
                 if not number.is_integer():
                     raise ValueError("Expected a whole number.")
                 return int(number)
+            if self.precision is not None and self.precision > 0:
+                return round(number, self.precision)
+            if self.kind == "number" and isinstance(value, int):
+                return value  # gradio's Number keeps what the client sent
             return number
         if self.kind == "checkbox":
             if isinstance(value, bool):
@@ -94,6 +98,24 @@ class InputSpec:
             return value
         return value
 
+    def is_integer(self) -> bool:
+        """Whether values are ints, as Gradio hands them to the handler.
+
+        ``precision=0`` rounds to an int in Gradio; a slider whose minimum and
+        step are whole numbers (``gr.Slider(1, 10, step=1)``) can only produce
+        whole numbers, which reach the handler as ints.
+        """
+        if self.kind not in ("slider", "number"):
+            return False
+        if self.precision == 0:
+            return True
+        if self.kind != "slider" or self.precision is not None:
+            return False
+        return all(
+            isinstance(x, (int, float)) and float(x).is_integer()
+            for x in (self.step, self.minimum if self.minimum is not None else 0)
+        )
+
     def choice_values(self) -> list[Any]:
         """The values (not labels) a dropdown accepts."""
         return [c[1] if isinstance(c, (tuple, list)) and len(c) == 2 else c for c in self.choices]
@@ -104,7 +126,7 @@ class InputSpec:
         data["default"] = self.default()
         if self.kind in ("slider", "number"):
             data.update(minimum=self.minimum, maximum=self.maximum, step=self.step)
-            data["type"] = "integer" if self.precision == 0 else "number"
+            data["type"] = "integer" if self.is_integer() else "number"
         elif self.kind == "dropdown":
             data.update(choices=self.choice_values(), multiselect=self.multiselect)
             data["type"] = "array" if self.multiselect else "choice"
@@ -136,8 +158,14 @@ def _declaration(kind: str, **defaults: Any) -> type:
 
 
 def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
-    """Declare a slider input: a float in ``[minimum, maximum]`` (gradio's arguments)."""
-    kwargs.setdefault("step", 1)
+    """Declare a slider input in ``[minimum, maximum]`` (gradio's arguments).
+
+    Values are ints when ``minimum`` and ``step`` are whole numbers, floats
+    otherwise. Without ``step``, the step is gradio's: a power of ten about a
+    hundredth of the range (1 for 0-100, 0.01 for 0-1).
+    """
+    if kwargs.get("step") is None:
+        kwargs["step"] = 10 ** math.floor(math.log10(maximum - minimum) - 2) if maximum > minimum else 1
     return _declaration("slider")(value, minimum=minimum, maximum=maximum, **kwargs)
 
 
