@@ -11,8 +11,8 @@
 It returns a Channels ``ProtocolTypeRouter``: HTTP goes to Django (offers are
 answered before it, see ``signaling.direct``), WebSockets
 to the app's consumers (plus any ``websocket_urlpatterns`` of your own), behind
-Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``.
-Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
+Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``
+(for clients that send an ``Origin``: browsers). Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
 of the worker, so ``shutdown()`` runs for each.
 
 The media stack (aiortc, PyAV: ~0.2 s of imports), the DRF views and the
@@ -46,6 +46,24 @@ class _TelephoneOrBrowser:
         app = self.telephone if scope["path"].rstrip("/").endswith("/telephone/handler") \
             else self.browser
         return await app(scope, receive, send)
+
+
+class _OriginCheck:
+    """Refuse a WebSocket whose ``Origin`` is not one of ``ALLOWED_HOSTS``.
+
+    Only browsers send ``Origin``, and a browser always does: a connection
+    without one (the ``websockets`` library, a phone bridge, another server)
+    cannot be a cross-site request, so it is let through and authorised like
+    any other (token, user). Channels' own validator refuses it instead.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.checked = AllowedHostsOriginValidator(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        has_origin = any(name == b"origin" for name, _ in scope.get("headers", ()))
+        return await (self.checked if has_origin else self.app)(scope, receive, send)
 
 
 logger = logging.getLogger(__name__)
@@ -139,7 +157,7 @@ def rtcstream_application(
         URLRouter([*websocket_routes(prefix), *(websocket_urlpatterns or [])])
     )
     if check_origin:
-        browser = AllowedHostsOriginValidator(browser)
+        browser = _OriginCheck(browser)
     websocket = _TelephoneOrBrowser(URLRouter(telephone_routes(prefix)), browser)
     _daphne_shutdown_hook()
     return ProtocolTypeRouter({"http": _WarmAfterFirstRequest(DirectOffers(django_app)), "websocket": websocket,
