@@ -84,7 +84,8 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         (_("Where"), {"fields": ["user", "client_address", "worker", "call_sid"]}),
         (_("When"), {"fields": ["created_at", "connected_at", "closed_at", "heartbeat_at",
                                 "age"]}),
-        (_("Media"), {"fields": ["inputs", "frames_in", "frames_out", "messages_out"]}),
+        (_("Media"), {"fields": ["inputs", "frames_in", "frames_out", "messages_out",
+                                 "stuck_calls"]}),
     ]
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 

@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "EARLY_CANDIDATE_WAIT": 5.0,
     # Threads running sync handlers, per worker process
     "HANDLER_THREADS": min(32, (os.cpu_count() or 1) * 4),
+    # Seconds after which a sync handler call that has not returned stops counting
+    # against HANDLER_THREADS (another thread takes its place; see sessions/pool.py)
+    "HANDLER_STUCK_AFTER": 1.0,
+    # Seconds a handler's wait_for_args() waits for the client's inputs before it
+    # returns False; None waits for ever (FastRTC's behaviour)
+    "WAIT_FOR_ARGS_TIMEOUT": 10.0,
     # Largest signaling request body, bytes
     "MAX_SIGNALING_BYTES": 256 * 1024,
     # Frames the server's audio jitter buffer holds before releasing (aiortc: 4);

@@ -66,6 +66,9 @@ class StreamSession(models.Model):
     frames_in = models.PositiveBigIntegerField(_("frames in"), default=0)
     frames_out = models.PositiveBigIntegerField(_("frames out"), default=0)
     messages_out = models.PositiveBigIntegerField(_("messages out"), default=0)
+    # Sync handler calls of this session that have run over 10 s, or still run after
+    # it ended (each holds a thread: see sessions/pool.py), at the last heartbeat or close.
+    stuck_calls = models.PositiveIntegerField(_("stuck handler calls"), default=0)
 
     class Meta:
         verbose_name = _("stream session")

@@ -71,3 +71,4 @@ class SessionSerializer(serializers.Serializer):
     frames_in = serializers.IntegerField(read_only=True)
     frames_out = serializers.IntegerField(read_only=True)
     messages_out = serializers.IntegerField(read_only=True)
+    stuck_calls = serializers.IntegerField(read_only=True)

@@ -39,8 +39,10 @@ class SerialFeed:
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: Executor,
                  fn: Callable[[Any], None], context: contextvars.Context,
                  on_error: Callable[[BaseException], None],
-                 after: Callable[[], None] | None = None) -> None:
+                 after: Callable[[], None] | None = None, *, label: str = "",
+                 owner: Any = None) -> None:
         self.loop = loop
+        self.label, self.owner = label, owner  # name the job if it gets stuck (HandlerPool)
         self.executor = executor
         self.fn = fn
         self.context = context
@@ -64,7 +66,11 @@ class SerialFeed:
             if self._running:
                 return
             self._running = True
-        self.executor.submit(self._drain)
+        submit_as = getattr(self.executor, "submit_as", None)
+        if submit_as is not None:
+            submit_as(self.label, self.owner, self._drain)
+        else:
+            self.executor.submit(self._drain)
 
     def stop(self) -> None:
         """Drop what is queued and take nothing more (the call running finishes)."""

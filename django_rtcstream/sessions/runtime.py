@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -63,6 +62,7 @@ from django_rtcstream.media.tracks import (
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, records
 from django_rtcstream.sessions.feed import SerialFeed
+from django_rtcstream.sessions.pool import HandlerPool, OwnThread
 from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class Session(SessionPort):
         self.frames_in = 0
         self.frames_out = 0
         self.messages_out = 0
+        self._emit_thread: OwnThread | None = None
         self._latest_video: LatestFrame | None = None
         self._last_video_out: Any = None
 
@@ -156,16 +157,25 @@ class Session(SessionPort):
         if exc is not None and not isinstance(exc, (_Ended, MediaStreamError)):
             self.fail(exc)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run handler code: coroutines on the loop, sync code in the pool."""
+    async def call(self, fn: Callable[..., Any], *args: Any,
+                   executor: HandlerPool | OwnThread | None = None) -> Any:
+        """Run handler code: coroutines on the loop, sync code in the pool
+        (or on ``executor``: the session's own thread for a blocking ``emit``)."""
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
-        result = await self.loop.run_in_executor(
-            self.manager.executor, self.context.copy().run, fn, *args
+        pool = executor or self.manager.executor
+        result = await asyncio.wrap_future(
+            pool.submit_as(self.call_label(fn), self, self.context.copy().run, fn, *args),
+            loop=self.loop,
         )
         if inspect.isawaitable(result):
             return await result
         return result
+
+    def call_label(self, fn: Any) -> str:
+        """How a stuck call is named in the log: stream, session and function."""
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+        return f"{name}() of stream {self.stream.name!r} (session {self.webrtc_id})"
 
     def fail(self, exc: BaseException) -> None:
         """A handler raised: tell the client, log it with the session id, close."""
@@ -441,10 +451,15 @@ class Session(SessionPort):
             self._out_tracks.append(track)
 
     async def _run(self) -> None:
-        """Start the handler, then the pipelines its modality and mode need."""
+        """Start the handler's ``start_up()`` and the pipelines its modality and mode need.
+
+        As in FastRTC, ``start_up()`` runs beside the media, not before it: a
+        handler may keep a connection open in it for the whole session. If it
+        raises, the session fails with its error.
+        """
         self.started_up = True
         if self.handler is not None:
-            await self.call(self.handler.start_up)
+            self.spawn(self.call(self.handler.start_up), "start-up")
         self.ready.set()
         stream = self.stream
         if self._latest_video is not None:
@@ -474,7 +489,8 @@ class Session(SessionPort):
         # from aiortc's stereo) stays off the event loop, which also answers offers.
         feed = SerialFeed(self.loop, self.manager.executor,
                           functools.partial(_convert_and_receive, self.loop, converter, receive),
-                          self.context, self.fail, self.arrivals.tick_threadsafe)
+                          self.context, self.fail, self.arrivals.tick_threadsafe,
+                          label=self.call_label(receive), owner=self)
         try:
             while True:
                 try:
@@ -494,7 +510,13 @@ class Session(SessionPort):
         if self.fn is not None:
             return await self._next_from_generator()
         assert self.handler is not None
-        return await self.call(self.handler.emit)  # type: ignore[attr-defined]
+        emit = self.handler.emit  # type: ignore[attr-defined]
+        if self._emit_thread is None and not inspect.iscoroutinefunction(emit):
+            # A sync emit() may block until there is output (FastRTC's queue.get()
+            # idiom), and for ever once the session has ended: never in the pool.
+            self._emit_thread = OwnThread(self.manager.executor.calls,
+                                          f"rtcstream-emit-{self.webrtc_id[:12]}")
+        return await self.call(emit, executor=self._emit_thread)
 
     async def _audio_pump(self) -> None:
         """Pull audio from the handler only as fast as it is played (bounded queue)."""
@@ -658,7 +680,8 @@ class Session(SessionPort):
 
     def counters(self) -> dict[str, int]:
         return {"frames_in": self.frames_in, "frames_out": self.frames_out,
-                "messages_out": self.messages_out}
+                "messages_out": self.messages_out,
+                "stuck_calls": len(self.manager.executor.calls.stuck(owner=self))}
 
     # -- closing -------------------------------------------------------------------------
 
@@ -693,6 +716,9 @@ class Session(SessionPort):
             if self.handler is not None and self.started_up:
                 self.handler.reset()
         self.closed.set()
+        if self._emit_thread is not None:
+            self._emit_thread.shutdown()
+        self.manager.executor.calls.owner_ended(self)
         if self.pc is not None:
             await self.pc.close()
         self.manager.forget(self)
@@ -809,9 +835,8 @@ class SessionManager:
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
-        self.executor = ThreadPoolExecutor(
-            max_workers=rtc_settings.HANDLER_THREADS, thread_name_prefix="rtcstream-handler"
-        )
+        self.executor = HandlerPool(rtc_settings.HANDLER_THREADS,
+                                    stuck_after=rtc_settings.HANDLER_STUCK_AFTER)
         self.worker = rtc_settings.worker_name()
         self.loop_thread = threading.get_ident()
         ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
