@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+import django_rtcstream
 from django_rtcstream.utils import (
     aggregate_bytes_to_16bit,
     async_aggregate_bytes_to_16bit,
@@ -20,6 +24,9 @@ from django_rtcstream.utils import (
     audio_to_int16,
     wait_for_item,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def tone(sample_rate: int, seconds: float, dtype=np.int16) -> np.ndarray:
     t = np.arange(int(sample_rate * seconds)) / sample_rate
@@ -202,3 +209,37 @@ async def test_async_aggregate_matches_the_sync_version():
     assert len(arrays) == len(expected)
     for got, want in zip(arrays, expected):
         np.testing.assert_array_equal(got, want)
+
+
+# Top-level exports
+
+
+HELPERS = [
+    "wait_for_item", "audio_to_bytes", "audio_to_file", "audio_to_float32", "audio_to_int16",
+    "aggregate_bytes_to_16bit", "async_aggregate_bytes_to_16bit",
+    "get_cloudflare_turn_credentials", "get_cloudflare_turn_credentials_async",
+    "get_hf_turn_credentials", "get_hf_turn_credentials_async", "get_twilio_turn_credentials",
+    "get_turn_credentials", "get_turn_credentials_async", "TurnCredentialsError",
+]
+
+
+def test_importing_the_package_stays_free_and_the_helpers_resolve_lazily():
+    script = (
+        "import json, sys\n"
+        "import django_rtcstream\n"
+        "heavy = [m for m in ('numpy', 'av', 'aiortc', 'django_rtcstream.utils',\n"
+        "         'django_rtcstream.credentials') if m in sys.modules]\n"
+        f"names = {HELPERS!r}\n"
+        "found = {n: getattr(django_rtcstream, n).__module__ for n in names}\n"
+        "print(json.dumps([heavy, found, 'av' in sys.modules]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    heavy, found, av_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == []
+    assert set(found.values()) == {"django_rtcstream.utils", "django_rtcstream.credentials"}
+    assert set(HELPERS) <= set(django_rtcstream.__all__)
+    assert django_rtcstream.audio_to_bytes is audio_to_bytes
+    assert not av_loaded  # PyAV waits until audio is actually encoded
