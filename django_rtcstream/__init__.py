@@ -2,7 +2,9 @@
 
 Importing this package is free: the public names below are loaded on first
 attribute access, so ``import django_rtcstream`` pulls in neither Django
-settings, nor aiortc, nor numpy, nor gradio.
+settings, nor aiortc, nor numpy, nor gradio. The audio helpers
+(``django_rtcstream.utils``) and TURN credential helpers
+(``django_rtcstream.credentials``) keep FastRTC's names.
 """
 
 from __future__ import annotations
@@ -32,11 +34,36 @@ _EXPORTS = {
     "Dropdown": "django_rtcstream.inputs",
     "Checkbox": "django_rtcstream.inputs",
     "Textbox": "django_rtcstream.inputs",
+    "wait_for_item": "django_rtcstream.utils",
+    "audio_to_bytes": "django_rtcstream.utils",
+    "audio_to_file": "django_rtcstream.utils",
+    "audio_to_float32": "django_rtcstream.utils",
+    "audio_to_int16": "django_rtcstream.utils",
+    "aggregate_bytes_to_16bit": "django_rtcstream.utils",
+    "async_aggregate_bytes_to_16bit": "django_rtcstream.utils",
+    "get_cloudflare_turn_credentials": "django_rtcstream.credentials",
+    "get_cloudflare_turn_credentials_async": "django_rtcstream.credentials",
+    "get_hf_turn_credentials": "django_rtcstream.credentials",
+    "get_hf_turn_credentials_async": "django_rtcstream.credentials",
+    "get_twilio_turn_credentials": "django_rtcstream.credentials",
+    "get_turn_credentials": "django_rtcstream.credentials",
+    "get_turn_credentials_async": "django_rtcstream.credentials",
+    "TurnCredentialsError": "django_rtcstream.credentials",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.credentials import (
+        TurnCredentialsError,
+        get_cloudflare_turn_credentials,
+        get_cloudflare_turn_credentials_async,
+        get_hf_turn_credentials,
+        get_hf_turn_credentials_async,
+        get_turn_credentials,
+        get_turn_credentials_async,
+        get_twilio_turn_credentials,
+    )
     from django_rtcstream.handlers import (
         AdditionalOutputs,
         AsyncAudioVideoStreamHandler,
@@ -51,6 +78,15 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox
     from django_rtcstream.stream import Stream
+    from django_rtcstream.utils import (
+        aggregate_bytes_to_16bit,
+        async_aggregate_bytes_to_16bit,
+        audio_to_bytes,
+        audio_to_file,
+        audio_to_float32,
+        audio_to_int16,
+        wait_for_item,
+    )
 
 
 def __getattr__(name: str) -> Any:
