@@ -28,6 +28,8 @@ _EXPORTS = {
     "get_current_context": "django_rtcstream.handlers",
     "send_message": "django_rtcstream.handlers",
     "warn": "django_rtcstream.handlers",
+    "Warning": "django_rtcstream.handlers",
+    "WebRTCError": "django_rtcstream.handlers",
     "log": "django_rtcstream.handlers",
     "Slider": "django_rtcstream.inputs",
     "Number": "django_rtcstream.inputs",
@@ -74,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
         StreamHandler,
         StreamHandlerBase,
         VideoStreamHandler,
+        Warning,
+        WebRTCError,
         get_current_context,
     )
     from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox

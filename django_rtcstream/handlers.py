@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -37,6 +38,8 @@ __all__ = [
     "AudioVideoStreamHandler",
     "CloseStream",
     "Context",
+    "Warning",
+    "WebRTCError",
     "StreamHandler",
     "StreamHandlerBase",
     "VideoStreamHandler",
@@ -85,10 +88,31 @@ class CloseStream:
 
 @dataclass(frozen=True)
 class Context:
-    """What a handler may know about the call it is in."""
+    """What a handler may know about the call it is in.
+
+    ``websocket`` is FastRTC's field: for a session carried by a WebSocket
+    (FastRTC's audio protocol or a phone call) it is the Channels consumer of
+    that socket (``send_json``, ``scope``), for WebRTC sessions None.
+    """
 
     webrtc_id: str
-    stream_name: str
+    stream_name: str = ""
+    websocket: Any = None
+
+
+class WebRTCError(Exception):
+    """Raise it in a handler to end the session with a message for the user.
+
+    The client gets ``{"type": "error", "data": message, "message": message}``
+    (FastRTC's pages read ``message``, this app's ``data``) and the session
+    closes as failed, like any handler error, but without the exception's type
+    in front of the text. Unlike FastRTC's, constructing one sends nothing: only
+    raising it out of a handler does, once.
+    """
+
+    def __init__(self, message: str = "An error occurred.") -> None:
+        super().__init__(message)
+        self.message = message
 
 
 _current_context: contextvars.ContextVar[Context] = contextvars.ContextVar(
@@ -126,9 +150,19 @@ def send_message(msg_type: str, data: Any = None) -> None:
     port.send_message({"type": msg_type, "data": data})
 
 
-def warn(message: str) -> None:
-    """Send a ``warning`` message to the client (FastRTC's ``Warning()``)."""
-    send_message("warning", message)
+def warn(message: str = "Warning issued.") -> None:
+    """Send a ``warning`` message to the client (FastRTC's ``Warning()``).
+
+    The message goes as ``data`` and, for FastRTC's pages, as ``message`` too.
+    """
+    try:
+        port = _current_port.get()
+    except LookupError:
+        raise RuntimeError("warn() called outside a stream handler") from None
+    port.send_message({"type": "warning", "data": message, "message": message})
+
+
+Warning = warn  # noqa: A001  FastRTC's name for it (it shadows the builtin on purpose)
 
 
 def log(message: str) -> None:
@@ -138,16 +172,18 @@ def log(message: str) -> None:
 
 @dataclass
 class VideoStreamHandler:
-    """A video function with its own frame rate (FastRTC compatible).
+    """A video function with its own options (FastRTC compatible).
 
-    ``fps`` paces receive-mode generators. ``skip_frames`` is accepted for
-    compatibility: django-rtcstream always processes the latest frame and drops
-    stale ones, so latency never builds up.
+    ``fps`` paces receive-mode generators. ``skip_frames`` is FastRTC's: False
+    (its default) hands the function every frame in order, so a slow function
+    falls behind (here at most one second of frames is kept; older ones are
+    dropped); True hands it the newest frame only. A plain function, without
+    this wrapper, always gets the newest frame: latency never builds up.
     """
 
     callable: Callable[..., Any]
     fps: int = 30
-    skip_frames: bool = True
+    skip_frames: bool = False
 
 
 class SessionPort:
@@ -164,6 +200,70 @@ class SessionPort:
 
     def clear_output(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    @property
+    def ended(self) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ArgsSet:
+    """FastRTC's ``args_set``: set when the client's input values have arrived.
+
+    Cleared by ``reset()``. It works from the event loop (``await wait()``) and
+    from handler threads (``wait_sync()``), which FastRTC's asyncio.Event does not.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._cond:
+            self._set = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._set = False
+
+    def wake(self) -> None:
+        """Wake every waiter without setting (the session ended)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_sync(self, timeout: float | None = None,
+                  give_up: Callable[[], bool] = lambda: False) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._set or give_up(), timeout) and self._set
+
+    async def wait(self) -> bool:
+        return await asyncio.to_thread(self.wait_sync, None)
+
+
+class _Channel:
+    """``handler.channel``: what FastRTC handlers call ``.send(text)`` on.
+
+    A JSON object is sent as the message it is; any other text as a ``log``.
+    """
+
+    def __init__(self, port: SessionPort) -> None:
+        self._port = port
+
+    @property
+    def readyState(self) -> str:  # noqa: N802  (aiortc's name)
+        return "closed" if self._port.ended else "open"
+
+    def send(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except (TypeError, ValueError):
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            message = {"type": "log", "data": data}
+        self._port.send_message(message)
 
 
 class StreamHandlerBase(ABC):
@@ -204,9 +304,9 @@ class StreamHandlerBase(ABC):
         self.fps = fps
         self.phone_mode = False
         self.latest_args: list[Any] = ["__webrtc_value__"]
+        self.args_set = ArgsSet()
         self._port: SessionPort | None = None
-        self._args_version = 0
-        self._args_cond = threading.Condition()
+        self._channel: Any = None
 
     # -- inputs -----------------------------------------------------------------
 
@@ -216,35 +316,40 @@ class StreamHandlerBase(ABC):
         return list(self.latest_args[1:])
 
     def set_args(self, args: list[Any]) -> None:
-        """Called by the runtime when new input values arrive (never by users)."""
+        """Called by the runtime when the client sends input values (sets ``args_set``)."""
         if not isinstance(args, list):
             raise TypeError("args must be a list")
-        with self._args_cond:
-            self.latest_args = ["__webrtc_value__", *args]
-            self._args_version += 1
-            self._args_cond.notify_all()
+        self.latest_args = ["__webrtc_value__", *args]
+        self.args_set.set()
 
     def fetch_args(self) -> None:
         """Ask the client for fresh input values (a ``send_input`` message)."""
         self.send_message_sync({"type": "send_input", "data": []})
 
-    async def wait_for_args(self, timeout: float | None = 10.0) -> bool:
-        """Ask the client for inputs and wait until new ones arrive.
+    async def wait_for_args(self, timeout: float | None | object = ...) -> bool:
+        """Ask the client for its inputs and wait until they have arrived.
 
-        Returns False when ``timeout`` passed first (the current values stay in
-        ``latest_args``): unlike FastRTC this never hangs a session forever.
+        As in FastRTC this returns at once when inputs arrived since the last
+        ``reset()`` (``args_set`` is set) and in phone mode. Unlike FastRTC it
+        gives up: after ``timeout`` seconds (default: the
+        ``WAIT_FOR_ARGS_TIMEOUT`` setting, 10; None waits for ever) or when the
+        session ends, returning False; the current values stay in ``latest_args``.
         """
         return await asyncio.to_thread(self.wait_for_args_sync, timeout)
 
-    def wait_for_args_sync(self, timeout: float | None = 10.0) -> bool:
+    def wait_for_args_sync(self, timeout: float | None | object = ...) -> bool:
         """Blocking twin of :meth:`wait_for_args`, for sync handlers."""
         if self.phone_mode:
+            self.args_set.set()
             return True
-        with self._args_cond:
-            version = self._args_version
+        if self.args_set.is_set():
+            return True
+        if timeout is ...:
+            timeout = _wait_for_args_timeout()
         self.fetch_args()
-        with self._args_cond:
-            return self._args_cond.wait_for(lambda: self._args_version != version, timeout)
+        port = self._port
+        return self.args_set.wait_sync(timeout,  # type: ignore[arg-type]
+                                       lambda: port is not None and port.ended)
 
     # -- talking to the client --------------------------------------------------
 
@@ -269,6 +374,18 @@ class StreamHandlerBase(ABC):
         """The event loop the session runs on."""
         return self._port.loop if self._port is not None else None
 
+    @property
+    def channel(self) -> Any:
+        """FastRTC's data channel: an object with ``send(text)`` to the client
+        (the data channel or the WebSocket), or None outside a session."""
+        if self._channel is not None:
+            return self._channel
+        return _Channel(self._port) if self._port is not None else None
+
+    def set_channel(self, channel: Any) -> None:
+        """FastRTC's hook: use ``channel`` (anything with ``send(text)``) as :attr:`channel`."""
+        self._channel = channel
+
     def _attach(self, port: SessionPort) -> None:
         self._port = port
 
@@ -281,7 +398,8 @@ class StreamHandlerBase(ABC):
         """Called once when the session ends, whatever ended it."""
 
     def reset(self) -> None:
-        """Called when the session ends, after :meth:`shutdown`."""
+        """Called when the session ends, after :meth:`shutdown`; clears ``args_set``."""
+        self.args_set.clear()
 
     @abstractmethod
     def copy(self) -> StreamHandlerBase:
@@ -341,6 +459,15 @@ class AsyncAudioVideoStreamHandler(AsyncStreamHandler):
     @abstractmethod
     async def video_emit(self) -> Any:
         """See :meth:`AudioVideoStreamHandler.video_emit`."""
+
+
+def _wait_for_args_timeout() -> float | None:
+    try:
+        from django_rtcstream.conf import rtc_settings
+
+        return rtc_settings.WAIT_FOR_ARGS_TIMEOUT  # type: ignore[no-any-return]
+    except Exception:  # Django not configured: a handler tested on its own
+        return 10.0
 
 
 def is_async_handler(handler: StreamHandlerBase) -> bool:

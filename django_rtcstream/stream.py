@@ -366,6 +366,38 @@ class Stream:
             return self.output_serializer(output)
         return [_jsonable(a) for a in output.args]
 
+    # -- FastRTC's FastAPI entry points, which have no place here -----------------------
+
+    def mount(self, app: Any, path: str = "") -> None:
+        """FastRTC mounts its routes on a FastAPI app; a Django project serves them itself.
+
+        Raises:
+            ImproperlyConfigured: always, saying what to do instead.
+        """
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "Stream.mount(app) is FastRTC's FastAPI mount; in Django the app serves the routes: "
+            "list the stream in settings.RTCSTREAM['STREAMS'] (name -> dotted path of this "
+            "Stream), add path('rtc/', include('django_rtcstream.urls')) to urls.py, and build "
+            "asgi.py's application with django_rtcstream.asgi.rtcstream_application(django_app, "
+            "prefix='rtc/'). See the README, 'Coming from FastRTC'."
+        )
+
+    def fastphone(self, *args: Any, **kwargs: Any) -> None:
+        """FastRTC's free temporary phone number comes from its hosted service: not here.
+
+        Raises:
+            ImproperlyConfigured: always, saying how to take calls instead.
+        """
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "Stream.fastphone() relies on FastRTC's hosted phone service. Point a Twilio number's "
+            "voice webhook at POST <prefix>/<stream>/telephone/incoming instead (README, "
+            "'Telephone')."
+        )
+
     # -- the optional Gradio UI ----------------------------------------------------
 
     @property

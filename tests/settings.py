@@ -13,6 +13,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True
 INSTALLED_APPS = [
+    "daphne",  # first, as the README says: it imports Twisted, which the suite must live with
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

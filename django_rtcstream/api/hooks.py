@@ -56,6 +56,8 @@ class InputHookView(APIView):
                 raise SignalingError("invalid_json", f"The body is not a JSON object: {exc}") from None
             webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
             request._request.rtc_token = data.pop("token", None)
+            if "args" in data and "args" not in {s.name for s in the_stream.inputs.specs}:
+                data = _positional(the_stream, data.pop("args"), data)
             record = (StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
                       .order_by("-created_at").first())
             if record is None or not record.is_live:
@@ -86,6 +88,18 @@ class InputHookView(APIView):
             return _failed(exc)
         names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
         return Response({"status": "success", "inputs": dict(zip(names, values))})
+
+
+def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
+    """FastRTC's form, ``{"webrtc_id": ..., "args": [...]}``: values in the order of
+    ``additional_inputs``, as ``set_input(webrtc_id, *args)`` takes them."""
+    if rest:
+        raise InvalidInput({k: ["Send inputs by name or as 'args', not both."] for k in rest})
+    names = [spec.name for spec in stream.inputs.specs]
+    if not isinstance(args, list) or len(args) != len(names):
+        raise InvalidInput({"args": [
+            f"Expected a list of {len(names)} values ({', '.join(names) or 'no inputs'})."]})
+    return dict(zip(names, args))
 
 
 input_hook = InputHookView.as_view()

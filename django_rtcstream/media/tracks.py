@@ -2,7 +2,8 @@
 
 - ``LatestFrame`` drains a remote track for as long as it lives and keeps only
   the newest frame, so a slow handler skips stale frames instead of queueing
-  them (aiortc's remote tracks have unbounded queues).
+  them (aiortc's remote tracks have unbounded queues). ``EveryFrame`` keeps them
+  all, in order, up to a bound (``VideoStreamHandler(skip_frames=False)``).
 - ``ProducedVideoTrack`` returns whatever its ``produce`` coroutine makes.
 - ``PacedAudioTrack`` plays an ``AudioOutput`` buffer at real time, 20 ms a
   frame, with silence when the handler has nothing to say.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
@@ -64,6 +66,45 @@ class LatestFrame:
         frame, self.frame = self.frame, None  # the reader holds it now, not us too
         assert frame is not None
         return frame
+
+
+class EveryFrame(LatestFrame):
+    """Every frame of a remote track, in order, up to ``limit`` unread ones.
+
+    For ``VideoStreamHandler(skip_frames=False)``: the function sees every frame,
+    so a slow one falls behind, but by at most ``limit`` frames (then the oldest
+    unread frame is dropped), never without bound as in FastRTC.
+    """
+
+    def __init__(self, track: MediaStreamTrack, limit: int) -> None:
+        super().__init__(track)
+        self.limit = max(1, limit)
+        self._frames: deque[VideoFrame | AudioFrame] = deque()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                if len(self._frames) >= self.limit:
+                    self._frames.popleft()
+                    self.dropped += 1
+                self._frames.append(frame)
+                self.received += 1
+                self._event.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended = True
+            self._event.set()
+
+    async def next(self) -> VideoFrame | AudioFrame:
+        """The oldest frame not returned before; waits for one."""
+        while not self._frames:
+            if self.ended:
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        return self._frames.popleft()
 
 
 class ProducedVideoTrack(MediaStreamTrack):

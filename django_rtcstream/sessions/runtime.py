@@ -39,6 +39,7 @@ from django_rtcstream.handlers import (
     SessionPort,
     StreamHandlerBase,
     VideoStreamHandler,
+    WebRTCError,
     _current_context,
     _current_port,
     is_async_handler,
@@ -53,6 +54,7 @@ from django_rtcstream.media.convert import (
     video_to_array,
 )
 from django_rtcstream.media.tracks import (
+    EveryFrame,
     LatestFrame,
     PacedAudioTrack,
     ProducedVideoTrack,
@@ -96,7 +98,8 @@ class Session(SessionPort):
         if isinstance(handler, StreamHandlerBase):
             self.handler = handler.copy()
             self.handler._attach(self)
-            self.handler.set_args(list(self.inputs))
+            # The defaults, without args_set: that waits for the client's own values.
+            self.handler.latest_args = ["__webrtc_value__", *self.inputs]
         else:
             self.fn = handler.callable if isinstance(handler, VideoStreamHandler) else handler
         self.is_async = self.handler is not None and is_async_handler(self.handler)
@@ -134,7 +137,7 @@ class Session(SessionPort):
         self.frames_out = 0
         self.messages_out = 0
         self._emit_thread: OwnThread | None = None
-        self._latest_video: LatestFrame | None = None
+        self._latest_video: LatestFrame | EveryFrame | None = None
         self._last_video_out: Any = None
 
     def __repr__(self) -> str:
@@ -181,10 +184,20 @@ class Session(SessionPort):
         """A handler raised: tell the client, log it with the session id, close."""
         if self.closed.is_set() or self._close_task is not None:
             return
-        logger.error("Handler error in session %s/%s", self.stream.name, self.webrtc_id,
-                     exc_info=exc)
-        self.send_message({"type": "error", "data": f"{type(exc).__name__}: {exc}"})
+        if isinstance(exc, WebRTCError):  # meant for the user: their words, no traceback
+            logger.warning("Session %s/%s ended by WebRTCError: %s", self.stream.name,
+                           self.webrtc_id, exc.message)
+            self.send_message({"type": "error", "data": exc.message, "message": exc.message})
+        else:
+            logger.error("Handler error in session %s/%s", self.stream.name, self.webrtc_id,
+                         exc_info=exc)
+            self.send_message({"type": "error", "data": f"{type(exc).__name__}: {exc}"})
         self.request_close(f"handler_error: {type(exc).__name__}", SessionState.FAILED)
+
+    @property
+    def ended(self) -> bool:
+        """Closing or closed: handler waits (``wait_for_args``) give up."""
+        return self.closed.is_set() or self._close_task is not None
 
     # -- messages to the client -------------------------------------------------------
 
@@ -277,7 +290,7 @@ class Session(SessionPort):
 
     # -- WebSocket / telephone start ----------------------------------------------------
 
-    async def start_socket(self, *, phone: bool = False) -> None:
+    async def start_socket(self, *, phone: bool = False, websocket: Any = None) -> None:
         """Start a session whose audio a WebSocket consumer carries (no peer connection).
 
         The consumer pushes decoded input frames into ``audio_input`` and plays
@@ -292,6 +305,8 @@ class Session(SessionPort):
             )
         if self.handler is not None:
             self.handler.phone_mode = phone
+        self.context.run(_current_context.set,
+                         Context(self.webrtc_id, self.stream.name or "", websocket))
         if self.stream.receives_media_from_client:
             self.audio_input = PushedAudioTrack()
             self._remote_tracks["audio"] = self.audio_input
@@ -335,7 +350,10 @@ class Session(SessionPort):
                 logger.info("Ignoring a bad early candidate for %s", self.webrtc_id)
         self._early_candidates.clear()
         if "video" in self._remote_tracks:
-            self._latest_video = LatestFrame(self._remote_tracks["video"])
+            handler = self.stream.handler
+            in_order = isinstance(handler, VideoStreamHandler) and not handler.skip_frames
+            self._latest_video = (EveryFrame(self._remote_tracks["video"], self.stream.fps)
+                                  if in_order else LatestFrame(self._remote_tracks["video"]))
         self._build_outputs(kinds)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
@@ -716,6 +734,8 @@ class Session(SessionPort):
             if self.handler is not None and self.started_up:
                 self.handler.reset()
         self.closed.set()
+        if self.handler is not None:
+            self.handler.args_set.wake()
         if self._emit_thread is not None:
             self._emit_thread.shutdown()
         self.manager.executor.calls.owner_ended(self)

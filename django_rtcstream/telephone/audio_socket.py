@@ -53,6 +53,9 @@ CLOSE_CODES = {
     "invalid_webrtc_id": 4400,
 }
 MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this much audio
+# Seconds the output must stay dry before a reply counts as finished (one Twilio mark
+# per reply): shorter gaps are a late frame or a pause inside the reply, not its end.
+REPLY_GAP = 0.4
 
 
 class AudioSocketConsumer(AsyncWebsocketConsumer):
@@ -119,7 +122,25 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         return {"event": "media", "media": {"payload": base64.b64encode(payload).decode()}}
 
     async def on_burst_end(self) -> None:
-        """Called when the handler's output ran dry (the Twilio consumer sends a mark)."""
+        """Called once per reply, when the handler's output has stayed dry for
+        ``REPLY_GAP`` seconds (the Twilio consumer sends a mark)."""
+
+    def _output_went_dry(self) -> None:
+        if getattr(self, "_reply_end", None) is None:
+            self._reply_end = asyncio.get_running_loop().create_task(self._end_reply_later())
+
+    def _output_flows(self) -> None:
+        pending, self._reply_end = getattr(self, "_reply_end", None), None
+        if pending is not None:
+            pending.cancel()
+
+    async def _end_reply_later(self) -> None:
+        await asyncio.sleep(REPLY_GAP)
+        self._reply_end = None
+        try:
+            await self.on_burst_end()
+        except Exception:  # the socket is gone; the session is closing
+            pass
 
     async def play(self) -> None:
         """Send the session's output audio at real time, at the client's rate and encoding."""
@@ -132,8 +153,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             resampler = av.AudioResampler(format="s16", layout="mono", rate=self.output_rate)
         async for samples in paced_frames(out):
             if samples is None:
-                await self.on_burst_end()
+                self._output_went_dry()
                 continue
+            self._output_flows()
             if resampler is not None:
                 frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
                 frame.sample_rate = out.sample_rate
@@ -213,7 +235,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             return
         session.listeners.append(self.on_session_message)
         session.clear_listeners.append(self.on_clear)
-        await session.start_socket(phone=phone)
+        await session.start_socket(phone=phone, websocket=self)
         if session.audio_out is not None:
             self._player = asyncio.get_running_loop().create_task(self.play())
         await self.started()
@@ -291,6 +313,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         player = getattr(self, "_player", None)
         if player is not None:
             player.cancel()
+        self._output_flows()  # no reply ends after the socket has
         if self.session is not None:
             session, self.session = self.session, None
             stopped = getattr(self, "_stopped", False)

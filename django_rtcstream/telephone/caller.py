@@ -80,8 +80,16 @@ async def place_call(
     custom_parameters: dict[str, str] | None = None,
     dtmf: list[tuple[float, str]] | None = None,
     caller: str = "+15550100",
+    until_marks: int = 0,
+    mark_timeout: float = 15.0,
 ) -> CallResult:
-    """Call the stream at ``incoming_url`` and play ``audio`` (int16, 8 kHz)."""
+    """Call the stream at ``incoming_url`` and play ``audio`` (int16, 8 kHz).
+
+    After the audio, ``listen`` seconds of silence are sent (as Twilio does while
+    the caller is quiet). With ``until_marks``, the call then goes quiet, sending
+    nothing, until that many marks came back (a reply ends when the output stays
+    dry) or ``mark_timeout`` passed, before it hangs up.
+    """
     import websockets
 
     call_sid = "CA" + secrets.token_hex(16)
@@ -94,6 +102,7 @@ async def place_call(
     ws_url, twiml_params = stream_from_twiml(twiml)
     headers = {"X-Twilio-Signature": signature(ws_url, {}, auth_token)} if auth_token else {}
     events: list[dict[str, Any]] = []
+    marked = asyncio.Event()
     received: list[np.ndarray] = []
     first_sent: float | None = None
     first_audio: float | None = None
@@ -116,6 +125,8 @@ async def place_call(
                     received.append(mulaw.decode(base64.b64decode(event["media"]["payload"])))
                     continue
                 events.append(event)
+                if until_marks and sum(e.get("event") == "mark" for e in events) >= until_marks:
+                    marked.set()
                 if event.get("event") == "mark":  # Twilio: the audio before it has played
                     try:
                         await send({"event": "mark", "streamSid": stream_sid, "mark": event["mark"]})
@@ -144,6 +155,11 @@ async def place_call(
                 "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20),
                 "payload": base64.b64encode(mulaw.encode(chunk)).decode()}})
             await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
+        if until_marks:
+            try:
+                await asyncio.wait_for(marked.wait(), mark_timeout)
+            except asyncio.TimeoutError:
+                pass
         await send({"event": "stop", "streamSid": stream_sid,
                     "stop": {"callSid": call_sid, "accountSid": params["AccountSid"]}})
         try:

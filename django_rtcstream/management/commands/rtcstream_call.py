@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=3.0, help="tone length")
         parser.add_argument("--listen", type=float, default=2.0,
                             help="seconds to keep listening after the caller stops talking")
+        parser.add_argument("--marks", type=int, default=1,
+                            help="then go quiet until this many replies ended (Twilio marks; "
+                                 "at most 15 s); 0 hangs up at once")
         parser.add_argument("--output", help="WAV file for what the stream answered")
         parser.add_argument("--auth-token", default=None,
                             help="Twilio auth token to sign with (default: TWILIO_AUTH_TOKEN)")
@@ -44,7 +47,8 @@ class Command(BaseCommand):
         token = options["auth_token"] or rtc_settings.TWILIO_AUTH_TOKEN
         try:
             result = asyncio.run(caller.place_call(url, audio, auth_token=token,
-                                                   listen=options["listen"]))
+                                                   listen=options["listen"],
+                                                   until_marks=options["marks"]))
         except (OSError, RuntimeError, ValueError) as exc:
             raise CommandError(f"The call failed: {exc}") from exc
         if options["output"]:
