@@ -6,8 +6,11 @@ server in the same process) can check start_up/shutdown and inputs.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
+import threading
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -20,7 +23,10 @@ from django_rtcstream import (
     Slider,
     Stream,
     StreamHandler,
+    VideoStreamHandler,
+    WebRTCError,
     get_current_context,
+    wait_for_item,
     warn,
 )
 
@@ -241,3 +247,108 @@ limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limi
 timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
 faulty = Stream(faulty_frame, modality="video", mode="send-receive")
 faulty_audio = Stream(FaultyEcho(), modality="audio", mode="send-receive")
+
+
+class BlockingEcho(StreamHandler):
+    """FastRTC's documented echo: ``emit`` blocks on ``queue.get()``, for ever once the
+    session has ended (no timeout, no way out)."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self.queue: queue.Queue = queue.Queue()
+
+    def copy(self):
+        return BlockingEcho()
+
+    def receive(self, frame):
+        self.queue.put(frame)
+
+    def emit(self):
+        return self.queue.get()
+
+
+class SlowStartEcho(AsyncStreamHandler):
+    """An async echo whose ``start_up`` keeps going for 30 s (an outside connection)."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=100)
+
+    def copy(self):
+        return SlowStartEcho()
+
+    async def start_up(self):
+        log("start_up")
+        try:
+            await asyncio.sleep(30)
+            log("start_up_done")
+        except asyncio.CancelledError:
+            log("start_up_cancelled")
+            raise
+
+    async def shutdown(self):
+        log("shutdown")
+
+    async def receive(self, frame):
+        if not self.queue.full():
+            self.queue.put_nowait(frame)
+
+    async def emit(self):
+        return await wait_for_item(self.queue, 0.05)
+
+
+class FailingStart(SlowStartEcho):
+    def copy(self):
+        return FailingStart()
+
+    async def start_up(self):
+        log("start_up")
+        raise Boom("start_up failed on purpose")
+
+
+class ChunkyReply(StreamHandler):
+    """Answers the first input with a 2 s reply made slower than real time: 0.2 s chunks,
+    each 0.1 s late, so the output runs dry between chunks."""
+
+    def __init__(self) -> None:
+        super().__init__(input_sample_rate=8000, output_sample_rate=8000)
+        self.heard = threading.Event()
+        self.chunks = 10
+
+    def copy(self):
+        return ChunkyReply()
+
+    def receive(self, frame):
+        self.heard.set()
+
+    def emit(self):
+        if not self.heard.wait(0.05) or not self.chunks:
+            return None
+        if self.chunks < 10:
+            time.sleep(0.3)
+        self.chunks -= 1
+        t = np.arange(1600) / 8000
+        return 8000, (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16)
+
+
+def refuse_frame(frame):
+    raise WebRTCError("No face in view: move closer to the camera")
+
+
+def steps(num_steps):
+    """FastRTC FAQ's shape: an integer slider drives range()."""
+    for i in range(num_steps):
+        yield np.full((240, 320, 3), 40 * (i + 1), np.uint8)
+    while True:
+        yield np.full((240, 320, 3), 250, np.uint8)
+
+
+blocking_echo = Stream(BlockingEcho(), modality="audio", mode="send-receive")
+slow_start = Stream(SlowStartEcho(), modality="audio", mode="send-receive")
+failing_start = Stream(FailingStart(), modality="audio", mode="send-receive")
+chunky_reply = Stream(ChunkyReply(), modality="audio", mode="send-receive")
+refuse = Stream(refuse_frame, modality="video", mode="send-receive")
+int_steps = Stream(steps, modality="video", mode="receive",
+                   additional_inputs=[Slider(minimum=1, maximum=5, step=1, value=2, label="Steps")])
+in_order = Stream(VideoStreamHandler(slow_flip, skip_frames=False), modality="video",
+                  mode="send-receive")

@@ -40,6 +40,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 STUCK_WARN_AFTER = 10.0  # seconds a call runs before it is logged as stuck
+ENDED_GRACE = 0.3  # seconds a call may go on after its session ended before it is stuck
 STUCK_WARN_EVERY = 60.0  # and again this often while it stays stuck
 IDLE_EXIT_AFTER = 60.0  # seconds an idle thread above the bound lives on
 MONITOR_PERIOD = 0.25
@@ -89,12 +90,18 @@ class CallRegistry:
         with self._lock:
             return list(self._calls.values())
 
+    def running(self, owner: Any) -> int:
+        """How many calls of ``owner`` are running now."""
+        return sum(1 for c in self.snapshot() if c.owner is owner)
+
     def stuck(self, owner: Any = None, now: float | None = None) -> list[Call]:
-        """Calls running for ``STUCK_WARN_AFTER`` or more, or past their session's end."""
+        """Calls running for ``STUCK_WARN_AFTER`` or more, or ``ENDED_GRACE`` past
+        their session's end."""
         now = time.monotonic() if now is None else now
         return [c for c in self.snapshot()
                 if (owner is None or c.owner is owner)
-                and (c.owner_ended is not None or c.running_for(now) >= STUCK_WARN_AFTER)]
+                and ((c.owner_ended is not None and now - c.owner_ended >= ENDED_GRACE)
+                     or c.running_for(now) >= STUCK_WARN_AFTER)]
 
     def warn_stuck(self, now: float) -> None:
         for call in self.stuck(now=now):

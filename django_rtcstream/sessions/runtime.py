@@ -14,6 +14,7 @@ loop. Media conversions run in the pool together with the handler call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -64,13 +65,14 @@ from django_rtcstream.media.tracks import (
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, records
 from django_rtcstream.sessions.feed import SerialFeed
-from django_rtcstream.sessions.pool import HandlerPool, OwnThread
+from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
 from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 
 AUDIO_BUFFER_AHEAD = 0.06  # seconds of output audio the emit pump keeps queued
 PENDING_MESSAGES = 64
+PENDING_FLUSH_WAIT = 2.0  # seconds a session that failed early waits to tell its client why
 FEED_BACKLOG = 50  # audio frames (1 s) queued for a sync receive() before input waits
 
 
@@ -114,6 +116,7 @@ class Session(SessionPort):
         self.jitter_buffer: jitter.AudioJitterBuffer | None = None
         self.video_jitter_buffer: jitter.MarkerVideoJitterBuffer | None = None
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
+        self._channel_opened = asyncio.Event()
         self._early_candidates: list[dict[str, Any] | None] = []
         self._remote_set = False
         self._remote_tracks: dict[str, MediaStreamTrack] = {}
@@ -413,6 +416,7 @@ class Session(SessionPort):
         self.data_channel = channel
         while self._pending and channel.readyState == "open":
             channel.send(self._pending.popleft())
+        self._channel_opened.set()
 
         @channel.on("message")
         def on_message(message: Any) -> None:
@@ -696,6 +700,14 @@ class Session(SessionPort):
             if extra is not None:
                 await self.handle_extra(extra)
 
+    async def _let_calls_finish(self) -> None:
+        """Give handler calls in flight a moment to return, so the record counts as
+        stuck only the calls that really are (a blocked ``emit()``)."""
+        calls = self.manager.executor.calls
+        deadline = self.loop.time() + ENDED_GRACE
+        while calls.running(self) > len(calls.stuck(self)) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     def counters(self) -> dict[str, int]:
         return {"frames_in": self.frames_in, "frames_out": self.frames_out,
                 "messages_out": self.messages_out,
@@ -705,7 +717,9 @@ class Session(SessionPort):
 
     def request_close(self, reason: str, state: str = SessionState.CLOSED) -> None:
         if self._close_task is None:
-            self._close_task = self.loop.create_task(self._close(reason, state))
+            # In the session's context: an async shutdown() may call get_current_context().
+            self._close_task = self.loop.create_task(self._close(reason, state),
+                                                     context=self.context.copy())
 
     async def close(self, reason: str = "closed_by_server", state: str = SessionState.CLOSED) -> None:
         """Close the session (idempotent) and wait until it is fully closed."""
@@ -733,6 +747,11 @@ class Session(SessionPort):
         finally:
             if self.handler is not None and self.started_up:
                 self.handler.reset()
+        if self._pending and self.pc is not None and self.data_channel is None:
+            # Failed before the data channel opened (e.g. in start_up): let the client
+            # read why, briefly, before the connection goes.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._channel_opened.wait(), PENDING_FLUSH_WAIT)
         self.closed.set()
         if self.handler is not None:
             self.handler.args_set.wake()
@@ -744,6 +763,7 @@ class Session(SessionPort):
         self.manager.forget(self)
         if not self.admitted:
             return  # refused at admission: no record, nobody subscribed
+        await self._let_calls_finish()
         try:
             await records.mark_closed(self.record_id, state, reason, self.counters())
         finally:
