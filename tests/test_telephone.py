@@ -181,3 +181,12 @@ async def test_rtcstream_call_command_records_the_answer(rtc_url, tmp_path):
     assert "first audio back after" in report and "marks ['reply-1'" in report
     with wave.open(str(out)) as f:
         assert f.getframerate() == 8000 and f.getnframes() > 0.9 * len(sentence())
+
+
+async def test_a_reply_with_gaps_inside_gets_one_mark(rtc_url):
+    # chunky_reply answers with 2 s of audio made slower than real time: ten chunks with
+    # the output running dry between them. That is one reply, so one mark.
+    result = await caller.place_call(incoming(rtc_url, "chunky_reply"), caller.tone(300, 0.2),
+                                     listen=0.1, until_marks=1)
+    assert len(result.received) >= 0.9 * 2 * 8000
+    assert result.marks == ["reply-1"]
