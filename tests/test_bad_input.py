@@ -1,0 +1,94 @@
+"""Malformed client input (issue 13): a precise 4xx or ``error``, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+import websockets
+
+from django_rtcstream.api.permissions import HoldsSessionToken, TOKEN_HEADER
+from django_rtcstream.client import StreamClient, SyntheticVideoTrack, http_json
+from django_rtcstream.sessions.runtime import manager
+from tests.media import collect
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+NON_STRING_TOKENS = [3.14, True, False, 0, 10**30, [], ["x"], {}, {"token": "x"}]
+ODD_TOKENS = [*NON_STRING_TOKENS, "\ud800"]  # and a lone surrogate, which UTF-8 cannot encode
+
+
+def post_raw(url: str, body: bytes, content_type: str = "application/json",
+             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """POST bytes as they are; (status, JSON body) whatever the status."""
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def no_server_errors(caplog):
+    """Fail the test if anything logged an error or a traceback while it ran."""
+    caplog.set_level(logging.INFO)
+    yield
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad]
+
+
+def assert_refused(status: int, body: dict, expected: tuple[int, str]) -> None:
+    assert (status, body["status"], body["meta"]["error"]) == (expected[0], "failed", expected[1]), body
+    assert body["meta"]["message"]
+
+
+# -- 1. tokens that are not strings ----------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [3.14, True, 7, ["x"], {"a": 1}, None, b"x"])
+def test_a_non_string_token_is_no_token(token):
+    """Whatever carries it (a JSON body, Gradio's event data), a token that is not a
+    string authorises nothing and raises nothing."""
+    record = SimpleNamespace(token_hash="0" * 64, user_id=None)
+    for request in [SimpleNamespace(META={}, GET={}, rtc_token=token),
+                    SimpleNamespace(META={TOKEN_HEADER: token}, GET={}),
+                    SimpleNamespace(META={}, GET={"token": token})]:
+        assert HoldsSessionToken().has_object_permission(request, None, record) is False
+
+
+@pytest.mark.media
+async def test_non_string_tokens_are_refused_on_every_endpoint(rtc_url, asgi_server, no_server_errors):
+    async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as client:
+        await collect(client.video_frames, 2)
+        denied = (403, "permission_denied")
+        for token in ODD_TOKENS:
+            status, body = await http_json(client.url("input"),
+                                           {"webrtc_id": client.webrtc_id, "token": token, "level": 0.5})
+            assert_refused(status, body, denied)
+            status, body = await http_json(client.url("webrtc/offer"),
+                                           {"type": "close", "webrtc_id": client.webrtc_id, "token": token})
+            assert_refused(status, body, denied)
+        # A query string only carries text: odd spellings of a token are plain wrong tokens.
+        for query in ["token=3.14", "token=true", "token[]=x", "token=x&token=y", "token="]:
+            status, body = await http_json(client.url(f"outputs?webrtc_id={client.webrtc_id}&{query}"))
+            assert_refused(status, body, denied)
+        # WebSocket signaling reads no token from its messages; one there changes nothing.
+        port = asgi_server.rsplit(":", 1)[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server) as ws:
+            for token in NON_STRING_TOKENS:
+                await ws.send(json.dumps({"type": "offer", "sdp": "nonsense", "token": token}))
+                reply = json.loads(await ws.recv())
+                assert (reply["type"], reply["meta"]["error"]) == ("failed", "invalid_offer")
+                await ws.send(json.dumps({"type": "ping", "data": 1, "token": token}))
+                assert json.loads(await ws.recv()) == {"type": "pong", "data": 1}
+        # The session never noticed, and its own token still works.
+        assert (await client.set_input(level=0.25))["inputs"] == {"level": 0.25}
+        assert list(manager().sessions) == [client.webrtc_id]
