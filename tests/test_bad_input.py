@@ -33,7 +33,11 @@ def post_raw(url: str, body: bytes, content_type: str = "application/json",
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:  # Django's HTML error page
+            return exc.code, {"status": None, "meta": {"error": raw[:200].decode(errors="replace")}}
 
 
 @pytest.fixture
@@ -91,4 +95,65 @@ async def test_non_string_tokens_are_refused_on_every_endpoint(rtc_url, asgi_ser
                 assert json.loads(await ws.recv()) == {"type": "pong", "data": 1}
         # The session never noticed, and its own token still works.
         assert (await client.set_input(level=0.25))["inputs"] == {"level": 0.25}
+        assert list(manager().sessions) == [client.webrtc_id]
+
+
+# -- 2. JSON nested too deeply for Python's parser -----------------------------------
+
+
+def nested(depth: int, inner: str = "") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+DEEP = nested(100_000)  # 200 kB: under MAX_SIGNALING_BYTES, far over the recursion limit
+
+
+@pytest.mark.parametrize("body", [DEEP, '{"type": "offer", "sdp": ' + nested(50_000, "1") + "}"])
+def test_deep_json_is_invalid_json(body):
+    from django_rtcstream.exceptions import SignalingError
+    from django_rtcstream.signaling.messages import parse_json
+
+    with pytest.raises(SignalingError) as refused:
+        parse_json(body, 1 << 20)
+    assert (refused.value.code, refused.value.status) == ("invalid_json", 400)
+
+
+@pytest.mark.media
+async def test_deep_json_is_refused_over_http_and_websockets(rtc_url, asgi_server, no_server_errors):
+    invalid = (400, "invalid_json")
+    async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as client:
+        await collect(client.video_frames, 2)
+        for body in [DEEP.encode(), f'{{"webrtc_id": "{client.webrtc_id}", "level": {DEEP}}}'.encode()]:
+            assert_refused(*await asyncio.to_thread(post_raw, client.url("webrtc/offer"), body), invalid)
+            assert_refused(*await asyncio.to_thread(post_raw, client.url("input"), body), invalid)
+        port = asgi_server.rsplit(":", 1)[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server,
+                                      max_size=None) as ws:
+            await ws.send(DEEP)
+            reply = json.loads(await ws.recv())
+            assert (reply["type"], reply["meta"]["error"]) == ("failed", "invalid_json")
+            # Near the parser's limit, whatever parses also goes back out in the pong.
+            for depth in range(850, 1001, 5):
+                await ws.send('{"type": "ping", "data": ' + nested(depth) + "}")
+                reply = json.loads(await ws.recv())
+                assert reply["type"] in ("pong", "failed"), reply
+            await ws.send('{"type": "ping", "data": 1}')
+            assert json.loads(await ws.recv()) == {"type": "pong", "data": 1}
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/echo/websocket/offer",
+                                      origin=asgi_server, max_size=None) as ws:
+            await ws.send(DEEP)
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and "JSON" in reply["data"], reply
+            await ws.send('{"event": "ping"}')
+            assert json.loads(await ws.recv()) == {"event": "pong"}
+        # The data channel: the deep message is dropped, the next ping answered.
+        client.channel.send('{"type": "ping", "data": ' + nested(20_000) + "}")
+        client.channel.send('{"type": "ping", "data": 2}')
+
+        async def pong():
+            while True:
+                message = await client.messages.get()
+                if message.get("type") == "pong":
+                    return message
+        assert (await asyncio.wait_for(pong(), 5))["data"] == 2
         assert list(manager().sessions) == [client.webrtc_id]

@@ -54,6 +54,9 @@ class InputHookView(APIView):
                 data = dict(request.data)
             except (ParseError, UnsupportedMediaType, TypeError, ValueError) as exc:
                 raise SignalingError("invalid_json", f"The body is not a JSON object: {exc}") from None
+            except RecursionError:  # DRF's JSONParser lets json.loads' RecursionError through
+                raise SignalingError("invalid_json", "The body is not a JSON object: "
+                                     "it is nested too deeply.") from None
             webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
             request._request.rtc_token = data.pop("token", None)
             record = (StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)

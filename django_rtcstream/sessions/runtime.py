@@ -31,6 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
+from django_rtcstream import safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.handlers import (
@@ -390,7 +391,7 @@ class Session(SessionPort):
         def on_message(message: Any) -> None:
             if isinstance(message, str) and message.strip().startswith("{"):
                 try:
-                    data = json.loads(message)
+                    data = safejson.loads(message)
                 except ValueError:
                     return
                 if isinstance(data, dict) and data.get("type") == "ping":

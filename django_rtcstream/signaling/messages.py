@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
+from django_rtcstream import safejson
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.sessions.bus import check_webrtc_id
 
@@ -19,7 +19,7 @@ def parse_json(raw: bytes | str, limit: int) -> dict[str, Any]:
     if len(raw) > limit:
         raise too_large(limit)
     try:
-        data = json.loads(raw)
+        data = safejson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SignalingError("invalid_json", f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
