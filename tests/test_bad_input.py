@@ -8,6 +8,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -157,3 +158,54 @@ async def test_deep_json_is_refused_over_http_and_websockets(rtc_url, asgi_serve
                     return message
         assert (await asyncio.wait_for(pong(), 5))["data"] == 2
         assert list(manager().sessions) == [client.webrtc_id]
+
+
+# -- 3. bodies over DATA_UPLOAD_MAX_MEMORY_SIZE ----------------------------------------
+
+SMALL_UPLOADS = {"DATA_UPLOAD_MAX_MEMORY_SIZE": 10_000, "DATA_UPLOAD_MAX_NUMBER_FIELDS": 50}
+BIG_FORM = urllib.parse.urlencode({"CallSid": "CA1", "Pad": "x" * 20_000}).encode()
+MANY_FIELDS = urllib.parse.urlencode({f"f{i}": "1" for i in range(60)}).encode()
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_bodies_django_will_not_read_get_413_or_400(rtc_url, direct, no_server_errors):
+    from django.test import override_settings
+
+    from tests.settings import RTCSTREAM
+
+    too_large, too_many = (413, "request_too_large"), (400, "too_many_fields")
+    with override_settings(**SMALL_UPLOADS, RTCSTREAM={**RTCSTREAM, "DIRECT_OFFERS": direct}):
+        cases = [
+            ("echo/telephone/incoming", BIG_FORM, FORM, too_large),
+            ("echo/telephone/incoming", MANY_FIELDS, FORM, too_many),
+            ("gain/input", json.dumps({"webrtc_id": "x", "pad": "x" * 20_000}).encode(),
+             "application/json", too_large),
+            ("gain/input", BIG_FORM, FORM, too_large),
+            ("gain/input", MANY_FIELDS, FORM, too_many),
+            ("gain/input", b"--b\r\nContent-Disposition: form-data; name=\"pad\"\r\n\r\n"
+             + b"x" * 20_000 + b"\r\n--b--\r\n", "multipart/form-data; boundary=b", too_large),
+            # Over DATA_UPLOAD_MAX_MEMORY_SIZE, under MAX_SIGNALING_BYTES.
+            ("flip/webrtc/offer", json.dumps({"type": "offer", "sdp": "x" * 20_000}).encode(),
+             "application/json", too_large),
+        ]
+        for path, body, content_type, expected in cases:
+            reply = await asyncio.to_thread(post_raw, f"{rtc_url}{path}", body, content_type)
+            assert_refused(*reply, expected)
+
+
+async def test_a_signed_in_users_oversized_form_gets_413(rtc_url, no_server_errors):
+    """DRF's CSRF check reads request.POST for session users, before any handler runs."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth.models import User
+    from django.test import Client, override_settings
+
+    await sync_to_async(User.objects.create_user)("staff", password="pw", is_staff=True)
+    client = Client()
+    await sync_to_async(client.login)(username="staff", password="pw")
+    # With a CSRF cookie and no X-CSRFToken header, the check looks for the form's token.
+    cookie = {"Cookie": f"sessionid={client.cookies['sessionid'].value}; csrftoken={'x' * 32}"}
+    with override_settings(**SMALL_UPLOADS):
+        for path in ["gain/input", f"sessions/{uuid.uuid4()}/close/"]:
+            reply = await asyncio.to_thread(post_raw, f"{rtc_url}{path}", BIG_FORM, FORM, cookie)
+            assert_refused(*reply, (413, "request_too_large"))

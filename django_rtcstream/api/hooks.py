@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from django_rtcstream.api import permissions
 from django_rtcstream.api.serializers import input_serializer_class
+from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
@@ -36,7 +37,7 @@ def _failed(exc: SignalingError) -> Response:
     return Response(exc.body(), status=exc.status)
 
 
-class InputHookView(APIView):
+class InputHookView(RefusesUnreadableBodies, APIView):
     """Set a session's inputs by name: ``{"webrtc_id": ..., "<input>": value, ...}``.
 
     Values are validated by a serializer derived from the stream's

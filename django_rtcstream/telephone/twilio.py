@@ -27,6 +27,7 @@ from django.views.decorators.http import require_POST
 from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import StreamNotFound
+from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused
 
 PHONE_RATE = 8000
 
@@ -74,7 +75,11 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
                                                           "message": str(exc)}}, status=404)
     url = public_url(request.build_absolute_uri())
     auth_token = rtc_settings.TWILIO_AUTH_TOKEN
-    params = {k: request.POST.get(k, "") for k in request.POST}
+    try:
+        params = {k: request.POST.get(k, "") for k in request.POST}
+    except UNREADABLE_BODY as exc:
+        refusal = body_refused(exc)
+        return JsonResponse(refusal.body(), status=refusal.status)
     if auth_token and not valid_signature(url, params, request.headers.get("X-Twilio-Signature"),
                                           auth_token):
         return JsonResponse({"status": "failed", "meta": {
