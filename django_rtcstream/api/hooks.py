@@ -43,7 +43,9 @@ class InputHookView(RefusesUnreadableBodies, APIView):
     Values are validated by a serializer derived from the stream's
     ``additional_inputs`` (or the stream's ``input_serializer``); unnamed
     inputs keep their current values. The handler sees the new values on its
-    next call, on whichever worker holds the session.
+    next call, on whichever worker holds the session. The answer's ``inputs``
+    are the values just after this update: concurrent updates apply one at a
+    time, on the session's own worker.
     """
 
     permission_classes: list[Any] = []  # checked per session below
@@ -74,14 +76,12 @@ class InputHookView(RefusesUnreadableBodies, APIView):
             if not serializer.is_valid():
                 raise InvalidInput({k: [str(m) for m in v] for k, v in serializer.errors.items()})
             validated = dict(serializer.validated_data)
-            if custom:
+            if custom:  # a custom serializer validates every input: they all change
                 values = [validated.get(name) for name in serializer.fields]
-            else:
-                current = record.inputs if isinstance(record.inputs, list) else []
-                if len(current) != len(the_stream.inputs):
-                    current = the_stream.inputs.defaults()
-                values = the_stream.inputs.clean_named(validated, current)
-            async_to_sync(bus.send_inputs)(stream, webrtc_id, values)
+                async_to_sync(bus.send_inputs)(stream, webrtc_id, values)
+            else:  # merged where the session runs, so the answer holds its current values
+                changes = the_stream.inputs.clean_changes(validated)
+                values = async_to_sync(bus.update_inputs)(stream, webrtc_id, changes)
         except InvalidInput as exc:
             return Response({"status": "failed",
                              "meta": {"error": "invalid_input", "message": str(exc)},

@@ -231,6 +231,17 @@ class Session(SessionPort):
         self._generator_stale = True
         self.spawn(records.save_inputs(self.record_id, self.inputs), "save-inputs")
 
+    def update_inputs(self, changes: dict[str, Any]) -> list[Any]:
+        """Set some inputs by name (cleaned values), keeping the others; the new values.
+
+        Read, merge and set happen on the session's loop with no ``await`` between
+        them, so concurrent updates apply one at a time, each on the result of the one
+        before, and each caller learns the values exactly as its update left them.
+        """
+        values = self.stream.inputs.merge(self.inputs, changes)
+        self.set_inputs(values)
+        return values
+
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         if not self._remote_set:
             self._early_candidates.append(candidate)
@@ -258,6 +269,10 @@ class Session(SessionPort):
                     await self.add_candidate(message.get("candidate"))
                 elif kind == "rtc.input":
                     self.set_inputs(message["values"])
+                elif kind == "rtc.input_update":
+                    values = self.update_inputs(message["changes"])
+                    await channel_layer.send(message["reply"], {"type": "rtc.inputs",
+                                                                "values": values})
                 elif kind == "rtc.close":
                     # A close meant for an earlier session that used this id is stale.
                     if message.get("sent_at", 0) >= self.started_wall - 1.0:
