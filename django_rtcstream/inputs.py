@@ -278,16 +278,38 @@ class InputSchema:
             raise InvalidInput(errors)
         return cleaned
 
-    def clean_named(self, values: dict[str, Any], current: list[Any]) -> list[Any]:
-        """Validate named values (an input hook's body), keeping ``current`` for missing ones."""
-        by_name = {s.name: i for i, s in enumerate(self.specs)}
+    def clean_changes(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Validate named values (an input hook's body) on their own; cleaned, by name.
+
+        They are merged with the session's current values later, where the session
+        runs (``merge``), so that concurrent changes to different inputs all apply.
+        """
+        by_name = {s.name: s for s in self.specs}
         unknown = [k for k in values if k not in by_name]
         if unknown:
             raise InvalidInput({k: ["Unknown input."] for k in unknown})
-        merged = list(current)
+        errors: dict[str, list[str]] = {}
+        cleaned: dict[str, Any] = {}
         for name, value in values.items():
-            merged[by_name[name]] = value
-        return self.clean_args(merged)
+            try:
+                cleaned[name] = by_name[name].clean(value)
+            except ValueError as exc:
+                errors[name] = [str(exc)]
+        if errors:
+            raise InvalidInput(errors)
+        return cleaned
+
+    def merge(self, current: list[Any], changes: dict[str, Any]) -> list[Any]:
+        """``current`` (the defaults, if it does not fit) with cleaned named ``changes`` set."""
+        merged = list(current) if len(current) == len(self.specs) else self.defaults()
+        index = {s.name: i for i, s in enumerate(self.specs)}
+        for name, value in changes.items():
+            merged[index[name]] = value
+        return merged
+
+    def clean_named(self, values: dict[str, Any], current: list[Any]) -> list[Any]:
+        """Validate named values, keeping ``current`` for missing ones."""
+        return self.merge(current, self.clean_changes(values))
 
     def describe(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.specs]

@@ -46,6 +46,11 @@ def scale(frame, level):
     return (frame.astype(np.float32) * level).astype(np.uint8)
 
 
+def mix(frame, a, b):
+    """Two inputs, for tests that set them independently (registered by those tests)."""
+    return frame
+
+
 def count_frames(frame, every=5):
     webrtc_id = get_current_context().webrtc_id
     SEEN[webrtc_id] += 1
@@ -246,6 +251,9 @@ av_receive = Stream(AVEcho(), modality="audio-video", mode="receive")
 limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1)
 timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
 faulty = Stream(faulty_frame, modality="video", mode="send-receive")
+mixer = Stream(mix, modality="video", mode="send-receive",
+               additional_inputs=[Slider(minimum=0, maximum=1, value=0.5, label="A"),
+                                  Slider(minimum=0, maximum=1, value=0.5, label="B")])
 faulty_audio = Stream(FaultyEcho(), modality="audio", mode="send-receive")
 
 

@@ -89,3 +89,78 @@ async def test_sse_output_hook_streams_outputs_until_the_session_ends(rtc_url):
     assert all(isinstance(e[0], int) for e in events) and events[1][0] > events[0][0]
     status, body = await http_json(f"{rtc_url}video-send/outputs?webrtc_id=nobody")
     assert status == 404 and body["meta"]["error"] == "unknown_connection"
+
+
+def serial_order(answers, defaults, final):
+    """An order in which applying the writes one at a time gives every answer, or None.
+
+    ``answers`` holds ``(name, value, reported inputs)`` per write, each value written
+    once. A write's answer must be the state before it with its own value set. The
+    values a later answer (or the final state) reports are "referenced": of the writes
+    that fit the current state, those nobody refers to go first, since applying one
+    only changes what no one else saw.
+    """
+    state, remaining, order = dict(defaults), list(answers), []
+    while remaining:
+        fits = [a for a in remaining if a[2] == {**state, a[0]: a[1]}]
+        if not fits:
+            return None
+        seen = [a[2] for a in remaining] + [final]
+
+        def referenced(a):
+            return sum(other is not a[2] and other[a[0]] == a[1] for other in seen)
+
+        write = min(fits, key=referenced)
+        remaining.remove(write)
+        order.append(write)
+        state = write[2]
+    return order if state == final else None
+
+
+def test_serial_order_detects_a_stale_answer():
+    d = {"a": 0, "b": 0}
+    good = [("a", 1, {"a": 1, "b": 0}), ("b", 2, {"a": 1, "b": 2}), ("a", 3, {"a": 3, "b": 2})]
+    assert serial_order(good, d, {"a": 3, "b": 2}) == good
+    assert serial_order(good[::-1], d, {"a": 3, "b": 2}) == good
+    assert serial_order(good, d, {"a": 1, "b": 2}) is None
+    stale = [("a", 1, {"a": 1, "b": 0}), ("b", 2, {"a": 0, "b": 2})]  # each missed the other
+    assert serial_order(stale, d, {"a": 1, "b": 2}) is None
+
+
+@pytest.mark.parametrize("route", ["local", "control channel"])
+async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, route, monkeypatch):
+    """Each answer reports the inputs as they stand just after its own update.
+
+    "control channel": updates take the path they take from another worker (the
+    control channel, and a reply channel back), as if the session were not here.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.test import override_settings
+
+    from django_rtcstream.client import _http_json
+    from django_rtcstream.sessions import bus
+    from django_rtcstream.sessions.runtime import manager
+    from tests.settings import RTCSTREAM
+
+    if route == "control channel":
+        monkeypatch.setattr(bus, "_local", lambda webrtc_id: None)
+
+    streams = {**RTCSTREAM["STREAMS"], "mixer": "tests.streams.mixer"}
+    with override_settings(RTCSTREAM={**RTCSTREAM, "STREAMS": streams}):
+        async with StreamClient(rtc_url, "mixer", video=SyntheticVideoTrack()) as client:
+            await collect(client.video_frames, 2)
+            writes = [("a" if i % 2 else "b", (i + 1) / 1000) for i in range(100)]
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(max_workers=25) as pool:
+                replies = await asyncio.gather(*[loop.run_in_executor(
+                    pool, _http_json, client.url("input"),
+                    {"webrtc_id": client.webrtc_id, "token": client.token, name: value})
+                    for name, value in writes])
+            assert all(status == 200 for status, _ in replies), replies
+            answers = [(name, value, reply["inputs"])
+                       for (name, value), (_, reply) in zip(writes, replies)]
+            assert all(reported[name] == value for name, value, reported in answers)
+            session = manager().sessions[client.webrtc_id]
+            final = dict(zip(["a", "b"], session.inputs))
+            assert serial_order(answers, {"a": 0.5, "b": 0.5}, final) is not None, answers

@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from django_rtcstream.api import permissions
 from django_rtcstream.api.serializers import input_serializer_class
+from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
@@ -36,13 +37,15 @@ def _failed(exc: SignalingError) -> Response:
     return Response(exc.body(), status=exc.status)
 
 
-class InputHookView(APIView):
+class InputHookView(RefusesUnreadableBodies, APIView):
     """Set a session's inputs by name: ``{"webrtc_id": ..., "<input>": value, ...}``.
 
     Values are validated by a serializer derived from the stream's
     ``additional_inputs`` (or the stream's ``input_serializer``); unnamed
     inputs keep their current values. The handler sees the new values on its
-    next call, on whichever worker holds the session.
+    next call, on whichever worker holds the session. The answer's ``inputs``
+    are the values just after this update: concurrent updates apply one at a
+    time, on the session's own worker.
     """
 
     permission_classes: list[Any] = []  # checked per session below
@@ -54,6 +57,9 @@ class InputHookView(APIView):
                 data = dict(request.data)
             except (ParseError, UnsupportedMediaType, TypeError, ValueError) as exc:
                 raise SignalingError("invalid_json", f"The body is not a JSON object: {exc}") from None
+            except RecursionError:  # DRF's JSONParser lets json.loads' RecursionError through
+                raise SignalingError("invalid_json", "The body is not a JSON object: "
+                                     "it is nested too deeply.") from None
             webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
             request._request.rtc_token = data.pop("token", None)
             if "args" in data and "args" not in {s.name for s in the_stream.inputs.specs}:
@@ -72,14 +78,12 @@ class InputHookView(APIView):
             if not serializer.is_valid():
                 raise InvalidInput({k: [str(m) for m in v] for k, v in serializer.errors.items()})
             validated = dict(serializer.validated_data)
-            if custom:
+            if custom:  # a custom serializer validates every input: they all change
                 values = [validated.get(name) for name in serializer.fields]
-            else:
-                current = record.inputs if isinstance(record.inputs, list) else []
-                if len(current) != len(the_stream.inputs):
-                    current = the_stream.inputs.defaults()
-                values = the_stream.inputs.clean_named(validated, current)
-            async_to_sync(bus.send_inputs)(stream, webrtc_id, values)
+                async_to_sync(bus.send_inputs)(stream, webrtc_id, values)
+            else:  # merged where the session runs, so the answer holds its current values
+                changes = the_stream.inputs.clean_changes(validated)
+                values = async_to_sync(bus.update_inputs)(stream, webrtc_id, changes)
         except InvalidInput as exc:
             return Response({"status": "failed",
                              "meta": {"error": "invalid_input", "message": str(exc)},

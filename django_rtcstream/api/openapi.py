@@ -142,7 +142,7 @@ def build(prefix: str) -> dict[str, Any]:
             "parameters": [token],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{component}"}}}},
-            "responses": {"200": _json({"type": "object"}), **_failures(400, 403, 404)}}}
+            "responses": {"200": _json({"type": "object"}), **_failures(400, 403, 404, 413)}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "django-rtcstream", "version": __version__},

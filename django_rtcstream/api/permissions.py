@@ -39,17 +39,24 @@ def new_token() -> tuple[str, str]:
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """SHA-256 of a token. ``surrogatepass``: JSON may carry a lone surrogate
+    (``"\\ud800"``), which plain UTF-8 cannot encode; it hashes to a wrong token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def request_token(request: Any) -> str | None:
-    """The session token a request carries: ``X-Session-Token`` header or ``?token=``
-    (EventSource cannot set headers)."""
-    meta = getattr(request, "META", {})
-    token = meta.get(TOKEN_HEADER)
-    if not token and hasattr(request, "GET"):
-        token = request.GET.get("token")
-    return token or getattr(request, "rtc_token", None)
+    """The session token a request carries: ``X-Session-Token`` header, ``?token=``
+    (EventSource cannot set headers), or the ``token`` of a JSON body (``rtc_token``).
+
+    A token is a string. Anything else a client sends in its place (``3.14``,
+    ``true``, a list) is no token at all: the request is then refused like one
+    without a token (403), not hashed into a 500.
+    """
+    candidates = [getattr(request, "META", {}).get(TOKEN_HEADER)]
+    if hasattr(request, "GET"):
+        candidates.append(request.GET.get("token"))
+    candidates.append(getattr(request, "rtc_token", None))
+    return next((t for t in candidates if isinstance(t, str) and t), None)
 
 
 @dataclass
@@ -68,7 +75,8 @@ class HoldsSessionToken(BasePermission):
 
     def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
         token = request_token(request)
-        return bool(token and obj.token_hash and hmac.compare_digest(hash_token(token), obj.token_hash))
+        return bool(token is not None and obj.token_hash
+                and hmac.compare_digest(hash_token(token), obj.token_hash))
 
 
 class IsSessionUser(BasePermission):

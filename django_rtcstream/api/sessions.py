@@ -18,13 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_rtcstream.api.serializers import SessionSerializer
+from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
 from django_rtcstream.sessions import bus
 
 
-class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SessionViewSet(RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                     viewsets.GenericViewSet):
     serializer_class = SessionSerializer
 
     def get_permissions(self) -> list[Any]:

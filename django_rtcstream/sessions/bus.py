@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 WEBRTC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LIVE_RECHECK_SECONDS = 5.0
+INPUT_REPLY_SECONDS = 5.0  # how long an input update waits for the owning worker's answer
 
 
 def control_channel(webrtc_id: str) -> str:
@@ -100,6 +101,35 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
         return
     await _require_live(stream, webrtc_id)
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
+
+
+async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) -> list[Any]:
+    """Set some of a session's inputs by name, wherever it runs; the values after it.
+
+    The owner merges ``changes`` (cleaned values) with the session's current values
+    (``Session.update_inputs``): merging here, with values read from the record, let
+    two concurrent updates of different inputs each undo the other. From another
+    worker, the update travels over the session's control channel and the merged
+    values come back on a reply channel.
+    """
+    session = _local(webrtc_id)
+    if session is not None and session.stream.name == stream:
+        return session.update_inputs(changes)
+    await _require_live(stream, webrtc_id)
+    channel_layer = layer()
+    reply = await channel_layer.new_channel("rtcstream.reply.")
+    await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes,
+                                   "reply": reply})
+    try:
+        message = await asyncio.wait_for(channel_layer.receive(reply), INPUT_REPLY_SECONDS)
+    except asyncio.TimeoutError:
+        raise SignalingError(
+            "session_unreachable",
+            f"The worker of session {webrtc_id!r} did not confirm the inputs within "
+            f"{INPUT_REPLY_SECONDS:g} s; they apply when it reads them.",
+            status=503,
+        ) from None
+    return message["values"]
 
 
 async def send_close(stream: str, webrtc_id: str, reason: str) -> None:

@@ -31,6 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
+from django_rtcstream import safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.handlers import (
@@ -256,6 +257,17 @@ class Session(SessionPort):
         self._generator_stale = True
         self.spawn(records.save_inputs(self.record_id, self.inputs), "save-inputs")
 
+    def update_inputs(self, changes: dict[str, Any]) -> list[Any]:
+        """Set some inputs by name (cleaned values), keeping the others; the new values.
+
+        Read, merge and set happen on the session's loop with no ``await`` between
+        them, so concurrent updates apply one at a time, each on the result of the one
+        before, and each caller learns the values exactly as its update left them.
+        """
+        values = self.stream.inputs.merge(self.inputs, changes)
+        self.set_inputs(values)
+        return values
+
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         if not self._remote_set:
             self._early_candidates.append(candidate)
@@ -283,6 +295,10 @@ class Session(SessionPort):
                     await self.add_candidate(message.get("candidate"))
                 elif kind == "rtc.input":
                     self.set_inputs(message["values"])
+                elif kind == "rtc.input_update":
+                    values = self.update_inputs(message["changes"])
+                    await channel_layer.send(message["reply"], {"type": "rtc.inputs",
+                                                                "values": values})
                 elif kind == "rtc.close":
                     # A close meant for an earlier session that used this id is stale.
                     if message.get("sent_at", 0) >= self.started_wall - 1.0:
@@ -422,7 +438,7 @@ class Session(SessionPort):
         def on_message(message: Any) -> None:
             if isinstance(message, str) and message.strip().startswith("{"):
                 try:
-                    data = json.loads(message)
+                    data = safejson.loads(message)
                 except ValueError:
                     return
                 if isinstance(data, dict) and data.get("type") == "ping":

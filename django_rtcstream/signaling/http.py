@@ -20,7 +20,8 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.api import permissions
 from django_rtcstream.exceptions import SignalingError, StreamNotFound, UnknownSession
 from django_rtcstream.sessions import records
-from django_rtcstream.signaling.messages import candidate_fields, offer_fields, parse_json
+from django_rtcstream.signaling.messages import (
+    UNREADABLE_BODY, body_refused, candidate_fields, offer_fields, parse_json)
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,11 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
 
     try:
         the_stream = get_stream_or_fail(stream)
-        data = parse_json(request.body, rtc_settings.MAX_SIGNALING_BYTES)
+        try:
+            body = request.body  # through Django (DIRECT_OFFERS off), DATA_UPLOAD_* apply too
+        except UNREADABLE_BODY as exc:
+            raise body_refused(exc) from None
+        data = parse_json(body, rtc_settings.MAX_SIGNALING_BYTES)
         kind = data.get("type")
         if kind == "ice-candidate":
             candidate, webrtc_id = candidate_fields(data)

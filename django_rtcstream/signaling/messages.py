@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+
+from django_rtcstream import safejson
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.sessions.bus import check_webrtc_id
 
 
-def too_large(limit: int) -> SignalingError:
-    return SignalingError("request_too_large", f"Signaling messages are limited to {limit} bytes.",
+#: What Django raises when it will not read a request's body or form. Uncaught, these
+#: become Django's bare 400 page and an error with a traceback on ``django.security``.
+UNREADABLE_BODY = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def too_large(limit: int, what: str = "Signaling messages") -> SignalingError:
+    return SignalingError("request_too_large", f"{what} are limited to {limit} bytes.",
                           status=413)
+
+
+def body_refused(exc: Exception) -> SignalingError:
+    """The failure for one of ``UNREADABLE_BODY``: 413 for a body over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 400 for too many form fields or files."""
+    if isinstance(exc, RequestDataTooBig):
+        return too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                         "Request bodies (DATA_UPLOAD_MAX_MEMORY_SIZE)")
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return SignalingError("too_many_files",
+                              f"The form has more files than DATA_UPLOAD_MAX_NUMBER_FILES ({limit}).")
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return SignalingError("too_many_fields",
+                          f"The form has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS ({limit}).")
 
 
 def parse_json(raw: bytes | str, limit: int) -> dict[str, Any]:
     if len(raw) > limit:
         raise too_large(limit)
     try:
-        data = json.loads(raw)
+        data = safejson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SignalingError("invalid_json", f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -37,7 +37,7 @@ import numpy as np
 from av import AudioFrame
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_rtcstream import registry
+from django_rtcstream import registry, safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media import mulaw
@@ -180,7 +180,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             await self.on_binary(bytes_data)
             return
         try:
-            data = json.loads(text_data or "")
+            data = safejson.loads(text_data or "")
         except ValueError:
             await self.error("Messages must be JSON text (or binary PCM16 after a pcm16 start).")
             return
