@@ -16,6 +16,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Stream": "django_rtcstream.stream",
+    "UIArgs": "django_rtcstream.stream",
+    "AudioEmitType": "django_rtcstream.handlers",
+    "VideoEmitType": "django_rtcstream.handlers",
     "StreamHandler": "django_rtcstream.handlers",
     "AsyncStreamHandler": "django_rtcstream.handlers",
     "AudioVideoStreamHandler": "django_rtcstream.handlers",

@@ -26,9 +26,16 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    AudioChunk = Union[tuple[int, np.ndarray], tuple[int, np.ndarray, str]]
+AudioChunk = Union[tuple[int, "np.ndarray"], tuple[int, "np.ndarray", str]]
+# FastRTC's names for what an audio emit()/generator and a video handler may return.
+AudioEmitType = Union[AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"],
+                      "CloseStream", None]
+VideoEmitType = Union["np.ndarray", tuple["np.ndarray", "AdditionalOutputs"],
+                      tuple["np.ndarray", "CloseStream"], "AdditionalOutputs", "CloseStream"]
 
 __all__ = [
+    "AudioEmitType",
+    "VideoEmitType",
     "log",
     "send_message",
     "warn",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from django_rtcstream.handlers import (
     AdditionalOutputs,
@@ -22,6 +22,24 @@ from django_rtcstream.handlers import (
     VideoStreamHandler,
 )
 from django_rtcstream.inputs import InputSchema
+
+class UIArgs(TypedDict, total=False):
+    """FastRTC's options of the Gradio UI (``Stream(ui_args=...)``).
+
+    ``title``, ``subtitle`` and ``hide_title`` shape this app's UI; the others
+    style FastRTC's own Gradio component and are accepted and ignored here.
+    """
+
+    title: str
+    subtitle: str
+    icon: str
+    icon_button_color: str
+    pulse_color: str
+    icon_radius: int
+    send_input_on: Literal["submit", "change"]
+    hide_title: bool
+    full_screen: bool
+
 
 Modality = Literal["video", "audio", "audio-video"]
 Mode = Literal["send-receive", "send", "receive"]
@@ -137,7 +155,7 @@ class Stream:
         allow_extra_tracks: bool = False,
         video_format: Literal["bgr24", "rgb24"] = "bgr24",
         output_serializer: Callable[[AdditionalOutputs], Any] | None = None,
-        ui_args: dict[str, Any] | None = None,
+        ui_args: UIArgs | dict[str, Any] | None = None,
         audio_prefetch: int | None = None,
         audio_adaptive: bool | None = None,
         video_marker_release: bool | None = None,
