@@ -135,7 +135,7 @@ async def test_metadata_lists_streams_with_inputs_limits_and_urls(rtc_url):
         (m, d) for m in ("video", "audio", "audio-video") for d in ("send-receive", "send", "receive")}
     gain = by_name["gain"]
     assert gain["inputs"] == [{"name": "level", "kind": "slider", "label": "Level", "default": 1.0,
-                               "minimum": 0, "maximum": 1, "step": 1, "type": "number"}]
+                               "minimum": 0, "maximum": 1, "step": 0.01, "type": "number"}]
     assert by_name["limited"]["concurrency_limit"] == 1 and by_name["timed"]["time_limit"] == 1.5
     assert gain["urls"]["offer"] == f"{rtc_url}gain/webrtc/offer"
     assert gain["urls"]["websocket"].endswith("/ws/rtc/gain/")

@@ -142,7 +142,15 @@ def test_gradio_components_are_read_without_importing_gradio():
     assert stream.clean_inputs(0.7) == [0.7]
     with pytest.raises(InvalidInput):
         stream.clean_inputs(2)
-    assert "gradio" not in sys.modules
+    # In a fresh process: other tests of the suite import gradio themselves.
+    code = ("import sys\n"
+            "from django_rtcstream import Stream\n"
+            "class Slider:\n"
+            "    minimum, maximum, step, value, label, elem_id = 0, 1, 0.01, 0.3, None, None\n"
+            "Stream(lambda frame: frame, additional_inputs=[Slider()]).clean_inputs(0.7)\n"
+            "print('gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_import_is_light_and_never_pulls_gradio_or_aiortc():
