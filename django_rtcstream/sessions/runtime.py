@@ -48,6 +48,7 @@ from django_rtcstream.handlers import (
 )
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.media.arrivals import Arrivals
+from django_rtcstream.media.sdp import read_offer
 from django_rtcstream.media.convert import (
     AudioInput,
     AudioOutput,
@@ -136,6 +137,7 @@ class Session(SessionPort):
         self.token = ""
         self.token_hash = ""
         self.admitted = False  # the record exists (admission passed)
+        self.admission: asyncio.Future[Any] | None = None  # an offer's, while it runs
         self.started_up = False  # start_up() was called: shutdown() is owed
         self.frames_in = 0
         self.frames_out = 0
@@ -374,8 +376,14 @@ class Session(SessionPort):
             self._latest_video = (EveryFrame(self._remote_tracks["video"], self.stream.fps)
                                   if in_order else LatestFrame(self._remote_tracks["video"]))
         self._build_outputs(kinds)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc took an offer it cannot answer (e.g. no direction)
+            logger.info("Offer for %s accepted by aiortc but not answerable: %r",
+                        self.webrtc_id, exc)
+            raise SignalingError("invalid_offer", "The offer was refused: it cannot be "
+                                 f"answered ({type(exc).__name__}: {exc}).") from exc
         return pc.localDescription.sdp
 
     def activate(self) -> None:
@@ -387,15 +395,7 @@ class Session(SessionPort):
         self.spawn(self._run(), "run")
 
     def _check_offer(self, sdp: str) -> set[str]:
-        if not isinstance(sdp, str) or not sdp.strip():
-            raise SignalingError("invalid_offer", "The offer has no SDP.")
-        # The media kinds, from the m= lines: aiortc parses the whole SDP (~1.5 ms) in
-        # setRemoteDescription, and refuses a malformed one there.
-        media = [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
-        kinds = {kind for kind in media if kind in ("audio", "video")}
-        has_data = "application" in media
-        if not kinds and not has_data:
-            raise SignalingError("invalid_offer", "The offer has no media and no data channel.")
+        kinds = set(read_offer(sdp).kinds)
         extra = kinds - set(self.stream.kinds)
         if extra and not self.stream.allow_extra_tracks:
             raise SignalingError(
@@ -777,6 +777,14 @@ class Session(SessionPort):
         if self.pc is not None:
             await self.pc.close()
         self.manager.forget(self)
+        if not self.admitted and self.admission is not None:
+            # Closed while its admission was still running (ICE failed mid-offer):
+            # if the record was written, it must be closed too.
+            try:
+                await self.admission
+                self.admitted = True
+            except Exception:
+                pass
         if not self.admitted:
             return  # refused at admission: no record, nobody subscribed
         await self._let_calls_finish()
@@ -974,6 +982,7 @@ class SessionManager:
         session = self._new_session(stream, webrtc_id)
         # Recorded as connecting from the start: the answer is on its way (one write less).
         admission = self._admit(session, channel="webrtc", state=SessionState.CONNECTING, **kwargs)
+        session.admission = admission
         try:
             answer = await session.start_webrtc(offer_sdp)
         except BaseException as exc:
@@ -990,6 +999,11 @@ class SessionManager:
         except BaseException:
             await session.close("refused", SessionState.FAILED)
             raise
+        if session.ended:  # the peer connection failed or closed before the answer left
+            await session.close()
+            raise SignalingError("connection_closed",
+                                 "The connection ended while the offer was being answered.",
+                                 status=409)
         session.activate()
         return session, answer
 
