@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack
@@ -16,7 +17,7 @@ from tests.fastrtc_compat.helpers import (
     wait_until,
 )
 from tests.fastrtc_compat.programs import echo_blocking, generator_steps
-from tests.media import collect, dominant_frequency, drain
+from tests.media import audio_samples, collect, dominant_frequency, drain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
@@ -187,3 +188,38 @@ async def test_send_mode_async_handler_reports_what_it_heard(rtc_url):
         outputs = await outputs_of("transcribe", client.webrtc_id, 2)
         assert client.received["audio"] == 0  # send mode: nothing comes back
     assert [o.args[0] for o in outputs] == ["660 Hz", "660 Hz"]
+
+
+def harmonic_ratio(frames, frequency):
+    """Energy at 3x the fundamental relative to the fundamental (a square wave: ~1/3)."""
+    rate, x = audio_samples(frames)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+
+    def peak(f):
+        return spectrum[(freqs > f - 20) & (freqs < f + 20)].max()
+
+    return peak(3 * frequency) / peak(frequency)
+
+
+async def test_number_and_dropdown_inputs_restart_a_float32_generator(rtc_url):
+    async with StreamClient(rtc_url, "tone_generator") as client:
+        await collect(client.audio_frames, 10)
+        frames = await collect(client.audio_frames, 50)
+        frequency, level = dominant_frequency(frames)
+        assert abs(frequency - 440) < 15 and level > 0.05, (frequency, level)
+        assert harmonic_ratio(frames, 440) < 0.05  # a sine
+        with pytest.raises(SignalingFailed) as bad:
+            await client.set_input(wave="triangle")
+        assert bad.value.status == 400 and "wave" in bad.value.body["errors"]
+        await client.set_input(frequency=300, wave="square")
+
+        async def until_300():
+            while True:
+                frames = await collect(client.audio_frames, 10)
+                if abs(dominant_frequency(frames)[0] - 300) < 30:
+                    return
+        await asyncio.wait_for(until_300(), 10)
+        frames = await collect(client.audio_frames, 50)
+    assert abs(dominant_frequency(frames)[0] - 300) < 15
+    assert harmonic_ratio(frames, 300) > 0.2  # a square wave's third harmonic
