@@ -91,7 +91,13 @@ class AudioOutput:
 
     @property
     def buffered_seconds(self) -> float:
-        return self._samples / self.sample_rate
+        """Seconds of audio that will be played: whole 20 ms frames only.
+
+        A tail shorter than a frame is played only once more audio completes
+        it, so it does not count: waiting for the buffer to drain (a finished
+        generator's last audio) must not wait for it for ever.
+        """
+        return (self._samples - self._samples % self.frame_size) / self.sample_rate
 
     def push(self, sample_rate: int, array: np.ndarray, layout: str | None = None) -> None:
         samples = _to_int16_mono(array, layout)
