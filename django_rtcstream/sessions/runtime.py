@@ -736,6 +736,13 @@ class Session(SessionPort):
             # In the session's context: an async shutdown() may call get_current_context().
             self._close_task = self.loop.create_task(self._close(reason, state),
                                                      context=self.context.copy())
+            self._close_task.add_done_callback(self._close_done)
+
+    def _close_done(self, task: asyncio.Task[None]) -> None:
+        """Nobody may await a close: its failure (a records write) is logged here."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Closing session %s/%s failed", self.stream.name, self.webrtc_id,
+                         exc_info=task.exception())
 
     async def close(self, reason: str = "closed_by_server", state: str = SessionState.CLOSED) -> None:
         """Close the session (idempotent) and wait until it is fully closed."""

@@ -116,7 +116,10 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             import asyncio
 
             self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+            from django_rtcstream import background
+
+            self._writer = background.start(self._write(), "signaling writer",
+                                            webrtc_id=getattr(self.session, "webrtc_id", None))
         if self._outbox.full():  # a client that does not read loses old messages, not memory
             self._outbox.get_nowait()
         self._outbox.put_nowait(message)

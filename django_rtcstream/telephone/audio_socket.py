@@ -37,7 +37,7 @@ import numpy as np
 from av import AudioFrame
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from django_rtcstream import registry, safejson
+from django_rtcstream import background, registry, safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media import mulaw
@@ -96,15 +96,25 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     def on_session_message(self, message: dict[str, Any]) -> None:
         if message["type"] == "closed":
-            asyncio.get_running_loop().create_task(self._closed())
+            background.start(self._closed(), "socket close", webrtc_id=self._session_id())
         else:
-            asyncio.get_running_loop().create_task(self._send_quietly(message))
+            background.start(self._send_quietly(message), "socket message",
+                             webrtc_id=self._session_id())
 
     async def _send_quietly(self, message: dict[str, Any]) -> None:
         try:
             await self.send_json(message)
         except Exception:  # the socket is gone; the session is closing
             pass
+
+    def _session_id(self) -> str | None:
+        return self.session.webrtc_id if self.session is not None else None
+
+    def _player_failed(self, exc: BaseException) -> None:
+        """The output could not be sent (a socket that broke mid-send): end the session."""
+        logger.info("Audio socket of %s stopped sending: %r", self._session_id(), exc)
+        if self.session is not None:
+            self.session.request_close("client_disconnected")
 
     async def _closed(self) -> None:
         try:
@@ -113,7 +123,8 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             pass
 
     def on_clear(self) -> None:
-        asyncio.get_running_loop().create_task(self._send_quietly(self.clear_message()))
+        background.start(self._send_quietly(self.clear_message()), "socket clear",
+                         webrtc_id=self._session_id())
 
     def clear_message(self) -> dict[str, Any]:
         return {"event": "clear"}
@@ -127,7 +138,8 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     def _output_went_dry(self) -> None:
         if getattr(self, "_reply_end", None) is None:
-            self._reply_end = asyncio.get_running_loop().create_task(self._end_reply_later())
+            self._reply_end = background.start(self._end_reply_later(), "reply end",
+                                               webrtc_id=self._session_id())
 
     def _output_flows(self) -> None:
         pending, self._reply_end = getattr(self, "_reply_end", None), None
@@ -237,7 +249,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         session.clear_listeners.append(self.on_clear)
         await session.start_socket(phone=phone, websocket=self)
         if session.audio_out is not None:
-            self._player = asyncio.get_running_loop().create_task(self.play())
+            self._player = background.start(self.play(), "socket player",
+                                            webrtc_id=session.webrtc_id,
+                                            on_error=self._player_failed)
         await self.started()
 
     def _initial_inputs(self, custom: dict[str, Any] | None) -> list[Any] | None:
@@ -295,8 +309,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         if session is None or session.audio_input is None or not len(samples):
             return
         if len(samples) > MAX_SECONDS_PER_FRAME * self.input_rate:
-            asyncio.get_running_loop().create_task(self.error(
-                f"A media message may carry at most {MAX_SECONDS_PER_FRAME:g} s of audio."))
+            background.start(self._send_quietly({"type": "error", "data": (
+                f"A media message may carry at most {MAX_SECONDS_PER_FRAME:g} s of audio.")}),
+                "socket error", webrtc_id=session.webrtc_id)
             return
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.input_rate
