@@ -297,3 +297,30 @@ async def test_the_media_stack_warms_up_once_after_the_first_http_request():
     await second.get_response()
     await second.wait()
     assert http.warming is warming  # once per worker
+
+
+async def test_a_flood_of_candidates_for_unknown_sessions_is_bounded(rtc_url, monkeypatch):
+    """Each waits for an offer that never comes: only a few may, the rest are refused at once,
+    and a real session still connects and streams during the flood."""
+    from collections import Counter
+
+    from django_rtcstream.sessions import bus
+    from tests.media import collect
+
+    url = f"{rtc_url}flip/webrtc/offer"
+    # http_json runs in the default executor (a few threads): fewer may wait than usual.
+    monkeypatch.setattr(bus, "EARLY_PER_CLIENT", 2)
+
+    async def ghost(i):
+        return await http_json(url, {"type": "ice-candidate", "webrtc_id": f"ghost{i}",
+                                     "candidate": {"candidate": FIREFOX, "sdpMid": "0"}})
+
+    flood = asyncio.ensure_future(asyncio.gather(*(ghost(i) for i in range(60))))
+    async with StreamClient(rtc_url, "flip", video=SyntheticVideoTrack()) as client:
+        await collect(client.video_frames, 5)
+    results = await flood
+    statuses = Counter(status for status, _ in results)
+    assert set(statuses) == {404, 429} and statuses[429] > statuses[404], statuses
+    assert {body["meta"]["error"] for status, body in results if status == 429} == \
+        {"too_many_early_candidates"}
+    assert not bus._early_waiting and not bus._early_events  # nothing held afterwards

@@ -141,30 +141,86 @@ async def send_close(stream: str, webrtc_id: str, reason: str) -> None:
     await send_control(webrtc_id, {"type": "rtc.close", "reason": reason})
 
 
-async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] | None) -> None:
+# Candidates for sessions not yet known here wait for their offer; a flood of them
+# for sessions that never come must stay cheap: this many may wait at once, per client
+# address and in all, and each looks at the database only this often.
+EARLY_PER_CLIENT = 8
+EARLY_TOTAL = 256
+EARLY_POLL = 0.25
+_early_waiting: dict[str, int] = {}  # client address -> candidates waiting
+_early_events: dict[str, asyncio.Event] = {}  # webrtc_id -> set when its session registers
+
+
+def session_registered(webrtc_id: str) -> None:
+    """Called by this worker's session manager: wake the candidates waiting for it."""
+    event = _early_events.pop(webrtc_id, None)
+    if event is not None:
+        event.set()
+
+
+async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] | None,
+                         client: str | None = None) -> None:
     """Deliver a trickled ICE candidate, including one that arrives before its offer.
 
     The candidate is queued on the session's channel first, then we wait (up to
-    ``EARLY_CANDIDATE_WAIT``) for the offer to be registered: the owner drains
-    the channel once it starts, so no ordering of the two requests loses it.
+    ``EARLY_CANDIDATE_WAIT``) for the offer to be registered: the owner drains the
+    channel once it starts, so no ordering of the two requests loses it. The wait
+    wakes as soon as this worker registers the session; another worker's is seen
+    in the database, looked at every ``EARLY_POLL`` seconds (never, with a one-process
+    channel layer). At most ``EARLY_PER_CLIENT`` candidates of one client address and
+    ``EARLY_TOTAL`` in all wait at once; more are refused at once with 429.
     """
+    from channels.layers import InMemoryChannelLayer
+
     session = _local(webrtc_id)
     if session is not None and session.stream.name == stream:
         await session.add_candidate(candidate)
         return
-    await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
-    deadline = time.monotonic() + rtc_settings.EARLY_CANDIDATE_WAIT
-    while True:
-        record = await records.find(stream, webrtc_id)
-        if record is not None:
-            if record.is_live:
-                return
-            raise SignalingError(
-                "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
-            )
-        if time.monotonic() >= deadline:
-            raise UnknownSession(webrtc_id)
-        await asyncio.sleep(0.05)
+    record = await records.find(stream, webrtc_id)
+    if record is not None:
+        if not record.is_live:
+            raise SignalingError("connection_closed", f"Session {webrtc_id!r} has ended.",
+                                 status=409)
+        await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
+        return
+    address = client or "-"
+    if _early_waiting.get(address, 0) >= EARLY_PER_CLIENT or \
+            sum(_early_waiting.values()) >= EARLY_TOTAL:
+        raise SignalingError(
+            "too_many_early_candidates",
+            f"Too many candidates are waiting for sessions that have no offer yet; "
+            f"send {webrtc_id!r}'s offer first.", status=429)
+    _early_waiting[address] = _early_waiting.get(address, 0) + 1
+    try:
+        await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
+        one_process = isinstance(layer(), InMemoryChannelLayer)
+        event = _early_events.setdefault(webrtc_id, asyncio.Event())
+        deadline = time.monotonic() + rtc_settings.EARLY_CANDIDATE_WAIT
+        while True:
+            if _local(webrtc_id) is not None:
+                return  # registered here: it reads the channel once admitted
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UnknownSession(webrtc_id)
+            try:
+                await asyncio.wait_for(event.wait(), left if one_process else min(left, EARLY_POLL))
+                continue
+            except asyncio.TimeoutError:
+                if one_process:
+                    continue
+            record = await records.find(stream, webrtc_id)
+            if record is not None:
+                if record.is_live:
+                    return
+                raise SignalingError("connection_closed", f"Session {webrtc_id!r} has ended.",
+                                     status=409)
+    finally:
+        _early_waiting[address] -= 1
+        if not _early_waiting[address]:
+            del _early_waiting[address]
+        if webrtc_id in _early_events and not _early_events[webrtc_id].is_set() \
+                and _local(webrtc_id) is None:
+            _early_events.pop(webrtc_id, None)
 
 
 def _dumps(output: AdditionalOutputs) -> bytes:

@@ -961,6 +961,7 @@ class SessionManager:
         session = Session(self, stream, webrtc_id, uuid.uuid4())
         session.token, session.token_hash = new_token()
         self.sessions[webrtc_id] = session
+        bus.session_registered(webrtc_id)
         return session
 
     def _admit(self, session: Session, *, inputs: list[Any] | None = None,

@@ -73,7 +73,8 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
         kind = data.get("type")
         if kind == "ice-candidate":
             candidate, webrtc_id = candidate_fields(data)
-            await bus.send_candidate(stream, webrtc_id, candidate)
+            await bus.send_candidate(stream, webrtc_id, candidate,
+                                     client=request.META.get("REMOTE_ADDR"))
             return JsonResponse({"status": "success"})
         if kind == "close":
             webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
