@@ -40,7 +40,7 @@ from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions import bus, records
+from django_rtcstream.sessions import bus, records, shutdown
 from django_rtcstream.signaling.http import failure, get_stream_or_fail
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused, parse_json
 
@@ -203,7 +203,9 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
 
     Events are ``event: output`` with the stream's serialization of the
     outputs as JSON, keep-alive comments every ``SSE_KEEPALIVE`` seconds, and a
-    final ``event: end``. Several subscribers each get every event.
+    final ``event: end`` when the session ends or, with ``"reason":
+    "server_shutdown"``, when this worker begins shutting down. Several
+    subscribers each get every event.
 
     ``?ticket=`` (from ``outputs_ticket``) grants access in place of the
     permission check; without it the request is checked as any other
@@ -226,27 +228,37 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
         yield ": connected\n\n"
         n = 0
         pending = asyncio.ensure_future(outputs.__anext__())
-        try:
-            while True:
-                done, _ = await asyncio.wait({pending}, timeout=keepalive)
-                if not done:
-                    yield ": keep-alive\n\n"
-                    continue
-                try:
-                    output = pending.result()
-                except StopAsyncIteration:
-                    yield sse_event({"webrtc_id": webrtc_id}, event="end")
-                    return
-                n += 1
-                yield sse_event(the_stream.serialize_output(output), event="output", event_id=n)
-                pending = asyncio.ensure_future(outputs.__anext__())
-        finally:
-            # The pending __anext__ runs inside the generator: let it finish cancelling
-            # before closing the generator, or aclose() finds it still running.
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            await outputs.aclose()
+        # The server waits for open responses before it stops: end this one when the
+        # worker begins shutting down, whichever worker holds the session.
+        stopping = asyncio.ensure_future(shutdown.wait())
+        with shutdown.open_stream():
+            try:
+                while True:
+                    done, _ = await asyncio.wait({pending, stopping}, timeout=keepalive,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if pending not in done:
+                        yield sse_event({"webrtc_id": webrtc_id, "reason": "server_shutdown"},
+                                        event="end")
+                        return
+                    try:
+                        output = pending.result()
+                    except StopAsyncIteration:
+                        yield sse_event({"webrtc_id": webrtc_id}, event="end")
+                        return
+                    n += 1
+                    yield sse_event(the_stream.serialize_output(output), event="output", event_id=n)
+                    pending = asyncio.ensure_future(outputs.__anext__())
+            finally:
+                # The pending __anext__ runs inside the generator: let it finish cancelling
+                # before closing the generator, or aclose() finds it still running.
+                stopping.cancel()
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+                await outputs.aclose()
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
