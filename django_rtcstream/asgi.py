@@ -12,8 +12,16 @@ It returns a Channels ``ProtocolTypeRouter``: HTTP goes to Django (offers are
 answered before it, see ``signaling.direct``), WebSockets
 to the app's consumers (plus any ``websocket_urlpatterns`` of your own), behind
 Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``
-(for clients that send an ``Origin``: browsers). Lifespan shutdown (uvicorn) and reactor shutdown (daphne) close every session
-of the worker, so ``shutdown()`` runs for each.
+(for clients that send an ``Origin``: browsers).
+
+When the server starts stopping, every open SSE output stream ends (``event:
+end``) and every session of the worker closes as ``server_shutdown``, so
+``shutdown()`` runs for each. uvicorn says so only with ``lifespan.shutdown``,
+after it has waited for every open connection, and SSE streams and sessions'
+WebSockets stay open until their sessions close: the lifespan startup
+therefore chains this onto the server's own SIGTERM / SIGINT handlers (and
+lifespan shutdown finishes it). Daphne has no lifespan: its reactor's
+shutdown does it.
 
 The media stack (aiortc, PyAV: ~0.2 s of imports), the DRF views and the
 session records' database connection are made ready in the background once the worker has
@@ -24,7 +32,10 @@ does not pay for them (it did: ~140 ms on each fresh worker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
@@ -32,6 +43,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from django_rtcstream.routing import telephone_routes, websocket_routes
+from django_rtcstream.sessions import shutdown
 from django_rtcstream.signaling.direct import DirectOffers
 
 
@@ -109,17 +121,39 @@ def _log_warm_up_failure(future: asyncio.Future[None]) -> None:
 
 
 class _Lifespan:
-    """ASGI lifespan: on shutdown, close this worker's sessions."""
+    """ASGI lifespan: shut this worker down when the server is told to stop (see
+    ``_chain_server_signals``) and, at the latest, at lifespan shutdown."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                global _closing
+                _closing = None
+                shutdown.reset()
+                _chain_server_signals()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await close_worker_sessions()
+                await begin_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+_closing: asyncio.Future[None] | None = None
+
+
+def begin_shutdown() -> asyncio.Future[None]:
+    """Shut this worker down, once: open SSE streams end at once and every session
+    closes as ``server_shutdown``. Returns a future of both, to await."""
+    global _closing
+    shutdown.begin()
+    if _closing is None:
+        _closing = asyncio.ensure_future(_shut_down())
+    return _closing
+
+
+async def _shut_down() -> None:
+    await asyncio.gather(close_worker_sessions(), shutdown.streams_ended())
 
 
 async def close_worker_sessions(reason: str = "server_shutdown") -> None:
@@ -129,18 +163,49 @@ async def close_worker_sessions(reason: str = "server_shutdown") -> None:
         await runtime._manager.close_all(reason)
 
 
+def _chain_server_signals() -> None:
+    """Begin shutting down when the server gets SIGTERM or SIGINT, then let its own
+    handler run as before.
+
+    uvicorn sends ``lifespan.shutdown`` only after every connection has closed, and
+    it has no earlier hook; open SSE streams and sessions' WebSockets end only once
+    their sessions close, so waiting for lifespan shutdown kept the worker up until
+    it was killed. The server's handler is kept and called (a second Ctrl-C still
+    forces uvicorn out); uvicorn puts back the handlers it found when it stops.
+    Only where a server installed a handler, from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous) or getattr(previous, "rtcstream_chained", False):
+            continue  # the default ends the process anyway; or already chained
+
+        def handler(number: int, frame: Any, previous: Any = previous) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(begin_shutdown)
+            previous(number, frame)
+
+        handler.rtcstream_chained = True  # type: ignore[attr-defined]
+        signal.signal(signum, handler)
+
+
 def _daphne_shutdown_hook() -> None:
-    """Daphne has no lifespan: close sessions when its Twisted reactor stops."""
+    """Daphne has no lifespan: shut down when its Twisted reactor stops.
+
+    The trigger runs before daphne's own, which cancels every application; the SSE
+    streams have then been told to end and finish their responses.
+    """
     import sys
 
     if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
         return
-    import asyncio
 
     from twisted.internet import defer, reactor
 
     def before_shutdown() -> Any:
-        return defer.Deferred.fromFuture(asyncio.ensure_future(close_worker_sessions()))
+        return defer.Deferred.fromFuture(begin_shutdown())
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 

@@ -69,6 +69,9 @@ urlpatterns = [
          name="input"),
     path("<slug:stream>/outputs", lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
          name="outputs"),
+    path("<slug:stream>/outputs/ticket",
+         lazy_view("django_rtcstream.api.hooks.outputs_ticket", is_async=True, csrf_exempt=True),
+         name="outputs-ticket"),
     path("<slug:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
     # The built-in pages (templates/django_rtcstream/): an index of the streams, one page each.
     path("", pages.index, name="index"),

@@ -47,7 +47,9 @@ STATIC_URL = "/static/"
 # On disk, so that the in-process server's threads and the tests share it.
 DATABASES = {"default": {
     "ENGINE": "django.db.backends.sqlite3",
-    "NAME": os.path.join(tempfile.gettempdir(), "rtcstream-tests.sqlite3"),
+    # RTCSTREAM_TEST_SQLITE: a server subprocess's own database (tests/test_shutdown.py).
+    "NAME": os.environ.get("RTCSTREAM_TEST_SQLITE")
+    or os.path.join(tempfile.gettempdir(), "rtcstream-tests.sqlite3"),
     "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"rtcstream-test-{os.getpid()}.sqlite3")},
 }}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}  # tests only

@@ -1,13 +1,16 @@
 """Streams of the test project: one per modality x mode, plus limits and faults.
 
 Handlers note what happens to them in ``EVENTS`` so tests (which run the
-server in the same process) can check start_up/shutdown and inputs.
+server in the same process) can check start_up/shutdown and inputs; a server
+in another process also appends them to the file ``RTCSTREAM_TEST_EVENTS``
+names, one ``webrtc_id event`` line each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import queue
 import threading
 import time
@@ -35,7 +38,11 @@ SEEN: dict[str, int] = defaultdict(int)
 
 
 def log(event: str) -> None:
-    EVENTS.append((get_current_context().webrtc_id, event))
+    webrtc_id = get_current_context().webrtc_id
+    EVENTS.append((webrtc_id, event))
+    if os.environ.get("RTCSTREAM_TEST_EVENTS"):
+        with open(os.environ["RTCSTREAM_TEST_EVENTS"], "a") as out:
+            out.write(f"{webrtc_id} {event}\n")
 
 
 def flip_frame(frame):

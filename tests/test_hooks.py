@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -164,3 +165,126 @@ async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, ro
             session = manager().sessions[client.webrtc_id]
             final = dict(zip(["a", "b"], session.inputs))
             assert serial_order(answers, {"a": 0.5, "b": 0.5}, final) is not None, answers
+
+
+def _post(url, body, headers=None):
+    """POST ``body`` (JSON, or raw bytes) with extra headers; ``(status, JSON answer)``."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _sse(url, outputs=2):
+    """``(status, [(event, data), ...])``: the first ``outputs`` outputs, or up to ``end``."""
+    events, event = [], None
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    events.append((event, json.loads(line[6:])))
+                    if event == "end" or sum(e == "output" for e, _ in events) >= outputs:
+                        break
+            return response.status, events
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_sse_ticket_opens_the_output_stream_once_without_the_token_in_the_url(rtc_url):
+    async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as client:
+        ticket_url = f"{rtc_url}video-send/outputs/ticket"
+        status, reply = await asyncio.to_thread(
+            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token})
+        assert status == 200 and reply["expires_in"] == 30, reply
+        ticket = reply["ticket"]
+        assert isinstance(ticket, str) and len(ticket) >= 40 and client.token not in ticket
+        url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={ticket}"
+        status, events = await asyncio.to_thread(_sse, url)
+        assert status == 200 and [e for e, _ in events] == ["output", "output"], events
+        assert events[1][1][0] > events[0][1][0]
+        status, body = await asyncio.to_thread(_sse, url)  # single use
+        assert (status, body["meta"]["error"]) == (403, "permission_denied")
+        # The token may come as a header instead; two requests racing with one ticket:
+        # exactly one of them gets the stream.
+        status, reply = await asyncio.to_thread(
+            _post, ticket_url, {"webrtc_id": client.webrtc_id}, {"X-Session-Token": client.token})
+        assert status == 200
+        url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={reply['ticket']}"
+        results = await asyncio.gather(*[asyncio.to_thread(_sse, url, 1) for _ in range(2)])
+        assert sorted(status for status, _ in results) == [200, 403], results
+        # A ticket opens a stream that ends with the session, as the token's does.
+        status, reply = await asyncio.to_thread(
+            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token})
+        url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={reply['ticket']}"
+        reading = asyncio.ensure_future(asyncio.to_thread(_sse, url, 10**6))
+        await asyncio.sleep(0.5)
+    status, events = await asyncio.wait_for(reading, 10)
+    assert status == 200 and events[-1] == ("end", {"webrtc_id": client.webrtc_id}), events[-3:]
+
+
+async def test_sse_ticket_refusals(rtc_url, monkeypatch):
+    from django_rtcstream.api import hooks
+
+    ticket_url = f"{rtc_url}video-send/outputs/ticket"
+
+    def outputs(client, ticket):
+        return f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={ticket}"
+
+    async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as one, \
+            StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as two:
+        refused = [
+            ({"webrtc_id": one.webrtc_id}, 403),                      # no token
+            ({"webrtc_id": one.webrtc_id, "token": "forged"}, 403),
+            ({"webrtc_id": one.webrtc_id, "token": two.token}, 403),  # another session's
+            ({"webrtc_id": one.webrtc_id, "token": 3.14}, 403),       # not strings: no token
+            ({"webrtc_id": one.webrtc_id, "token": [one.token]}, 403),
+            ({"webrtc_id": one.webrtc_id, "token": {"a": 1}}, 403),
+            ({"webrtc_id": ["x"], "token": one.token}, 400),
+            ({"webrtc_id": 7, "token": one.token}, 400),
+            ({"token": one.token}, 400),
+            ({"webrtc_id": "nobody", "token": one.token}, 404),
+            (b"[1, 2]", 400),
+            (b"{not json", 400),
+        ]
+        for body, expected in refused:
+            status, reply = await asyncio.to_thread(_post, ticket_url, body)
+            assert status == expected and "ticket" not in reply, (body, status, reply)
+            assert reply["status"] == "failed"
+        status, reply = await http_json(f"{rtc_url}nowhere/outputs/ticket",
+                                        {"webrtc_id": one.webrtc_id, "token": one.token})
+        assert status == 404
+        status, _ = await http_json(ticket_url)  # GET
+        assert status == 405
+
+        # A ticket is bound to its session: another session's is refused, and used up.
+        status, reply = await asyncio.to_thread(
+            _post, ticket_url, {"webrtc_id": two.webrtc_id, "token": two.token})
+        assert status == 200
+        status, body = await asyncio.to_thread(_sse, outputs(one, reply["ticket"]))
+        assert (status, body["meta"]["error"]) == (403, "permission_denied"), body
+        status, body = await asyncio.to_thread(_sse, outputs(two, reply["ticket"]))
+        assert status == 403
+        for ticket in ["", "guessed", one.token]:
+            status, body = await asyncio.to_thread(_sse, outputs(one, ticket))
+            assert status == 403, (ticket, body)
+
+        # It expires.
+        monkeypatch.setattr(hooks, "TICKET_SECONDS", 1)
+        status, reply = await asyncio.to_thread(
+            _post, ticket_url, {"webrtc_id": one.webrtc_id, "token": one.token})
+        assert status == 200 and reply["expires_in"] == 1
+        await asyncio.sleep(1.5)
+        status, body = await asyncio.to_thread(_sse, outputs(one, reply["ticket"]))
+        assert status == 403, body
+
+        # FastRTC's ?token= still works.
+        status, events = await asyncio.to_thread(
+            _sse, f"{rtc_url}video-send/outputs?webrtc_id={one.webrtc_id}&token={one.token}", 1)
+        assert status == 200 and events[0][0] == "output"

@@ -42,7 +42,7 @@ def _patterns(resolver):
 
 def test_lazy_views_declare_what_the_real_views_are():
     lazy = [p.callback for p in _patterns(get_resolver()) if hasattr(p.callback, "lazy_target")]
-    assert len(lazy) == 5
+    assert len(lazy) == 6
     for view in lazy:
         dotted, actions = view.lazy_target
         target = import_string(dotted)

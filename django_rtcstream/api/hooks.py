@@ -1,10 +1,18 @@
 """Input hook (``POST <prefix>/<stream>/input``) and SSE output hook
-(``GET <prefix>/<stream>/outputs?webrtc_id=``).
+(``GET <prefix>/<stream>/outputs?webrtc_id=``), with its tickets
+(``POST <prefix>/<stream>/outputs/ticket``).
 
 Both work from any worker: inputs travel to the owning worker over the
 control bus, outputs come back through the session's output group. Both are
 guarded by the ``input`` / ``outputs`` permission classes (by default: the
 session's token, its user, or staff).
+
+A browser's ``EventSource`` cannot send headers, so it would have to put the
+session token in the URL, where every access log and proxy log keeps it. It
+asks for a ticket instead: a POST that carries the token answers a random
+ticket, good for one SSE request on that session within ``TICKET_SECONDS``.
+Tickets live in Django's cache (hashed), so with a shared cache a ticket from
+one worker opens the stream on another.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.core.cache import cache
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,8 +40,9 @@ from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions import bus, records
+from django_rtcstream.sessions import bus, records, shutdown
 from django_rtcstream.signaling.http import failure, get_stream_or_fail
+from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused, parse_json
 
 
 def _failed(exc: SignalingError) -> Response:
@@ -120,21 +132,93 @@ def sse_event(data: Any, event: str | None = None, event_id: int | None = None) 
     return "\n".join(lines) + "\n\n"
 
 
+TICKET_SECONDS = 30
+TICKET_REFUSED = ("This SSE ticket is unknown, used or expired: get a new one with "
+                  "POST .../outputs/ticket just before opening the stream.")
+
+
+def _ticket_key(ticket: str) -> str:
+    """The cache key of a ticket: its hash, so the cache holds nothing usable."""
+    return "rtcstream:sse-ticket:" + permissions.hash_token(ticket)
+
+
+@csrf_exempt  # it only answers a ticket, which a cross-site page cannot read
+@require_POST
+async def outputs_ticket(request: HttpRequest, stream: str) -> JsonResponse:
+    """A single-use ticket for the SSE output hook: ``{"webrtc_id", "token"}`` (or the
+    token as ``X-Session-Token``) answers ``{"ticket", "expires_in"}``.
+
+    The request must pass the stream's ``outputs`` permission classes, exactly as
+    the SSE request itself would; ``GET .../outputs?webrtc_id=&ticket=`` then
+    stands for that check, once, within ``TICKET_SECONDS``, for this session only.
+    """
+    try:
+        the_stream = get_stream_or_fail(stream)
+        try:
+            body = request.body
+        except UNREADABLE_BODY as exc:
+            raise body_refused(exc) from None
+        data = parse_json(body, rtc_settings.MAX_SIGNALING_BYTES)
+        webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
+        request.rtc_token = data.get("token")  # type: ignore[attr-defined]
+        record = await _find(stream, webrtc_id)
+        await permissions.acheck("outputs", request, the_stream, record)
+    except SignalingError as exc:
+        return failure(exc)
+    ticket = secrets.token_urlsafe(32)
+    await cache.aset(_ticket_key(ticket), _grant(record), timeout=TICKET_SECONDS)
+    return JsonResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
+
+
+async def _find(stream: str, webrtc_id: str) -> StreamSession:
+    record = await records.find(stream, webrtc_id)
+    if record is None:
+        raise UnknownSession(webrtc_id)
+    return record
+
+
+def _grant(record: StreamSession) -> dict[str, str]:
+    """What a ticket opens: this one session (an id reused later is another session)."""
+    return {"stream": record.stream, "webrtc_id": record.webrtc_id, "session": str(record.pk)}
+
+
+async def _redeem_ticket(ticket: Any, record: StreamSession) -> None:
+    """Use up a ticket for this session, or raise ``permission_denied``.
+
+    Single use even when two requests race with the same ticket: only one
+    ``delete`` of the key finds it there (each cache backend reports that).
+    """
+    key = _ticket_key(ticket) if isinstance(ticket, str) and ticket else None
+    granted = await cache.aget(key) if key else None
+    if granted is None or not await cache.adelete(key):
+        raise SignalingError("permission_denied", TICKET_REFUSED, status=403)
+    if granted != _grant(record):
+        raise SignalingError("permission_denied", "This SSE ticket is for another session.",
+                             status=403)
+
+
 @require_GET
 async def outputs_hook(request: HttpRequest, stream: str) -> Any:
     """Stream the session's ``AdditionalOutputs`` as Server-Sent Events until it ends.
 
     Events are ``event: output`` with the stream's serialization of the
     outputs as JSON, keep-alive comments every ``SSE_KEEPALIVE`` seconds, and a
-    final ``event: end``. Several subscribers each get every event.
+    final ``event: end`` when the session ends or, with ``"reason":
+    "server_shutdown"``, when this worker begins shutting down. Several
+    subscribers each get every event.
+
+    ``?ticket=`` (from ``outputs_ticket``) grants access in place of the
+    permission check; without it the request is checked as any other
+    (``X-Session-Token``, FastRTC-style ``?token=``, the session's user, staff).
     """
     try:
         the_stream = get_stream_or_fail(stream)
         webrtc_id = bus.check_webrtc_id(request.GET.get("webrtc_id"))
-        record = await records.find(stream, webrtc_id)
-        if record is None:
-            raise UnknownSession(webrtc_id)
-        await permissions.acheck("outputs", request, the_stream, record)
+        record = await _find(stream, webrtc_id)
+        if "ticket" in request.GET:
+            await _redeem_ticket(request.GET.get("ticket"), record)
+        else:
+            await permissions.acheck("outputs", request, the_stream, record)
     except SignalingError as exc:
         return failure(exc)
 
@@ -144,27 +228,37 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
         yield ": connected\n\n"
         n = 0
         pending = asyncio.ensure_future(outputs.__anext__())
-        try:
-            while True:
-                done, _ = await asyncio.wait({pending}, timeout=keepalive)
-                if not done:
-                    yield ": keep-alive\n\n"
-                    continue
-                try:
-                    output = pending.result()
-                except StopAsyncIteration:
-                    yield sse_event({"webrtc_id": webrtc_id}, event="end")
-                    return
-                n += 1
-                yield sse_event(the_stream.serialize_output(output), event="output", event_id=n)
-                pending = asyncio.ensure_future(outputs.__anext__())
-        finally:
-            # The pending __anext__ runs inside the generator: let it finish cancelling
-            # before closing the generator, or aclose() finds it still running.
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            await outputs.aclose()
+        # The server waits for open responses before it stops: end this one when the
+        # worker begins shutting down, whichever worker holds the session.
+        stopping = asyncio.ensure_future(shutdown.wait())
+        with shutdown.open_stream():
+            try:
+                while True:
+                    done, _ = await asyncio.wait({pending, stopping}, timeout=keepalive,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if pending not in done:
+                        yield sse_event({"webrtc_id": webrtc_id, "reason": "server_shutdown"},
+                                        event="end")
+                        return
+                    try:
+                        output = pending.result()
+                    except StopAsyncIteration:
+                        yield sse_event({"webrtc_id": webrtc_id}, event="end")
+                        return
+                    n += 1
+                    yield sse_event(the_stream.serialize_output(output), event="output", event_id=n)
+                    pending = asyncio.ensure_future(outputs.__anext__())
+            finally:
+                # The pending __anext__ runs inside the generator: let it finish cancelling
+                # before closing the generator, or aclose() finds it still running.
+                stopping.cancel()
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+                await outputs.aclose()
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

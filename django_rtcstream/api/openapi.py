@@ -110,11 +110,27 @@ def build(prefix: str) -> dict[str, Any]:
             "parameters": [stream_param, token,
                            {"name": "webrtc_id", "in": "query", "required": True,
                             "schema": {"type": "string"}},
+                           {"name": "ticket", "in": "query", "required": False,
+                            "schema": {"type": "string"},
+                            "description": "A single-use ticket from streamOutputsTicket "
+                                           "(keeps the session token out of URLs)."},
                            {"name": "token", "in": "query", "required": False,
-                            "schema": {"type": "string"}}],
+                            "schema": {"type": "string"},
+                            "description": "The session token (FastRTC style): it ends up "
+                                           "in access logs; prefer a ticket."}],
             "responses": {"200": {"description": "event: output / event: end",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           **_failures(400, 403, 404)}}},
+        f"{p}/{{stream}}/outputs/ticket": {"post": {
+            "summary": "A single-use ticket for the SSE output hook (for EventSource)",
+            "operationId": "streamOutputsTicket", "parameters": [stream_param, token],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["webrtc_id"], "properties": {
+                    "webrtc_id": {"type": "string"}, "token": {"type": "string"}}}}}},
+            "responses": {"200": _json({"type": "object", "required": ["ticket", "expires_in"],
+                                        "properties": {"ticket": {"type": "string"},
+                                                       "expires_in": {"type": "integer"}}}),
+                          **_failures(400, 403, 404, 413)}}},
         f"{p}/sessions/": {"get": {"summary": "Sessions (staff)", "operationId": "listSessions",
                                    "responses": {"200": _json({"type": "array", "items": {
                                        "$ref": "#/components/schemas/Session"}})}}},

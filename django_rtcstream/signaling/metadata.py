@@ -31,6 +31,8 @@ def endpoints(request: HttpRequest, stream: Stream) -> dict[str, str]:
         "config": request.build_absolute_uri(reverse(f"{ns}:config", kwargs={"stream": name})),
         "input": request.build_absolute_uri(reverse(f"{ns}:input", kwargs={"stream": name})),
         "outputs": request.build_absolute_uri(reverse(f"{ns}:outputs", kwargs={"stream": name})),
+        "outputs_ticket": request.build_absolute_uri(
+            reverse(f"{ns}:outputs-ticket", kwargs={"stream": name})),
         "websocket": f"{ws_scheme}://{host}/ws{prefix}{name}/",
     }
 

@@ -39,7 +39,10 @@ async def test_canvas_source(site_url, page):
 
 
 async def test_track_constraints_and_events(site_url, page):
-    """Constraints reach getUserMedia; state, connection and message events arrive."""
+    """Constraints reach getUserMedia; state, connection and message events arrive;
+    outputs come over SSE with a single-use ticket, never the session token in a URL."""
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
     await page.goto(f"{site_url}/rtc/")
     result = await page.evaluate(script("""
       const events = [];
@@ -65,6 +68,9 @@ async def test_track_constraints_and_events(site_url, page):
     assert result["events"][-2:] == ["state:closing", "state:closed"]
     assert len(result["outputs"]) >= 2 and result["outputs"][0][0] % 5 == 0
     assert result["signaling"] == "websocket"
+    streams = [url for url in requested if "/outputs?" in url]
+    assert streams and all("ticket=" in url for url in streams), requested
+    assert not [url for url in requested if "token=" in url], requested
 
 
 async def test_nothing_to_send(site_url, page):

@@ -33,7 +33,7 @@ export interface StreamConfig {
   concurrency_limit: number | null;
   time_limit: number | null;
   track_constraints: MediaStreamConstraints | MediaTrackConstraints | null;
-  urls: { offer: string; config: string; input: string; outputs: string; websocket: string };
+  urls: { offer: string; config: string; input: string; outputs: string; outputs_ticket: string; websocket: string };
   rtc_configuration: RTCConfiguration;
 }
 

@@ -157,6 +157,8 @@ export class RTCStreamClient extends EventTarget {
     this._pendingInputs = { ...(options.inputs || {}) };
     this._outputListeners = new Set();
     this._events = null;
+    this._openingOutputs = false;
+    this._outputRetries = 0;
     this._closing = false;
     this._connected = null;
     this._aborted = null;
@@ -588,13 +590,44 @@ export class RTCStreamClient extends EventTarget {
     return () => this._outputListeners.delete(callback);
   }
 
-  _openOutputs() {
-    if (this._events || this._outputListeners.size === 0 || !this.config.urls.outputs) return;
+  // EventSource cannot send headers: rather than put the session token in the URL (and in
+  // every access log on the way), ask for a single-use ticket with a POST that carries it.
+  async _outputsTicket() {
+    const headers = {};
+    if (this.token) headers["X-Session-Token"] = this.token;
+    const url = this.config.urls.outputs_ticket || `${this.config.urls.outputs}/ticket`;
+    const reply = await this._fetchJSON(url, { method: "POST", headers, body: { webrtc_id: this.webrtcId } });
+    return reply.ticket;
+  }
+
+  async _openOutputs() {
+    if (this._events || this._openingOutputs || this._outputListeners.size === 0 || !this.config.urls.outputs) return;
+    this._openingOutputs = true;
+    let ticket;
+    try {
+      ticket = await this._outputsTicket();
+    } catch (error) {
+      if (this.state === "connected") this._fail(error);
+      return;
+    } finally {
+      this._openingOutputs = false;
+    }
+    if (this._events || this.state !== "connected") return;
     const url = new URL(this.config.urls.outputs);
     url.searchParams.set("webrtc_id", this.webrtcId);
-    if (this.token) url.searchParams.set("token", this.token);
+    url.searchParams.set("ticket", ticket);
     const events = new EventSource(url.href, { withCredentials: true });
     this._events = events;
+    events.addEventListener("open", () => { this._outputRetries = 0; });
+    events.addEventListener("error", () => {
+      // A dropped stream reconnects to the same URL, whose ticket is used up: the server
+      // refuses it and the EventSource gives up. Open it again with a fresh ticket.
+      if (events.readyState !== EventSource.CLOSED || this._events !== events) return;
+      this._events = null;
+      if (this.state !== "connected" || this._outputRetries >= 3) return;
+      this._outputRetries += 1;
+      setTimeout(() => this._openOutputs(), 500 * this._outputRetries);
+    });
     events.addEventListener("output", (event) => {
       let values;
       try {
