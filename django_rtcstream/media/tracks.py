@@ -42,11 +42,7 @@ class LatestFrame:
     async def run(self) -> None:
         try:
             while True:
-                frame = await self.track.recv()
-                if self.seq > self._read_seq:
-                    self.dropped += 1
-                self.frame = frame
-                self.seq += 1
+                self._keep(await self.track.recv())
                 self.received += 1
                 self._event.set()
         except MediaStreamError:
@@ -54,6 +50,12 @@ class LatestFrame:
         finally:
             self.ended = True
             self._event.set()
+
+    def _keep(self, frame: VideoFrame | AudioFrame) -> None:
+        if self.seq > self._read_seq:
+            self.dropped += 1
+        self.frame = frame
+        self.seq += 1
 
     async def next(self) -> VideoFrame | AudioFrame:
         """The newest frame not returned before; waits for one."""
@@ -81,21 +83,11 @@ class EveryFrame(LatestFrame):
         self.limit = max(1, limit)
         self._frames: deque[VideoFrame | AudioFrame] = deque()
 
-    async def run(self) -> None:
-        try:
-            while True:
-                frame = await self.track.recv()
-                if len(self._frames) >= self.limit:
-                    self._frames.popleft()
-                    self.dropped += 1
-                self._frames.append(frame)
-                self.received += 1
-                self._event.set()
-        except MediaStreamError:
-            pass
-        finally:
-            self.ended = True
-            self._event.set()
+    def _keep(self, frame: VideoFrame | AudioFrame) -> None:
+        if len(self._frames) >= self.limit:
+            self._frames.popleft()
+            self.dropped += 1
+        self._frames.append(frame)
 
     async def next(self) -> VideoFrame | AudioFrame:
         """The oldest frame not returned before; waits for one."""
