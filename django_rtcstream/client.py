@@ -240,7 +240,7 @@ class StreamClient:
     async def _trickle_candidates(self, send: Any) -> None:
         await self._trickle_task
         assert self.pc is not None
-        from django_rtcstream.sessions.runtime import local_candidates
+        from django_rtcstream.media.ice import local_candidates
 
         for candidate in local_candidates(self.pc):
             await send(candidate)

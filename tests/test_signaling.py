@@ -11,7 +11,8 @@ import websockets
 from django_rtcstream.client import SignalingFailed, StreamClient, SyntheticVideoTrack, ToneAudioTrack, http_json
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions.runtime import manager, parse_candidate
+from django_rtcstream.media.ice import parse_candidate
+from django_rtcstream.sessions.runtime import manager
 from tests.media import collect, rows_brightness
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

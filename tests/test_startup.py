@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from django.urls import URLPattern, get_resolver
@@ -49,3 +50,29 @@ def test_lazy_views_declare_what_the_real_views_are():
         real = target.as_view(actions) if actions is not None else target
         assert inspect.iscoroutinefunction(view) == inspect.iscoroutinefunction(real), dotted
         assert view.csrf_exempt == getattr(real, "csrf_exempt", False), dotted
+
+
+def test_trickle_helpers_work_outside_a_django_process():
+    # StreamClient(trickle=True) in a plain script: no settings, no ImproperlyConfigured.
+    code = textwrap.dedent("""
+        import asyncio, os
+        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        from aiortc import RTCPeerConnection
+        from django_rtcstream.media.ice import local_candidates, parse_candidate
+
+        async def main():
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio")
+            await pc.setLocalDescription(await pc.createOffer())
+            found = local_candidates(pc)
+            await pc.close()
+            return found
+
+        found = asyncio.run(main())
+        assert found and all(parse_candidate(c) is not None for c in found), found
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -1,4 +1,7 @@
-"""ICE settings aiortc and aioice do not expose: servers and host addresses.
+"""ICE settings aiortc and aioice do not expose, and trickled candidates.
+
+``parse_candidate`` / ``local_candidates`` turn trickle messages into aiortc
+candidates and back; they need no Django, so the Python client uses them too.
 
 aiortc uses a public STUN server when a peer connection is built without ICE
 servers, and aioice never gathers host candidates on loopback. A server in a
@@ -17,7 +20,10 @@ from typing import Any
 
 import aioice.ice
 import aiortc.rtcicetransport
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+from django_rtcstream.exceptions import SignalingError
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +153,58 @@ def install_port_range(ports: tuple[int, int] | list[int] | None) -> None:
         aiortc.rtcicetransport.Connection = PortRangeConnection  # type: ignore[misc]
     else:
         _port_range = None
+
+
+def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
+    """A trickled candidate (Chrome or Firefox style) -> aiortc ``RTCIceCandidate``.
+
+    None or an empty string means end-of-candidates (returns None).
+    Raises ``SignalingError("invalid_candidate")`` for anything unreadable.
+    """
+    if candidate is None:
+        return None
+    if isinstance(candidate, str):
+        candidate = {"candidate": candidate, "sdpMLineIndex": 0}
+    if not isinstance(candidate, dict):
+        raise SignalingError("invalid_candidate", "candidate must be an object or null.")
+    text = candidate.get("candidate")
+    if text in (None, ""):
+        return None
+    if not isinstance(text, str):
+        raise SignalingError("invalid_candidate", "candidate.candidate must be a string.")
+    body = text.strip()
+    if body.startswith("a="):
+        body = body[2:]
+    if body.startswith("candidate:"):
+        body = body[len("candidate:"):]
+    bits = body.split()
+    if len(bits) < 8 or bits[6] != "typ":
+        raise SignalingError(
+            "invalid_candidate",
+            "candidate is not an ICE candidate line ('candidate:<foundation> <component> "
+            "<transport> <priority> <address> <port> typ <type> ...').",
+        )
+    try:
+        parsed = candidate_from_sdp(body)
+    except (ValueError, AssertionError) as exc:
+        raise SignalingError("invalid_candidate", f"Unreadable candidate: {exc}") from exc
+    parsed.sdpMid = candidate.get("sdpMid")
+    index = candidate.get("sdpMLineIndex")
+    parsed.sdpMLineIndex = index if isinstance(index, int) else None
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    return parsed
+
+
+def local_candidates(pc: RTCPeerConnection) -> list[dict[str, Any]]:
+    """The server's candidates as trickle messages (aiortc puts them all in the answer)."""
+    out: list[dict[str, Any]] = []
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is None:
+            continue
+        for c in transport.transport.iceGatherer.getLocalCandidates():
+            out.append({"candidate": "candidate:" + candidate_to_sdp(c),
+                        "sdpMid": transceiver.mid, "sdpMLineIndex": transceiver._get_mline_index()})
+        break  # bundled: one transport's candidates serve every section
+    return out

@@ -29,7 +29,6 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from django_rtcstream import safejson
 from django_rtcstream.conf import rtc_settings
@@ -47,6 +46,7 @@ from django_rtcstream.handlers import (
     is_async_handler,
 )
 from django_rtcstream.media import ice, jitter
+from django_rtcstream.media.ice import parse_candidate
 from django_rtcstream.media.arrivals import Arrivals
 from django_rtcstream.media.sdp import read_offer
 from django_rtcstream.media.convert import (
@@ -839,61 +839,6 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
     except MediaStreamError:
         return
-
-
-def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
-    """A trickled candidate (Chrome or Firefox style) -> aiortc ``RTCIceCandidate``.
-
-    None or an empty string means end-of-candidates (returns None).
-    Raises ``SignalingError("invalid_candidate")`` for anything unreadable.
-    """
-    if candidate is None:
-        return None
-    if isinstance(candidate, str):
-        candidate = {"candidate": candidate, "sdpMLineIndex": 0}
-    if not isinstance(candidate, dict):
-        raise SignalingError("invalid_candidate", "candidate must be an object or null.")
-    text = candidate.get("candidate")
-    if text in (None, ""):
-        return None
-    if not isinstance(text, str):
-        raise SignalingError("invalid_candidate", "candidate.candidate must be a string.")
-    body = text.strip()
-    if body.startswith("a="):
-        body = body[2:]
-    if body.startswith("candidate:"):
-        body = body[len("candidate:"):]
-    bits = body.split()
-    if len(bits) < 8 or bits[6] != "typ":
-        raise SignalingError(
-            "invalid_candidate",
-            "candidate is not an ICE candidate line ('candidate:<foundation> <component> "
-            "<transport> <priority> <address> <port> typ <type> ...').",
-        )
-    try:
-        parsed = candidate_from_sdp(body)
-    except (ValueError, AssertionError) as exc:
-        raise SignalingError("invalid_candidate", f"Unreadable candidate: {exc}") from exc
-    parsed.sdpMid = candidate.get("sdpMid")
-    index = candidate.get("sdpMLineIndex")
-    parsed.sdpMLineIndex = index if isinstance(index, int) else None
-    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
-        parsed.sdpMLineIndex = 0
-    return parsed
-
-
-def local_candidates(pc: RTCPeerConnection) -> list[dict[str, Any]]:
-    """The server's candidates as trickle messages (aiortc puts them all in the answer)."""
-    out: list[dict[str, Any]] = []
-    for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
-        if transport is None:
-            continue
-        for c in transport.transport.iceGatherer.getLocalCandidates():
-            out.append({"candidate": "candidate:" + candidate_to_sdp(c),
-                        "sdpMid": transceiver.mid, "sdpMLineIndex": transceiver._get_mline_index()})
-        break  # bundled: one transport's candidates serve every section
-    return out
 
 
 class SessionManager:

@@ -71,7 +71,7 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             elif kind == "ice-candidate":
                 if self.session is None:
                     raise SignalingError("unknown_connection", "Send an offer first.", status=404)
-                from django_rtcstream.sessions.runtime import parse_candidate
+                from django_rtcstream.media.ice import parse_candidate
 
                 parse_candidate(data.get("candidate"))
                 await self.session.add_candidate(data.get("candidate"))
@@ -86,7 +86,8 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             await self.send_failure(exc)
 
     async def on_offer(self, data: dict[str, Any]) -> None:
-        from django_rtcstream.sessions.runtime import local_candidates, manager
+        from django_rtcstream.media.ice import local_candidates
+        from django_rtcstream.sessions.runtime import manager
 
         if self.session is not None:
             raise SignalingError("connection_already_exists",

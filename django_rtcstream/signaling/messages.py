@@ -69,7 +69,7 @@ def candidate_fields(data: dict[str, Any]) -> tuple[Any, str]:
     if "webrtc_id" not in data:
         raise SignalingError("invalid_request", "An ice-candidate message needs 'webrtc_id'.",
                              fields={"webrtc_id": ["This field is required."]})
-    from django_rtcstream.sessions.runtime import parse_candidate
+    from django_rtcstream.media.ice import parse_candidate
 
     parse_candidate(data["candidate"])  # validate before it travels
     return data["candidate"], check_webrtc_id(data["webrtc_id"])
