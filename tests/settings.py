@@ -73,6 +73,7 @@ RTCSTREAM = {
         "gain": "tests.streams.gain",
         "slow": "tests.streams.slow",
         "blocking_echo": "tests.streams.blocking_echo",
+        "socket_aware": "tests.streams.socket_aware",
         "slow_start": "tests.streams.slow_start",
         "failing_start": "tests.streams.failing_start",
         "chunky_reply": "tests.streams.chunky_reply",

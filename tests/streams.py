@@ -358,7 +358,19 @@ def steps(num_steps):
         yield np.full((240, 320, 3), 250, np.uint8)
 
 
+class SocketAware(Echo):
+    """Notes which socket carries it (FastRTC's ``Context.websocket``)."""
+
+    def copy(self):
+        return SocketAware()
+
+    def start_up(self):
+        websocket = get_current_context().websocket
+        log(f"websocket:{type(websocket).__name__}")
+
+
 blocking_echo = Stream(BlockingEcho(), modality="audio", mode="send-receive")
+socket_aware = Stream(SocketAware(), modality="audio", mode="send-receive")
 slow_start = Stream(SlowStartEcho(), modality="audio", mode="send-receive")
 failing_start = Stream(FailingStart(), modality="audio", mode="send-receive")
 chunky_reply = Stream(ChunkyReply(), modality="audio", mode="send-receive")

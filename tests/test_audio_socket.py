@@ -238,3 +238,21 @@ async def test_a_video_stream_refuses_websocket_audio(asgi_server):
         await asyncio.sleep(0.2)
         assert client.messages[0]["meta"]["error"] == "unsupported_modality"
         assert client.ws.close_code == 4400
+
+
+async def test_a_handler_sees_its_websocket_in_the_context(asgi_server, rtc_url):
+    async with AudioSocket(asgi_server, "socket_aware") as sock:
+        session = await sock.start("ctx-1", encoding="pcm16", sample_rate=16000)
+        assert session is not None, sock.messages
+        webrtc_id = session["webrtc_id"]
+        for _ in range(200):
+            if any(i == webrtc_id for i, _ in streams.EVENTS):
+                break
+            await asyncio.sleep(0.02)
+    assert (webrtc_id, "websocket:AudioSocketConsumer") in streams.EVENTS
+    async with StreamClient(rtc_url, "socket_aware", audio=ToneAudioTrack()) as client:
+        for _ in range(200):
+            if any(i == client.webrtc_id for i, _ in streams.EVENTS):
+                break
+            await asyncio.sleep(0.02)
+        assert (client.webrtc_id, "websocket:NoneType") in streams.EVENTS  # WebRTC: no socket
