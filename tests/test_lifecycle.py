@@ -172,3 +172,22 @@ async def test_concurrent_offers_on_sqlite_are_all_admitted(rtc_url):
     finally:
         for pc in pcs:
             await pc.close()
+
+
+async def test_a_worker_never_reaps_its_own_live_sessions(rtc_url):
+    """A starved heartbeat (its lease looks expired) must not make the worker that holds
+    the session reap it when an admission at the limit looks for dead workers' slots."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    async with StreamClient(rtc_url, "limited", audio=ToneAudioTrack()) as first:
+        await collect(first.audio_frames, 3)
+        stale = timezone.now() - timedelta(hours=1)
+        await StreamSession.objects.filter(webrtc_id=first.webrtc_id).aupdate(heartbeat_at=stale)
+        with pytest.raises(SignalingFailed) as refused:
+            await StreamClient(rtc_url, "limited", audio=ToneAudioTrack()).connect()
+        assert refused.value.status == 429
+        mine = await record(first.webrtc_id)
+        assert (mine.state, mine.close_reason) == ("connected", "")
+        await collect(first.audio_frames, 3)  # and it still streams

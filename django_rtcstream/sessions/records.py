@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -87,10 +87,17 @@ def _lock_stream(stream: str) -> None:
             cursor.execute(f'UPDATE "{table}" SET "state" = "state" WHERE 0')
 
 
-def _reap(lease: float, **filters: Any) -> list[str]:
-    """Mark live sessions whose worker stopped heartbeating as failed; their ids."""
+def _reap(lease: float, *, keep: Collection[Any] = (), **filters: Any) -> list[str]:
+    """Mark live sessions whose worker stopped heartbeating as failed; their ids.
+
+    ``keep``: record ids of the calling worker's own live sessions. Those are
+    never reaped, whatever their heartbeat says: a worker that is this busy is
+    alive, and its next heartbeat refreshes them.
+    """
     cutoff = timezone.now() - timedelta(seconds=lease)
     stale = StreamSession.objects.filter(state__in=ACTIVE_STATES, heartbeat_at__lt=cutoff, **filters)
+    if keep:
+        stale = stale.exclude(pk__in=list(keep))
     ids = list(stale.values_list("webrtc_id", flat=True))
     if ids:
         stale.update(state=SessionState.FAILED, closed_at=timezone.now(), close_reason="worker_lost")
@@ -100,8 +107,8 @@ def _reap(lease: float, **filters: Any) -> list[str]:
 reap = on_records_thread(_reap)
 
 
-def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
-           **fields: Any) -> StreamSession:
+def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
+           keep: Collection[Any] = (), **fields: Any) -> StreamSession:
     try:
         with transaction.atomic():
             _lock_stream(stream)
@@ -109,7 +116,7 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
                 live = StreamSession.objects.filter(stream=stream, state__in=ACTIVE_STATES).count()
                 # At the limit, slots held by dead workers are freed and counted again
                 # (below it, the heartbeat's reaping is enough: one query less per offer).
-                if live >= limit and _reap(lease, stream=stream):
+                if live >= limit and _reap(lease, keep=keep, stream=stream):
                     live = StreamSession.objects.filter(stream=stream,
                                                         state__in=ACTIVE_STATES).count()
                 if live >= limit:

@@ -909,6 +909,10 @@ class SessionManager:
         bus.session_registered(webrtc_id)
         return session
 
+    def own_records(self) -> list[Any]:
+        """Record ids of this worker's sessions: never reaped by this worker."""
+        return [s.record_id for s in self.sessions.values() if s.admitted]
+
     def _admit(self, session: Session, *, inputs: list[Any] | None = None,
                **fields: Any) -> asyncio.Future[Any]:
         stream = session.stream
@@ -917,6 +921,7 @@ class SessionManager:
             session.webrtc_id,
             stream.concurrency_limit,
             rtc_settings.SESSION_LEASE,
+            keep=self.own_records() if stream.concurrency_limit is not None else (),
             id=session.record_id,
             token_hash=session.token_hash,
             worker=self.worker,
@@ -975,7 +980,8 @@ class SessionManager:
                     s.record_id: s.counters() for s in self.sessions.values()
                     if not s.closed.is_set()
                 })
-                for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE):
+                for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE,
+                                                    keep=self.own_records()):
                     logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
                     await bus.publish_end(webrtc_id)
             except Exception:
