@@ -30,11 +30,11 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import bus, records
-from django_rtcstream.signaling.http import failure, get_stream_or_fail
+from django_rtcstream.signaling.http import failure, get_stream_or_fail, retry_headers
 
 
 def _failed(exc: SignalingError) -> Response:
-    return Response(exc.body(), status=exc.status)
+    return Response(exc.body(), status=exc.status, headers=retry_headers(exc))
 
 
 class InputHookView(RefusesUnreadableBodies, APIView):

@@ -28,7 +28,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.cache import cache
 
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import SignalingError, UnknownSession
+from django_rtcstream.exceptions import BrokerUnavailable, SignalingError, UnknownSession
 from django_rtcstream.handlers import AdditionalOutputs
 from django_rtcstream.sessions import records
 
@@ -37,6 +37,33 @@ logger = logging.getLogger(__name__)
 WEBRTC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LIVE_RECHECK_SECONDS = 5.0
 INPUT_REPLY_SECONDS = 5.0  # how long an input update waits for the owning worker's answer
+BROKER_TIMEOUT = 3.0  # the longest a request waits on one channel layer or cache call
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """What a channel layer or cache raises when its broker cannot be reached."""
+    errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, EOFError)
+    try:
+        from redis import exceptions as redis_errors
+    except ImportError:  # another channel layer
+        return errors
+    return (*errors, redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    return isinstance(exc, broker_errors())
+
+
+async def _broker(what: str, awaitable: Any, timeout: float = BROKER_TIMEOUT) -> Any:
+    """Await a channel layer call for a request: a broker that is away or too slow
+    becomes ``BrokerUnavailable`` (503) after at most ``timeout`` seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except Exception as exc:
+        if isinstance(exc, asyncio.TimeoutError) or is_broker_error(exc):
+            logger.info("Channel layer unavailable for %s: %r", what, exc)
+            raise BrokerUnavailable(what) from exc
+        raise
 
 
 def control_channel(webrtc_id: str) -> str:
@@ -90,7 +117,10 @@ async def _require_live(stream: str, webrtc_id: str) -> None:
 
 
 async def send_control(webrtc_id: str, message: dict[str, Any]) -> None:
-    await layer().send(control_channel(webrtc_id), {**message, "sent_at": time.time()})
+    """Queue a message on the session's control channel (``BrokerUnavailable`` if the
+    broker cannot take it)."""
+    await _broker(f"reaching session {webrtc_id!r} on its worker",
+                  layer().send(control_channel(webrtc_id), {**message, "sent_at": time.time()}))
 
 
 async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
@@ -122,7 +152,12 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
                                    "reply": reply})
     try:
         message = await asyncio.wait_for(channel_layer.receive(reply), INPUT_REPLY_SECONDS)
-    except asyncio.TimeoutError:
+    except Exception as exc:
+        if not isinstance(exc, asyncio.TimeoutError):
+            if is_broker_error(exc):
+                raise BrokerUnavailable(
+                    f"confirming the inputs of session {webrtc_id!r}") from exc
+            raise
         raise SignalingError(
             "session_unreachable",
             f"The worker of session {webrtc_id!r} did not confirm the inputs within "
