@@ -38,6 +38,7 @@ WEBRTC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LIVE_RECHECK_SECONDS = 5.0
 INPUT_REPLY_SECONDS = 5.0  # how long an input update waits for the owning worker's answer
 BROKER_TIMEOUT = 3.0  # the longest a request waits on one channel layer or cache call
+RETRY_FIRST, RETRY_MAX = 0.2, 2.0  # receivers' backoff (seconds) while the broker is away
 
 
 def broker_errors() -> tuple[type[BaseException], ...]:
@@ -64,6 +65,11 @@ async def _broker(what: str, awaitable: Any, timeout: float = BROKER_TIMEOUT) ->
             logger.info("Channel layer unavailable for %s: %r", what, exc)
             raise BrokerUnavailable(what) from exc
         raise
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (bounded)."""
+    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, failures - 1))
 
 
 def control_channel(webrtc_id: str) -> str:
@@ -262,18 +268,44 @@ def _dumps(output: AdditionalOutputs) -> bytes:
     return pickle.dumps(output.args, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-async def publish_output(webrtc_id: str, output: AdditionalOutputs) -> None:
-    """Called by the owner: fan an output out to every subscriber, keep it as the latest."""
+async def publish_output(webrtc_id: str, output: AdditionalOutputs) -> bool:
+    """Called by the owner: fan an output out to every subscriber, keep it as the latest.
+
+    Never raises for the broker: returns False when the output could not be handed to
+    the channel layer within ``BROKER_TIMEOUT`` (the session keeps it for later, see
+    ``Session._publish_outputs``). The latest-output cache is best effort.
+    """
     try:
         payload = _dumps(output)
     except Exception:  # an unpicklable result still reaches subscribers as text
         payload = _dumps(AdditionalOutputs(*[repr(a) for a in output.args]))
-    await cache.aset(latest_key(webrtc_id), payload, timeout=3600)
-    await layer().group_send(output_group(webrtc_id), {"type": "rtc.output", "args": payload})
+    try:  # first, so that a subscriber that got it finds it as the latest too
+        await asyncio.wait_for(cache.aset(latest_key(webrtc_id), payload, timeout=3600),
+                               BROKER_TIMEOUT)
+    except Exception as exc:
+        logger.debug("Latest output of %s not cached: %r", webrtc_id, exc)
+    try:
+        await asyncio.wait_for(layer().group_send(output_group(webrtc_id),
+                                                  {"type": "rtc.output", "args": payload}),
+                               BROKER_TIMEOUT)
+    except Exception as exc:
+        logger.debug("Output of %s not published: %r", webrtc_id, exc)
+        return False
+    return True
 
 
-async def publish_end(webrtc_id: str) -> None:
-    await layer().group_send(output_group(webrtc_id), {"type": "rtc.output_end"})
+async def publish_end(webrtc_id: str) -> bool:
+    """Tell the session's subscribers it ended; False if the broker could not take it
+    (they then see it in the record, within ``LIVE_RECHECK_SECONDS``). Never raises."""
+    try:
+        await asyncio.wait_for(layer().group_send(output_group(webrtc_id),
+                                                  {"type": "rtc.output_end"}),
+                               BROKER_TIMEOUT)
+    except Exception as exc:
+        logger.warning("End of session %s not published (%r): its subscribers see it in "
+                       "the record within %g s", webrtc_id, exc, LIVE_RECHECK_SECONDS)
+        return False
+    return True
 
 
 async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
@@ -319,7 +351,11 @@ async def _is_live(stream: str, webrtc_id: str) -> bool:
 
 
 async def latest_output(stream: str, webrtc_id: str, timeout: float) -> AdditionalOutputs:
-    payload = await cache.aget(latest_key(webrtc_id))
+    try:
+        payload = await asyncio.wait_for(cache.aget(latest_key(webrtc_id)), BROKER_TIMEOUT)
+    except Exception as exc:  # a cache on the broker that is away: wait for the next one
+        logger.debug("Latest output of %s not read: %r", webrtc_id, exc)
+        payload = None
     if payload is not None:
         return AdditionalOutputs(*pickle.loads(payload))
 
