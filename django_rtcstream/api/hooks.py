@@ -135,11 +135,15 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
         if record is None:
             raise UnknownSession(webrtc_id)
         await permissions.acheck("outputs", request, the_stream, record)
+        # Joined before answering: a broker that is away gets a 503, not a stream that
+        # never hears anything.
+        subscription = bus.OutputSubscription(stream, webrtc_id)
+        await subscription.join()
     except SignalingError as exc:
         return failure(exc)
 
     async def events() -> AsyncIterator[str]:
-        outputs = bus.subscribe_outputs(stream, webrtc_id).__aiter__()
+        outputs = subscription.__aiter__()
         keepalive = rtc_settings.SSE_KEEPALIVE
         yield ": connected\n\n"
         n = 0

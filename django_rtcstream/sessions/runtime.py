@@ -349,18 +349,37 @@ class Session(SessionPort):
         await self.pc.addIceCandidate(parse_candidate(candidate))
 
     async def control_loop(self) -> None:
+        """Read the session's control channel (inputs, candidates, closes from any worker).
+
+        The channel is a key in the broker that senders write to and this loop reads:
+        after a broker restart, reading again is all it takes. A failed read (the broker
+        is away, or redis-py's socket timeout cut a blocking read, see check W002) never
+        ends the session: the loop retries with a bounded backoff and warns once until
+        a message arrives again.
+        """
         channel_layer = bus.layer()
         name = bus.control_channel(self.webrtc_id)
+        failures = 0
+        warned = False
         while True:
+            started = self.loop.time()
             try:
                 message = await channel_layer.receive(name)
-            except Exception:
-                # A bus hiccup (e.g. redis-py's socket timeout, see check W002) must not
-                # end the session: log it and listen again.
-                logger.warning("Control channel of %s: receive failed; retrying", self.webrtc_id,
-                               exc_info=True)
-                await asyncio.sleep(0.2)
+            except Exception as exc:
+                if self.loop.time() - started >= 1.0:
+                    failures = 0  # it had been reading for a while: a cut read, not an outage
+                failures += 1
+                if not warned:
+                    logger.warning("Control channel of %s: receive failed (%r); retrying",
+                                   self.webrtc_id, exc)
+                    warned = True
+                await asyncio.sleep(bus.backoff(failures))
                 continue
+            bus.retrieve_cleaner_errors(channel_layer)
+            if warned:
+                logger.info("Control channel of %s: the channel layer answers again",
+                            self.webrtc_id)
+            failures, warned = 0, False
             kind = message.get("type")
             try:
                 if kind == "rtc.ice":
