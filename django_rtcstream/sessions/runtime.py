@@ -1112,19 +1112,38 @@ class SessionManager:
             self._heartbeat_task = loop.create_task(self._heartbeat(), name="rtcstream:heartbeat")
 
     async def _heartbeat(self) -> None:
-        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions."""
+        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions.
+
+        Nothing here waits on the channel layer: a beat that waited for a broker that is
+        away (the end marker of a reaped session) let this worker's own leases expire,
+        and the other workers reaped its live sessions (hooks then answered 404).
+        """
         while True:
             await asyncio.sleep(rtc_settings.HEARTBEAT_INTERVAL)
             try:
-                await records.heartbeat({
-                    s.record_id: s.counters() for s in self.sessions.values()
-                    if not s.closed.is_set()
-                })
+                running = {s.record_id: s for s in self.sessions.values() if not s.closed.is_set()}
+                lost = await records.heartbeat({rid: s.counters() for rid, s in running.items()})
+                for record_id in lost:
+                    await self._reclaim(running[record_id])
                 for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE):
                     logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
-                    await bus.publish_end(webrtc_id)
+                    background.start(bus.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
             except Exception:
                 logger.exception("Session heartbeat failed")
+
+    async def _reclaim(self, session: Session) -> None:
+        """A running session's record was reaped (this worker's heartbeat came too late):
+        take it back, or close the session if its record ended for another reason."""
+        if session.ended or not session.admitted:
+            return
+        state = SessionState.CONNECTED if session.connected.is_set() else SessionState.CONNECTING
+        if await records.reclaim(session.record_id, state):
+            logger.warning("Session %s was reaped while it ran (its worker's heartbeat was "
+                           "late); its record is live again", session.webrtc_id)
+        else:
+            logger.warning("Session %s lost its record while it ran; closing it",
+                           session.webrtc_id)
+            session.request_close("record_lost", SessionState.FAILED)
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
