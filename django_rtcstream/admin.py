@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from django_rtcstream.exceptions import UnknownSession
+from django_rtcstream.exceptions import BrokerUnavailable, UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
 from django_rtcstream.sessions import bus
 
@@ -121,7 +121,7 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def terminate_sessions(self, request: HttpRequest,
                            queryset: QuerySet[StreamSession]) -> None:
         """Close each selected live session on whichever worker holds it."""
-        terminated = finished = 0
+        terminated = finished = unreachable = 0
         for session in queryset:
             if not session.is_live:
                 finished += 1
@@ -131,8 +131,18 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                                               TERMINATE_REASON)
             except UnknownSession:  # it ended since the page was drawn
                 finished += 1
+            except BrokerUnavailable:  # its worker cannot be reached through the channel layer
+                unreachable += 1
             else:
                 terminated += 1
+        if unreachable:
+            self.message_user(
+                request,
+                _("%(count)d sessions could not be terminated: the channel layer (the message "
+                  "broker) cannot be reached. Try again in a few seconds.")
+                % {"count": unreachable},
+                messages.ERROR,
+            )
         self.message_user(
             request,
             _("Terminated: %(terminated)d; already finished: %(finished)d.")

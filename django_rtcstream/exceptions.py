@@ -53,3 +53,22 @@ class UnknownSession(SignalingError):
         super().__init__(
             "unknown_connection", f"No live session with webrtc_id {webrtc_id!r}.", status=404
         )
+
+
+class BrokerUnavailable(SignalingError):
+    """Raised when the channel layer (the message broker, e.g. Redis) cannot be reached
+    in time, so a request cannot reach a session on another worker.
+
+    Views answer 503 with ``Retry-After: <retry_after>``; the session itself is not
+    harmed, and the same request works again once the broker is back.
+    """
+
+    retry_after = 2  # seconds, for the Retry-After header
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            "broker_unavailable",
+            f"The channel layer (the message broker) cannot be reached, so {what} is not "
+            f"possible right now; try again in a few seconds.",
+            status=503,
+        )

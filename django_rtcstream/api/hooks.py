@@ -41,12 +41,12 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import bus, records, shutdown
-from django_rtcstream.signaling.http import failure, get_stream_or_fail
+from django_rtcstream.signaling.http import failure, get_stream_or_fail, retry_headers
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused, parse_json
 
 
 def _failed(exc: SignalingError) -> Response:
-    return Response(exc.body(), status=exc.status)
+    return Response(exc.body(), status=exc.status, headers=retry_headers(exc))
 
 
 class InputHookView(RefusesUnreadableBodies, APIView):
@@ -219,11 +219,15 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
             await _redeem_ticket(request.GET.get("ticket"), record)
         else:
             await permissions.acheck("outputs", request, the_stream, record)
+        # Joined before answering: a broker that is away gets a 503, not a stream that
+        # never hears anything.
+        subscription = bus.OutputSubscription(stream, webrtc_id)
+        await subscription.join()
     except SignalingError as exc:
         return failure(exc)
 
     async def events() -> AsyncIterator[str]:
-        outputs = bus.subscribe_outputs(stream, webrtc_id).__aiter__()
+        outputs = subscription.__aiter__()
         keepalive = rtc_settings.SSE_KEEPALIVE
         yield ": connected\n\n"
         n = 0

@@ -20,9 +20,10 @@ from rest_framework.response import Response
 from django_rtcstream.api.serializers import SessionSerializer
 from django_rtcstream.api.views import RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import UnknownSession
+from django_rtcstream.exceptions import BrokerUnavailable, UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
 from django_rtcstream.sessions import bus
+from django_rtcstream.signaling.http import retry_headers
 
 
 class SessionViewSet(RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
@@ -54,4 +55,6 @@ class SessionViewSet(RefusesUnreadableBodies, mixins.ListModelMixin, mixins.Retr
             async_to_sync(bus.send_close)(record.stream, record.webrtc_id, "closed_by_staff")
         except UnknownSession as exc:
             return Response(exc.body(), status=409)
+        except BrokerUnavailable as exc:  # the session is on a worker we cannot reach now
+            return Response(exc.body(), status=exc.status, headers=retry_headers(exc))
         return Response({"status": "success"})

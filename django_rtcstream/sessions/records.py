@@ -170,10 +170,27 @@ def find(stream: str, webrtc_id: str) -> StreamSession | None:
 
 
 @on_records_thread
-def heartbeat(beats: dict[Any, dict[str, int]]) -> None:
-    """Refresh the lease and counters of this worker's live sessions."""
+def heartbeat(beats: dict[Any, dict[str, int]]) -> list[Any]:
+    """Refresh the lease and counters of this worker's live sessions; the ids of those
+    whose record is no longer live (reaped while they ran, see ``reclaim``)."""
     now = timezone.now()
+    lost = []
     for record_id, counters in beats.items():
-        StreamSession.objects.filter(pk=record_id, state__in=ACTIVE_STATES).update(
-            heartbeat_at=now, **counters
-        )
+        if not StreamSession.objects.filter(pk=record_id, state__in=ACTIVE_STATES).update(
+                heartbeat_at=now, **counters):
+            lost.append(record_id)
+    return lost
+
+
+@on_records_thread
+def reclaim(record_id: Any, state: str) -> bool:
+    """Make a record that was reaped (``worker_lost``) while its session still ran live
+    again: its worker's heartbeat was late, the session was not gone. False if it was
+    closed for another reason, or another live session has taken its id since."""
+    try:
+        with transaction.atomic():
+            return bool(StreamSession.objects.filter(
+                pk=record_id, state=SessionState.FAILED, close_reason="worker_lost",
+            ).update(state=state, closed_at=None, close_reason="", heartbeat_at=timezone.now()))
+    except IntegrityError:
+        return False

@@ -30,7 +30,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from django_rtcstream import safejson
+from django_rtcstream import background, safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.handlers import (
@@ -76,6 +76,8 @@ AUDIO_BUFFER_AHEAD = 0.06  # seconds of output audio the emit pump keeps queued
 PENDING_MESSAGES = 64
 PENDING_FLUSH_WAIT = 2.0  # seconds a session that failed early waits to tell its client why
 FEED_BACKLOG = 50  # audio frames (1 s) queued for a sync receive() before input waits
+OUTPUT_BUFFER = 32  # outputs a session keeps while the channel layer is away (the newest)
+OUTPUT_FLUSH_WAIT = 1.0  # seconds a closing session gives its kept outputs to go out
 
 
 class _Ended(Exception):
@@ -145,6 +147,12 @@ class Session(SessionPort):
         self._emit_thread: OwnThread | None = None
         self._latest_video: LatestFrame | EveryFrame | None = None
         self._last_video_out: Any = None
+        # Outputs on their way to the output group (see _publish_outputs).
+        self._outbox: deque[AdditionalOutputs] = deque()
+        self._outbox_wake = asyncio.Event()
+        self._outbox_closing = asyncio.Event()
+        self._outputs_dropped = 0
+        self._publisher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.stream.name}/{self.webrtc_id}>"
@@ -244,10 +252,72 @@ class Session(SessionPort):
     async def handle_extra(self, extra: Any) -> None:
         if isinstance(extra, AdditionalOutputs):
             self.send_message({"type": "fetch_output", "data": []})
-            await bus.publish_output(self.webrtc_id, extra)
+            self.queue_output(extra)
         elif isinstance(extra, CloseStream):
             self.send_message({"type": "end_stream", "data": extra.msg})
             self.request_close("closed_by_handler")
+
+    # -- outputs to subscribers --------------------------------------------------------
+
+    def queue_output(self, output: AdditionalOutputs) -> None:
+        """Hand an output to the session's publisher; never waits, never fails.
+
+        One task publishes the outputs in order (``_publish_outputs``), so neither
+        the media nor the handler waits on the channel layer. While the layer is
+        away the newest ``OUTPUT_BUFFER`` outputs are kept, older ones dropped.
+        """
+        if len(self._outbox) >= OUTPUT_BUFFER:
+            self._outbox.popleft()
+            self._outputs_dropped += 1
+        self._outbox.append(output)
+        self._outbox_wake.set()
+        if self._publisher is None:
+            self._publisher = background.start(self._publish_outputs(), "output publisher",
+                                               webrtc_id=self.webrtc_id, loop=self.loop)
+
+    async def _publish_outputs(self) -> None:
+        failures = 0
+        while True:
+            if not self._outbox:
+                if self._outbox_closing.is_set():
+                    return
+                self._outbox_wake.clear()
+                await self._outbox_wake.wait()
+                continue
+            output = self._outbox[0]
+            if await bus.publish_output(self.webrtc_id, output):
+                if self._outbox and self._outbox[0] is output:
+                    self._outbox.popleft()
+                if failures:
+                    logger.info("Outputs of session %s reach the channel layer again; %d were "
+                                "dropped while it was away", self.webrtc_id, self._outputs_dropped)
+                    failures = self._outputs_dropped = 0
+                continue
+            failures += 1
+            if failures == 1:  # one warning per outage, not one per output
+                logger.warning("Outputs of session %s cannot reach the channel layer: the "
+                               "newest %d are kept and published when it is back, older ones "
+                               "dropped; the session goes on", self.webrtc_id, OUTPUT_BUFFER)
+            if self._outbox_closing.is_set():
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._outbox_closing.wait(), bus.backoff(failures))
+
+    async def _finish_outputs(self) -> None:
+        """Closing: give the kept outputs a moment to go out, before the end marker."""
+        task = self._publisher
+        if task is None:
+            return
+        self._outbox_closing.set()
+        self._outbox_wake.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), OUTPUT_FLUSH_WAIT)
+        if not task.done():
+            task.cancel()
+        if self._outbox or self._outputs_dropped:
+            logger.warning("Session %s ended with %d outputs never published (the channel "
+                           "layer was away)", self.webrtc_id,
+                           len(self._outbox) + self._outputs_dropped)
 
     # -- inputs, candidates, control -------------------------------------------------
 
@@ -279,18 +349,37 @@ class Session(SessionPort):
         await self.pc.addIceCandidate(parse_candidate(candidate))
 
     async def control_loop(self) -> None:
+        """Read the session's control channel (inputs, candidates, closes from any worker).
+
+        The channel is a key in the broker that senders write to and this loop reads:
+        after a broker restart, reading again is all it takes. A failed read (the broker
+        is away, or redis-py's socket timeout cut a blocking read, see check W002) never
+        ends the session: the loop retries with a bounded backoff and warns once until
+        a message arrives again.
+        """
         channel_layer = bus.layer()
         name = bus.control_channel(self.webrtc_id)
+        failures = 0
+        warned = False
         while True:
+            started = self.loop.time()
             try:
                 message = await channel_layer.receive(name)
-            except Exception:
-                # A bus hiccup (e.g. redis-py's socket timeout, see check W002) must not
-                # end the session: log it and listen again.
-                logger.warning("Control channel of %s: receive failed; retrying", self.webrtc_id,
-                               exc_info=True)
-                await asyncio.sleep(0.2)
+            except Exception as exc:
+                if self.loop.time() - started >= 1.0:
+                    failures = 0  # it had been reading for a while: a cut read, not an outage
+                failures += 1
+                if not warned:
+                    logger.warning("Control channel of %s: receive failed (%r); retrying",
+                                   self.webrtc_id, exc)
+                    warned = True
+                await asyncio.sleep(bus.backoff(failures))
                 continue
+            bus.retrieve_cleaner_errors(channel_layer)
+            if warned:
+                logger.info("Control channel of %s: the channel layer answers again",
+                            self.webrtc_id)
+            failures, warned = 0, False
             kind = message.get("type")
             try:
                 if kind == "rtc.ice":
@@ -770,6 +859,7 @@ class Session(SessionPort):
         finally:
             if self.handler is not None and self.started_up:
                 self.handler.reset()
+        await self._finish_outputs()
         if self._pending and self.pc is not None and self.data_channel is None:
             # Failed before the data channel opened (e.g. in start_up): let the client
             # read why, briefly, before the connection goes.
@@ -798,7 +888,7 @@ class Session(SessionPort):
         try:
             await records.mark_closed(self.record_id, state, reason, self.counters())
         finally:
-            await bus.publish_end(self.webrtc_id)
+            await bus.publish_end(self.webrtc_id)  # never raises: the record tells too
 
 
 def _convert_and_receive(loop: asyncio.AbstractEventLoop, converter: AudioInput,
@@ -972,20 +1062,39 @@ class SessionManager:
             self._heartbeat_task = loop.create_task(self._heartbeat(), name="rtcstream:heartbeat")
 
     async def _heartbeat(self) -> None:
-        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions."""
+        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions.
+
+        Nothing here waits on the channel layer: a beat that waited for a broker that is
+        away (the end marker of a reaped session) let this worker's own leases expire,
+        and the other workers reaped its live sessions (hooks then answered 404).
+        """
         while True:
             await asyncio.sleep(rtc_settings.HEARTBEAT_INTERVAL)
             try:
-                await records.heartbeat({
-                    s.record_id: s.counters() for s in self.sessions.values()
-                    if not s.closed.is_set()
-                })
+                running = {s.record_id: s for s in self.sessions.values() if not s.closed.is_set()}
+                lost = await records.heartbeat({rid: s.counters() for rid, s in running.items()})
+                for record_id in lost:
+                    await self._reclaim(running[record_id])
                 for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE,
                                                     keep=self.own_records()):
                     logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
-                    await bus.publish_end(webrtc_id)
+                    background.start(bus.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
             except Exception:
                 logger.exception("Session heartbeat failed")
+
+    async def _reclaim(self, session: Session) -> None:
+        """A running session's record was reaped (this worker's heartbeat came too late):
+        take it back, or close the session if its record ended for another reason."""
+        if session.ended or not session.admitted:
+            return
+        state = SessionState.CONNECTED if session.connected.is_set() else SessionState.CONNECTING
+        if await records.reclaim(session.record_id, state):
+            logger.warning("Session %s was reaped while it ran (its worker's heartbeat was "
+                           "late); its record is live again", session.webrtc_id)
+        else:
+            logger.warning("Session %s lost its record while it ran; closing it",
+                           session.webrtc_id)
+            session.request_close("record_lost", SessionState.FAILED)
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),

@@ -26,8 +26,15 @@ from django_rtcstream.signaling.messages import (
 logger = logging.getLogger(__name__)
 
 
+def retry_headers(exc: SignalingError) -> dict[str, str]:
+    """``Retry-After`` for a 503 (the channel layer is away, a worker did not answer)."""
+    if exc.status != 503:
+        return {}
+    return {"Retry-After": str(getattr(exc, "retry_after", 2))}
+
+
 def failure(exc: SignalingError) -> JsonResponse:
-    return JsonResponse(exc.body(), status=exc.status)
+    return JsonResponse(exc.body(), status=exc.status, headers=retry_headers(exc))
 
 
 def get_stream_or_fail(name: str) -> Any:
