@@ -62,7 +62,10 @@ async def test_track_constraints_and_events(site_url, page):
                signaling: client.signaling };
     """))
     assert (result["width"], result["height"]) == (320, 240)
-    assert result["events"][:2] == ["state:connecting", "state:connected"], result["events"]
+    # The server's "connection" message races the browser's own state change: only the
+    # states' order is promised.
+    states = [e for e in result["events"] if e.startswith("state:")]
+    assert states[:2] == ["state:connecting", "state:connected"], result["events"]
     assert "connection:connected" in result["events"]
     assert "warning:first frame seen" in result["events"]
     assert result["events"][-2:] == ["state:closing", "state:closed"]

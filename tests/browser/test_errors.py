@@ -136,5 +136,11 @@ async def test_handler_failure(site_url, page, screenshot):
     """faulty raises on its sixth frame: the session ends and the page says so."""
     code, text = await failed_with(page, f"{site_url}/rtc/faulty/")
     assert code == "handler_error"
+    # The error message comes first ("reported an error"); the close that follows it
+    # replaces the text: wait for it rather than racing it.
+    await page.wait_for_function(
+        "document.querySelector('#rtc-error').textContent.includes('handler failed')",
+        timeout=15_000)
+    text = await page.text_content("#rtc-error")
     assert "handler failed" in text and "press Start to try again" in text.replace("Press", "press")
     await screenshot(page, "failed")
