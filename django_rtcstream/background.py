@@ -11,6 +11,7 @@ session) decides what else happens.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -22,15 +23,17 @@ __all__ = ["start"]
 
 def start(coro: Coroutine[Any, Any, Any], what: str, *, webrtc_id: str | None = None,
           on_error: Callable[[BaseException], None] | None = None,
-          loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any]:
+          loop: asyncio.AbstractEventLoop | None = None,
+          context: contextvars.Context | None = None) -> asyncio.Task[Any]:
     """Run ``coro`` as a task; if it raises, log it once and call ``on_error``.
 
     ``what`` names the task in the log ("audio socket player"); cancelling it
-    is not an error.
+    is not an error. ``context``: the task's context variables (default: a copy of
+    the caller's, as ``create_task`` does).
     """
     loop = loop or asyncio.get_running_loop()
     name = f"rtcstream:{webrtc_id}:{what}" if webrtc_id else f"rtcstream:{what}"
-    task = loop.create_task(coro, name=name)
+    task = loop.create_task(coro, name=name, context=context)
 
     def done(task: asyncio.Task[Any]) -> None:
         if task.cancelled():

@@ -30,7 +30,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from django_rtcstream import background, safejson
+from django_rtcstream import background, safejson, signals
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.handlers import (
@@ -138,6 +138,8 @@ class Session(SessionPort):
         self._generator_done = False
         self.token = ""
         self.token_hash = ""
+        self.channel = "webrtc"  # or "websocket", "phone": as in the record
+        self.user_id: Any = None
         self.admitted = False  # the record exists (admission passed)
         self.admission: asyncio.Future[Any] | None = None  # an offer's, while it runs
         self.started_up = False  # start_up() was called: shutdown() is owed
@@ -323,7 +325,9 @@ class Session(SessionPort):
 
     def set_inputs(self, values: list[Any]) -> None:
         """New input values: the handler sees them on its next call."""
-        self.inputs = list(values)
+        previous, self.inputs = self.inputs, list(values)
+        self._signal(signals.inputs_changed, record_id=self.record_id, inputs=list(values),
+                     previous=previous)
         if self.handler is not None:
             self.handler.set_args(list(values))
         self._generator_stale = True
@@ -478,6 +482,8 @@ class Session(SessionPort):
     def activate(self) -> None:
         """Once admitted: listen on the control channel, start the handler and the clocks."""
         self.admitted = True
+        self._signal(signals.session_started, channel=self.channel, record_id=self.record_id,
+                     user_id=self.user_id)
         self.spawn(self.control_loop(), "control")
         if self.pc is not None:
             self.spawn(self._connect_timeout(), "connect-timeout")
@@ -827,6 +833,15 @@ class Session(SessionPort):
                                                      context=self.context.copy())
             self._close_task.add_done_callback(self._close_done)
 
+    def _signal(self, signal: Any, **kwargs: Any) -> None:
+        """Send one of ``django_rtcstream.signals`` for this session, without waiting."""
+        if signal.has_listeners(self.stream):
+            # A fresh context: the caller's may be a request's async_to_sync, whose
+            # thread executor is gone by the time a sync receiver would run in it.
+            background.start(signals.send(signal, self.stream, webrtc_id=self.webrtc_id, **kwargs),
+                             "signal", webrtc_id=self.webrtc_id, loop=self.loop,
+                             context=contextvars.Context())
+
     def _close_done(self, task: asyncio.Task[None]) -> None:
         """Nobody may await a close: its failure (a records write) is logged here."""
         if not task.cancelled() and task.exception() is not None:
@@ -886,7 +901,10 @@ class Session(SessionPort):
             return  # refused at admission: no record, nobody subscribed
         await self._let_calls_finish()
         try:
-            await records.mark_closed(self.record_id, state, reason, self.counters())
+            counters = self.counters()
+            await records.mark_closed(self.record_id, state, reason, counters)
+            self._signal(signals.session_ended, channel=self.channel, record_id=self.record_id,
+                         reason=reason, state=state, counters=counters)
         finally:
             await bus.publish_end(self.webrtc_id)  # never raises: the record tells too
 
@@ -973,6 +991,7 @@ class SessionManager:
         The caller starts it (``start_socket``); ``open_webrtc`` does both for offers.
         """
         session = self._new_session(stream, webrtc_id)
+        session.channel, session.user_id = channel, user_id
         try:
             await self._admit(session, channel=channel, client_address=client_address,
                               user_id=user_id, call_sid=call_sid, inputs=inputs)
@@ -1028,6 +1047,7 @@ class SessionManager:
         starts only once the session is admitted.
         """
         session = self._new_session(stream, webrtc_id)
+        session.user_id = kwargs.get("user_id")
         # Recorded as connecting from the start: the answer is on its way (one write less).
         admission = self._admit(session, channel="webrtc", state=SessionState.CONNECTING, **kwargs)
         session.admission = admission
