@@ -16,6 +16,7 @@ class RtcStreamConfig(AppConfig):
 
         checks.register(rtc_checks.check_settings, "django_rtcstream")
         checks.register(rtc_checks.check_streams, "django_rtcstream")
+        checks.register(rtc_checks.check_deploy, "django_rtcstream", deploy=True)
         # daphne imports Twisted, which breaks Gradio components: see contrib.gradio.compat.
         from django_rtcstream.contrib.gradio.compat import repair_abc
 
