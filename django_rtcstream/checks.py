@@ -11,6 +11,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_rtcstream.conf import DEFAULTS
 
+# Names the app's own routes take (urls.py); no stream may be registered under them.
+RESERVED_NAMES = ("streams", "sessions", "health")
+
 
 class Codes:
     """Every check id, in one place, never reused."""
@@ -140,12 +143,12 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     streams = value.get("STREAMS", {}) if isinstance(value, dict) else {}
     messages: list[CheckMessage] = []
     for name, path in streams.items():
-        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name) or name in (
-            "streams", "sessions"
-        ):
+        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name) or \
+                name in RESERVED_NAMES:
             messages.append(Error(f"Invalid stream name {name!r}.",
                                   hint="Use lowercase letters, digits, '-' and '_' (at most 50); "
-                                       "'streams' and 'sessions' are taken by the app's routes.",
+                                       f"{', '.join(map(repr, RESERVED_NAMES))} are taken by the "
+                                       "app's routes.",
                                   id=Codes.STREAM_NAME))
             continue
         try:

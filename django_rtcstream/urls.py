@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils.module_loading import import_string
 
 from django_rtcstream import pages
-from django_rtcstream.api import openapi
+from django_rtcstream.api import health, openapi
 from django_rtcstream.signaling import http, metadata
 from django_rtcstream.telephone import twilio
 
@@ -51,12 +51,11 @@ SESSIONS = "django_rtcstream.api.sessions.SessionViewSet"
 
 app_name = "rtcstream"
 
-# Names these routes take; no stream may be registered under them (check E004).
-RESERVED_NAMES = ("streams", "sessions", "openapi.json")
-
 urlpatterns = [
     path("streams/", metadata.streams, name="streams"),
     path("openapi.json", openapi.schema_view, name="openapi"),
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
     path("sessions/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),
          name="session-list"),
     path("sessions/<uuid:pk>/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
