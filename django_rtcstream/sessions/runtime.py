@@ -1055,6 +1055,12 @@ class SessionManager:
         session.activate()
         return session, answer
 
+    def start_heartbeat(self) -> None:
+        """Start heartbeating (and reaping dead workers' sessions) on the running loop,
+        if not yet: the server's first request does (``asgi``), the first session too."""
+        self.loop_thread = threading.get_ident()
+        self._ensure_heartbeat()
+
     def _ensure_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         task = getattr(self, "_heartbeat_task", None)
