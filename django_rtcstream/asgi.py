@@ -93,7 +93,7 @@ def warm_up() -> None:
     from django_rtcstream.telephone import audio_socket, media_streams  # noqa: F401
 
     try:
-        records._executor.submit(connection.ensure_connection).result()
+        records._executor.submit(records._run, connection.ensure_connection).result()
     except Exception:  # the database may not be up yet: the first admission connects
         logger.debug("django-rtcstream warm-up: no database connection yet", exc_info=True)
 
