@@ -93,13 +93,19 @@ def warm_up() -> None:
     from django_rtcstream.telephone import audio_socket, media_streams  # noqa: F401
 
     try:
-        records._executor.submit(connection.ensure_connection).result()
+        records._executor.submit(records._run, connection.ensure_connection).result()
     except Exception:  # the database may not be up yet: the first admission connects
         logger.debug("django-rtcstream warm-up: no database connection yet", exc_info=True)
 
 
 class _WarmAfterFirstRequest:
-    """HTTP: pass through; after the first request, ``warm_up()`` in a thread, once."""
+    """HTTP: pass through; after the first request, ``warm_up()`` in a thread, once, then
+    start the worker's heartbeat.
+
+    The heartbeat also reaps the sessions of workers that died: a worker that had no
+    session of its own started it only with its first offer, so with the others gone
+    nobody reaped their sessions, and SSE subscribers on it never heard the end.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -111,13 +117,24 @@ class _WarmAfterFirstRequest:
         finally:
             if self.warming is None:
                 self.warming = asyncio.get_running_loop().run_in_executor(None, warm_up)
-                self.warming.add_done_callback(_log_warm_up_failure)
+                self.warming.add_done_callback(_warmed)
 
 
-def _log_warm_up_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
+def _warmed(future: asyncio.Future[None]) -> None:
+    """On the loop, once warm-up is done: start the heartbeat (or log why not)."""
+    if future.cancelled():
+        return
+    if future.exception() is not None:
         logger.warning("django-rtcstream warm-up failed; the first offer will do it",
                        exc_info=future.exception())
+        return
+    from django_rtcstream.sessions import runtime
+
+    try:
+        runtime.manager().start_heartbeat()
+    except Exception:
+        logger.warning("django-rtcstream: the heartbeat did not start; the first offer "
+                       "starts it", exc_info=True)
 
 
 class _Lifespan:

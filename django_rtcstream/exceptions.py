@@ -72,3 +72,23 @@ class BrokerUnavailable(SignalingError):
             f"possible right now; try again in a few seconds.",
             status=503,
         )
+
+
+class DatabaseUnavailable(SignalingError):
+    """Raised when the database of the session records cannot be reached (it is down,
+    restarting, or cut off from this worker), so a session cannot be admitted or looked up.
+
+    Views answer 503 with ``Retry-After: <retry_after>``; running sessions are not
+    harmed (their records catch up once the database is back), and the same request
+    works again then.
+    """
+
+    retry_after = 2  # seconds, for the Retry-After header
+
+    def __init__(self, what: str = "this request") -> None:
+        super().__init__(
+            "database_unavailable",
+            f"The database of the session records cannot be reached, so {what} is not "
+            f"possible right now; try again in a few seconds.",
+            status=503,
+        )

@@ -1,7 +1,9 @@
 """The test project as one of several workers: PostgreSQL, Redis channel layer and cache.
 
 Used by tests/test_multiworker.py, which starts two uvicorn processes with it.
-REDIS_URL and DATABASE_URL name the services; RTCSTREAM_TEST_DB the database.
+REDIS_URL and DATABASE_URL name the services; RTCSTREAM_TEST_DB the database;
+RTCSTREAM_TEST_HEARTBEAT and RTCSTREAM_TEST_LEASE (seconds) the heartbeat interval and
+the session lease (tests/test_worker_faults.py).
 """
 
 import os
@@ -30,5 +32,7 @@ CHANNEL_LAYERS = {"default": {
 }}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                       "LOCATION": _redis, "KEY_PREFIX": _prefix}}
-RTCSTREAM = {**RTCSTREAM, "HEARTBEAT_INTERVAL": 0.5, "SESSION_LEASE": 2.0,
+RTCSTREAM = {**RTCSTREAM,
+             "HEARTBEAT_INTERVAL": float(os.environ.get("RTCSTREAM_TEST_HEARTBEAT", "0.5")),
+             "SESSION_LEASE": float(os.environ.get("RTCSTREAM_TEST_LEASE", "2.0")),
              "WORKER_NAME": os.environ.get("RTCSTREAM_WORKER_NAME")}

@@ -36,9 +36,14 @@ from rest_framework.views import APIView
 
 from django_rtcstream.api import permissions
 from django_rtcstream.api.serializers import input_serializer_class
-from django_rtcstream.api.views import RefusesUnreadableBodies
+from django_rtcstream.api.views import AnswersDatabaseOutages, RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import InvalidInput, SignalingError, UnknownSession
+from django_rtcstream.exceptions import (
+    DatabaseUnavailable,
+    InvalidInput,
+    SignalingError,
+    UnknownSession,
+)
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import bus, records, shutdown
 from django_rtcstream.signaling.http import failure, get_stream_or_fail, retry_headers
@@ -49,7 +54,7 @@ def _failed(exc: SignalingError) -> Response:
     return Response(exc.body(), status=exc.status, headers=retry_headers(exc))
 
 
-class InputHookView(RefusesUnreadableBodies, APIView):
+class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
     """Set a session's inputs by name: ``{"webrtc_id": ..., "<input>": value, ...}``.
 
     Values are validated by a serializer derived from the stream's
@@ -165,6 +170,8 @@ async def outputs_ticket(request: HttpRequest, stream: str) -> JsonResponse:
         await permissions.acheck("outputs", request, the_stream, record)
     except SignalingError as exc:
         return failure(exc)
+    except records.DATABASE_ERRORS:  # the user's session or row, read by a permission
+        return failure(DatabaseUnavailable())
     ticket = secrets.token_urlsafe(32)
     await cache.aset(_ticket_key(ticket), _grant(record), timeout=TICKET_SECONDS)
     return JsonResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
@@ -225,6 +232,8 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
         await subscription.join()
     except SignalingError as exc:
         return failure(exc)
+    except records.DATABASE_ERRORS:  # the user's session or row, read by a permission
+        return failure(DatabaseUnavailable())
 
     async def events() -> AsyncIterator[str]:
         outputs = subscription.__aiter__()

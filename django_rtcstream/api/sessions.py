@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_rtcstream.api.serializers import SessionSerializer
-from django_rtcstream.api.views import RefusesUnreadableBodies
+from django_rtcstream.api.views import AnswersDatabaseOutages, RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import BrokerUnavailable, UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
@@ -26,7 +26,7 @@ from django_rtcstream.sessions import bus
 from django_rtcstream.signaling.http import retry_headers
 
 
-class SessionViewSet(RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+class SessionViewSet(AnswersDatabaseOutages, RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                      viewsets.GenericViewSet):
     serializer_class = SessionSerializer
 

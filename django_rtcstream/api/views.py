@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework.response import Response
 
+from django_rtcstream.exceptions import DatabaseUnavailable
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused
 
 
@@ -22,4 +23,18 @@ class RefusesUnreadableBodies:
         if isinstance(exc, UNREADABLE_BODY):
             refusal = body_refused(exc)
             return Response(refusal.body(), status=refusal.status)
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class AnswersDatabaseOutages:
+    """Answer a database that cannot be reached with 503 ``database_unavailable`` and
+    ``Retry-After``, as the offer URL does, instead of a 500 and a traceback per request."""
+
+    def handle_exception(self, exc: Exception) -> Any:
+        from django_rtcstream.sessions import records
+        from django_rtcstream.signaling.http import retry_headers
+
+        if isinstance(exc, records.DATABASE_ERRORS):
+            refusal = DatabaseUnavailable()
+            return Response(refusal.body(), status=refusal.status, headers=retry_headers(refusal))
         return super().handle_exception(exc)  # type: ignore[misc]

@@ -39,7 +39,12 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.cache import cache
 
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import BrokerUnavailable, SignalingError, UnknownSession
+from django_rtcstream.exceptions import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    SignalingError,
+    UnknownSession,
+)
 from django_rtcstream.handlers import AdditionalOutputs
 from django_rtcstream.sessions import records
 
@@ -430,7 +435,13 @@ async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[Additi
 
 
 async def _is_live(stream: str, webrtc_id: str) -> bool:
-    record = await records.find(stream, webrtc_id)
+    """Whether the session's record is live; True while the database is away (the
+    subscription goes on: the end marker comes through the broker, and the record is
+    looked at again later)."""
+    try:
+        record = await records.find(stream, webrtc_id)
+    except DatabaseUnavailable:
+        return True
     return record is not None and record.is_live
 
 

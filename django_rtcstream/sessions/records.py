@@ -14,41 +14,96 @@ and (with the default ``CONN_MAX_AGE = 0``) open and close a connection
 around every call: on SQLite that was most of an admission's cost. One
 thread also serializes this process's session writes, which SQLite does
 anyway.
+
+The database may become unreachable for a while (a restart, a failover, a cut
+network). A call then raises ``DatabaseUnavailable`` (503 for requests) at
+once instead of Django's ``OperationalError``; the broken connection is closed,
+so the first call after the outage connects again; one warning per outage is
+logged. ``reachable_for()`` tells how long calls have been succeeding: leases of
+other workers are trusted to be stale only after the database has been
+reachable for a whole lease (``SessionManager._heartbeat``, ``_admit``), since
+those workers could not heartbeat during the outage either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.models import ACTIVE_STATES, SessionState, StreamSession
 
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+logger = logging.getLogger(__name__)
+
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcstream-records")
+
+#: What Django raises when the database cannot be reached or the connection broke.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
+# Written on the records thread only (monotonic seconds).
+_outage_since: float | None = None  # the first failure of the outage going on
+_reachable_since: float | None = None  # the first success since the last failure
+
+
+def reachable_for() -> float:
+    """Seconds the records thread's calls have been reaching the database without a
+    failure (0 before the first success, and during an outage)."""
+    since = _reachable_since
+    return 0.0 if since is None else time.monotonic() - since
 
 
 def _run(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    global _outage_since, _reachable_since
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+    except DATABASE_ERRORS as exc:
+        _close_if_broken()
+        _reachable_since = None
+        if _outage_since is None:
+            _outage_since = time.monotonic()
+            logger.warning("django-rtcstream cannot reach the database (%s): offers and "
+                           "lookups answer 503 database_unavailable, running sessions go on "
+                           "and their records catch up once it is back",
+                           str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise DatabaseUnavailable() from exc
     except Exception:
-        # A connection that broke (a database restart) is closed, so the next call
-        # reconnects.
-        if connection.connection is not None and not connection.in_atomic_block \
-                and not connection.is_usable():
-            connection.close()
+        _close_if_broken()
+        _reached()
         raise
+    _reached()
+    return result
+
+
+def _reached() -> None:
+    global _outage_since, _reachable_since
+    if _outage_since is not None:
+        logger.info("django-rtcstream reaches the database again (after %.1f s)",
+                    time.monotonic() - _outage_since)
+        _outage_since = None
+    if _reachable_since is None:
+        _reachable_since = time.monotonic()
+
+
+def _close_if_broken() -> None:
+    """Close a connection that broke (a database restart, a cut network), so the next
+    call reconnects instead of failing on the dead one."""
+    if connection.connection is not None and not connection.in_atomic_block \
+            and not connection.is_usable():
+        connection.close()
 
 
 def submit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> asyncio.Future[R]:
@@ -116,7 +171,10 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
                 live = StreamSession.objects.filter(stream=stream, state__in=ACTIVE_STATES).count()
                 # At the limit, slots held by dead workers are freed and counted again
                 # (below it, the heartbeat's reaping is enough: one query less per offer).
-                if live >= limit and _reap(lease, keep=keep, stream=stream):
+                # Only once the database has been reachable for a lease: just after an
+                # outage every worker's leases look expired, the live ones' too.
+                if live >= limit and reachable_for() >= lease and \
+                        _reap(lease, keep=keep, stream=stream):
                     live = StreamSession.objects.filter(stream=stream,
                                                         state__in=ACTIVE_STATES).count()
                 if live >= limit:
@@ -151,9 +209,11 @@ def mark_connected(record_id: Any) -> None:
 
 
 @on_records_thread
-def mark_closed(record_id: Any, state: str, reason: str, counters: dict[str, int]) -> None:
+def mark_closed(record_id: Any, state: str, reason: str, counters: dict[str, int],
+                closed_at: Any = None) -> None:
     StreamSession.objects.filter(pk=record_id).update(
-        state=state, closed_at=timezone.now(), close_reason=reason[:200], **counters
+        state=state, closed_at=closed_at or timezone.now(), close_reason=reason[:200],
+        **counters
     )
 
 
@@ -170,9 +230,10 @@ def find(stream: str, webrtc_id: str) -> StreamSession | None:
 
 
 @on_records_thread
-def heartbeat(beats: dict[Any, dict[str, int]]) -> list[Any]:
-    """Refresh the lease and counters of this worker's live sessions; the ids of those
-    whose record is no longer live (reaped while they ran, see ``reclaim``)."""
+def heartbeat(beats: dict[Any, dict[str, Any]]) -> list[Any]:
+    """Refresh the lease and counters (and any fields a failed write left behind, see
+    ``Session.record_fields``) of this worker's live sessions; the ids of those whose
+    record is no longer live (reaped while they ran, see ``reclaim``)."""
     now = timezone.now()
     lost = []
     for record_id, counters in beats.items():

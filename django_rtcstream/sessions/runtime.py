@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from django_rtcstream import background, safejson, signals
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.handlers import (
     AdditionalOutputs,
     CloseStream,
@@ -146,6 +146,10 @@ class Session(SessionPort):
         self.frames_in = 0
         self.frames_out = 0
         self.messages_out = 0
+        self.connected_at: Any = None  # when the client connected (wall clock, aware)
+        # Record fields a write could not store (the database was away): the heartbeat
+        # stores them with the next beat that reaches it (see record_fields).
+        self.unsaved: set[str] = set()
         self._emit_thread: OwnThread | None = None
         self._latest_video: LatestFrame | EveryFrame | None = None
         self._last_video_out: Any = None
@@ -331,7 +335,33 @@ class Session(SessionPort):
         if self.handler is not None:
             self.handler.set_args(list(values))
         self._generator_stale = True
-        self.spawn(records.save_inputs(self.record_id, self.inputs), "save-inputs")
+        self.spawn(self._save(records.save_inputs(self.record_id, self.inputs), "inputs"),
+                   "save-inputs")
+
+    async def _save(self, write: Any, *fields: str) -> None:
+        """Await a record write; if the database is away, leave ``fields`` to the
+        heartbeat instead of failing the session (one warning per outage is logged by
+        ``records``)."""
+        try:
+            await write
+        except DatabaseUnavailable:
+            self.unsaved.update(fields)
+
+    def _mark_connected(self) -> Any:
+        from django.utils import timezone
+
+        self.connected_at = timezone.now()
+        return self._save(records.mark_connected(self.record_id), "connected")
+
+    def record_fields(self) -> dict[str, Any]:
+        """What the heartbeat writes to the record: the counters, and the fields of
+        ``unsaved`` with their current values."""
+        fields: dict[str, Any] = self.counters()
+        if "inputs" in self.unsaved:
+            fields["inputs"] = list(self.inputs)
+        if "connected" in self.unsaved:
+            fields.update(state=SessionState.CONNECTED, connected_at=self.connected_at)
+        return fields
 
     def update_inputs(self, changes: dict[str, Any]) -> list[Any]:
         """Set some inputs by name (cleaned values), keeping the others; the new values.
@@ -428,7 +458,7 @@ class Session(SessionPort):
             rate = self.handler.output_sample_rate if self.handler is not None else 48000
             self.audio_out = AudioOutput(rate)
         self.connected.set()
-        self.spawn(records.mark_connected(self.record_id), "mark-connected")
+        self.spawn(self._mark_connected(), "mark-connected")
         if self.stream.time_limit:
             self.spawn(self._time_limit(), "time-limit")
         self.activate()
@@ -545,7 +575,7 @@ class Session(SessionPort):
         if state == "connected" and not self.connected.is_set():
             self.connected.set()
             self.send_message({"type": "connection", "data": "connected"})
-            await records.mark_connected(self.record_id)
+            await self._mark_connected()
             if self.stream.time_limit:
                 self.spawn(self._time_limit(), "time-limit")
         elif state == "failed":
@@ -900,11 +930,17 @@ class Session(SessionPort):
         if not self.admitted:
             return  # refused at admission: no record, nobody subscribed
         await self._let_calls_finish()
+        from django.utils import timezone
+
+        closed = (state, reason, self.counters(), timezone.now())
         try:
-            counters = self.counters()
-            await records.mark_closed(self.record_id, state, reason, counters)
+            await records.mark_closed(self.record_id, *closed)
             self._signal(signals.session_ended, channel=self.channel, record_id=self.record_id,
-                         reason=reason, state=state, counters=counters)
+                         reason=reason, state=state, counters=closed[2])
+        except DatabaseUnavailable:
+            # The heartbeat writes it once the database is back; meanwhile this worker
+            # does not reap the record, and the others wait a lease after the outage.
+            self.manager.unsaved_closes[self.record_id] = closed
         finally:
             await bus.publish_end(self.webrtc_id)  # never raises: the record tells too
 
@@ -959,6 +995,9 @@ class SessionManager:
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
+        # record id -> mark_closed's arguments, for sessions that closed while the
+        # database was away: the heartbeat writes them.
+        self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
         self.executor = HandlerPool(rtc_settings.HANDLER_THREADS,
                                     stuck_after=rtc_settings.HANDLER_STUCK_AFTER)
         self.worker = rtc_settings.worker_name()
@@ -1019,8 +1058,10 @@ class SessionManager:
         return session
 
     def own_records(self) -> list[Any]:
-        """Record ids of this worker's sessions: never reaped by this worker."""
-        return [s.record_id for s in self.sessions.values() if s.admitted]
+        """Record ids of this worker's sessions (and of those whose close is still to be
+        written): never reaped by this worker."""
+        return [*(s.record_id for s in self.sessions.values() if s.admitted),
+                *self.unsaved_closes]
 
     def _admit(self, session: Session, *, inputs: list[Any] | None = None,
                **fields: Any) -> asyncio.Future[Any]:
@@ -1075,6 +1116,12 @@ class SessionManager:
         session.activate()
         return session, answer
 
+    def start_heartbeat(self) -> None:
+        """Start heartbeating (and reaping dead workers' sessions) on the running loop,
+        if not yet: the server's first request does (``asgi``), the first session too."""
+        self.loop_thread = threading.get_ident()
+        self._ensure_heartbeat()
+
     def _ensure_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
         task = getattr(self, "_heartbeat_task", None)
@@ -1087,20 +1134,39 @@ class SessionManager:
         Nothing here waits on the channel layer: a beat that waited for a broker that is
         away (the end marker of a reaped session) let this worker's own leases expire,
         and the other workers reaped its live sessions (hooks then answered 404).
+
+        While the database is away the beats fail quietly (``records`` warns once); the
+        first beat that reaches it again writes what the sessions could not (counters,
+        inputs, connections, closes). Other workers' sessions are reaped only once the
+        database has been reachable for a whole lease: after an outage every lease looks
+        expired, and their workers need a beat to refresh them.
         """
         while True:
             await asyncio.sleep(rtc_settings.HEARTBEAT_INTERVAL)
             try:
-                running = {s.record_id: s for s in self.sessions.values() if not s.closed.is_set()}
-                lost = await records.heartbeat({rid: s.counters() for rid, s in running.items()})
-                for record_id in lost:
-                    await self._reclaim(running[record_id])
-                for webrtc_id in await records.reap(rtc_settings.SESSION_LEASE,
-                                                    keep=self.own_records()):
-                    logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
-                    background.start(bus.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
+                await self._beat()
+            except DatabaseUnavailable:
+                pass  # records warned once for the outage; the next beat catches up
             except Exception:
                 logger.exception("Session heartbeat failed")
+
+    async def _beat(self) -> None:
+        for record_id, closed in list(self.unsaved_closes.items()):
+            await records.mark_closed(record_id, *closed)
+            del self.unsaved_closes[record_id]
+        running = {s.record_id: s for s in self.sessions.values() if not s.closed.is_set()}
+        unsaved = {rid: set(s.unsaved) for rid, s in running.items()}
+        lost = await records.heartbeat({rid: s.record_fields() for rid, s in running.items()})
+        for record_id, session in running.items():
+            session.unsaved -= unsaved[record_id]
+        for record_id in lost:
+            await self._reclaim(running[record_id])
+        lease = rtc_settings.SESSION_LEASE
+        if records.reachable_for() < lease:
+            return
+        for webrtc_id in await records.reap(lease, keep=self.own_records()):
+            logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
+            background.start(bus.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
 
     async def _reclaim(self, session: Session) -> None:
         """A running session's record was reaped (this worker's heartbeat came too late):

@@ -3,7 +3,8 @@
 The same URL takes offers and trickled candidates (``"type": "ice-candidate"``).
 Success answers ``{"sdp", "type": "answer", "webrtc_id"}``; every failure is
 ``{"status": "failed", "meta": {"error": code, "message": ...}}`` with a 4xx,
-429 or 503 status (FastRTC answers 200 even for failures).
+429 or 503 status (FastRTC answers 200 even for failures): 503 when the channel layer
+(``broker_unavailable``) or the database (``database_unavailable``) cannot be reached.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from django.views.decorators.http import require_POST
 from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.api import permissions
-from django_rtcstream.exceptions import SignalingError, StreamNotFound, UnknownSession
+from django_rtcstream.exceptions import (
+    DatabaseUnavailable, SignalingError, StreamNotFound, UnknownSession)
 from django_rtcstream.sessions import records
 from django_rtcstream.signaling.messages import (
     UNREADABLE_BODY, body_refused, candidate_fields, offer_fields, parse_json)
@@ -106,5 +108,8 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     except SignalingError as exc:
         logger.info("Signaling refused on %s: %s (%s)", stream, exc.code, exc)
         return failure(exc)
+    except records.DATABASE_ERRORS as exc:  # the user's session, read for the record
+        logger.info("Signaling refused on %s: database unavailable (%r)", stream, exc)
+        return failure(DatabaseUnavailable())
     return JsonResponse({"sdp": answer, "type": "answer", "webrtc_id": session.webrtc_id,
                          "token": session.token})
