@@ -88,6 +88,27 @@ async def request(url: str, method: str = "GET", body: Any = None,
     return await asyncio.wait_for(go(), timeout)
 
 
+async def simultaneous(requests: list[tuple[str, str, Any, dict[str, str] | None]],
+                       timeout: float = 30.0) -> list[Response]:
+    """Send every ``(url, method, body, headers)`` at once: all connections are open
+    before the first request is written, and all are written before any is read."""
+    encoded = [_encode(method, url, body, headers, keep_alive=False)
+               for url, method, body, headers in requests]
+    streams = await asyncio.gather(*[asyncio.open_connection(host, port)
+                                     for host, port, _ in encoded])
+    for (_, writer), (_, _, raw) in zip(streams, encoded):
+        writer.write(raw)
+
+    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Response:
+        try:
+            await writer.drain()
+            status, head = await _read_head(reader)
+            return Response(status, head, await _read_body(reader, head))
+        finally:
+            writer.close()
+    return await asyncio.wait_for(asyncio.gather(*[read(r, w) for r, w in streams]), timeout)
+
+
 class Connection:
     """A keep-alive connection for many requests, one after another."""
 
@@ -166,3 +187,28 @@ async def open_sse(url: str, headers: dict[str, str] | None = None,
                 writer.close()
         return SSE(status, head, reader, writer)
     return await asyncio.wait_for(go(), timeout)
+
+
+async def input_posts(url: str, webrtc_id: str, token: str, values: list[float],
+                      workers: int) -> list[tuple[float, int, Any]]:
+    """POST each value to an input hook as ``level``, ``workers`` keep-alive connections
+    at a time; ``(value, status, answered inputs or None)`` per post."""
+    results: list[tuple[float, int, Any]] = []
+
+    async def worker(share: list[float]) -> None:
+        connection = Connection(url)
+        try:
+            for value in share:
+                reply = await connection.request(url, "POST", {"webrtc_id": webrtc_id, "level": value},
+                                                 {"X-Session-Token": token})
+                try:
+                    inputs = reply.json().get("inputs")
+                except ValueError:
+                    inputs = None
+                results.append((value, reply.status, inputs))
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*[worker(values[k::workers]) for k in range(workers)])
+    return results
+
