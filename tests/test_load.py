@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import resource
 import time
 from collections import Counter
 
@@ -174,6 +176,23 @@ async def test_a_hundred_sse_subscribers_each_get_every_event_then_end(rtc_url):
 # and the threads' contention for the interpreter lock made the session drop 10-25 %
 # of its frames (latest frame wins) on a busy 2-core machine, against ~1 % with four.
 POSTS, WORKERS = 2000, 4
+POSTS_WITHIN = 30.0  # seconds, on a machine that gives this process the CPU it asks for
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def posts_bound() -> float:
+    """``POSTS_WITHIN``, stretched by how oversubscribed the machine is right now.
+
+    On a shared 2-core machine other people's suites can keep 8 tasks runnable: then
+    this process gets a quarter of the time it asks for, and wall-clock bounds mean
+    nothing. The stretch is at most 1.5 (45 s), so the test stays well under a minute.
+    """
+    cpus, load = os.cpu_count() or 1, os.getloadavg()[0]
+    return POSTS_WITHIN * min(1.5, max(1.0, load / cpus))
 
 
 async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
@@ -183,13 +202,14 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
         values = [(i + 1) / 5000 for i in range(POSTS - 1)]  # 0.0002 .. 0.3998, all distinct
         final = 0.5
         sent0, received0 = client.video.sent, client.received["video"]
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), cpu_seconds()
         results = await asyncio.wait_for(rawhttp.input_posts(
             url, client.webrtc_id, client.token, values, WORKERS), 40)
         # The last write, after every other has been answered.
         reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "level": final},
                                       {"X-Session-Token": client.token})
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
+        bound = posts_bound()
         sent, received = client.video.sent - sent0, client.received["video"] - received0
 
         statuses = Counter(status for _, status, _ in results)
@@ -198,7 +218,9 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
         assert statuses[200] > 0 and len(results) == POSTS - 1
         assert all(inputs == {"level": value} for value, status, inputs in results if status == 200)
         assert (reply.status, reply.json()["inputs"]) == (200, {"level": final}), reply.text
-        assert elapsed <= 30, f"{POSTS} input posts took {elapsed:.1f} s"
+        assert elapsed <= bound, (f"{POSTS} input posts took {elapsed:.1f} s (bound {bound:.0f} s, "
+                                  f"load {os.getloadavg()[0]:.1f}; this process used {cpu:.1f} s "
+                                  "of CPU, the session's video included)")
         # The session kept streaming: at least 90 % of the frames sent came back.
         assert sent > 0 and received >= 0.9 * sent, (received, sent, elapsed)
         assert manager().sessions[client.webrtc_id].inputs == [final]
@@ -209,7 +231,8 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
             frames = await collect(client.video_frames, 3, timeout=5)
             return all(abs(mean_brightness(f) - 235 * final) < 15 for f in frames)
         await wait_for(at_final_level, 10, "frames at the final level")
-        print(f"inputs: {POSTS} posts in {elapsed:.1f} s, {statuses}, frames {received}/{sent}")
+        print(f"inputs: {POSTS} posts in {elapsed:.1f} s (bound {bound:.0f}, cpu {cpu:.1f} s), "
+              f"{statuses}, frames {received}/{sent}")
 
     async def recorded():
         record = await StreamSession.objects.filter(webrtc_id=client.webrtc_id).afirst()
