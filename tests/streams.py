@@ -256,6 +256,8 @@ av = Stream(AVEcho(), modality="audio-video", mode="send-receive")
 av_send = Stream(AVEcho(), modality="audio-video", mode="send")
 av_receive = Stream(AVEcho(), modality="audio-video", mode="receive")
 limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1)
+# Registered by tests/test_load.py (50 simultaneous offers against a limit of 10).
+limited_ten = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=10)
 timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
 faulty = Stream(faulty_frame, modality="video", mode="send-receive")
 mixer = Stream(mix, modality="video", mode="send-receive",
