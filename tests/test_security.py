@@ -477,12 +477,6 @@ async def test_the_input_hook_under_session_cookie_auth_is_csrf_protected(rtc_ur
 
 
 @pytest.mark.media
-@pytest.mark.xfail(strict=True, reason=(
-    "Defect: POST <stream>/webrtc/offer {'type': 'close'} is csrf_exempt and reads any "
-    "body as JSON whatever its Content-Type, and the default 'close' permission accepts "
-    "the session's logged-in user (IsSessionUser) from the session cookie alone: a "
-    "cross-site text/plain form POST can hang up a logged-in user's session whose "
-    "webrtc_id it knows, without the token or a CSRF token."))
 async def test_closing_a_session_with_its_users_cookie_needs_the_csrf_token(rtc_url, asgi_server):
     _, alice = await login("alice")
     peer = await Peer(rtc_url).open(cookie_only(alice))

@@ -61,6 +61,32 @@ async def offer(request: HttpRequest, stream: str) -> JsonResponse:
     return await handle(request, stream)
 
 
+async def _cookie_needs_csrf(request: HttpRequest) -> None:
+    """A hang-up authorised by the session cookie must pass Django's CSRF check.
+
+    The offer URL is CSRF-exempt (FastRTC clients post to it from anywhere) and
+    reads any body as JSON, so without this a cross-site form could hang up a
+    logged-in user's session from its cookie alone. A request that fails the
+    check keeps only what it carries itself: the session token.
+    """
+    auser = getattr(request, "auser", None)
+    user = await auser() if auser is not None else getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return
+    from django.contrib.auth.models import AnonymousUser
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    refused = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+    if refused is not None:  # as DRF's SessionAuthentication: the cookie does not count
+        anonymous = AnonymousUser()
+
+        async def no_user() -> AnonymousUser:
+            return anonymous
+
+        request.user = anonymous  # type: ignore[assignment]
+        request.auser = no_user  # type: ignore[attr-defined]
+
+
 async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     """Answer an offer, take a trickled candidate, or (``"type": "close"``) hang up.
 
@@ -91,6 +117,7 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
             record = await records.find(stream, webrtc_id)
             if record is None or not record.is_live:
                 raise UnknownSession(webrtc_id)
+            await _cookie_needs_csrf(request)
             await permissions.acheck("close", request, the_stream, record)
             await bus.send_close(stream, webrtc_id, "client_hangup")
             return JsonResponse({"status": "success"})
