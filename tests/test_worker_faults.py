@@ -510,11 +510,13 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         assert await next_event_where(sse_b, lambda e: e[0] == "end", 10) == \
             ("end", {"webrtc_id": on_a.webrtc_id})
 
-        # One warning per worker and outage, no traceback, no lease ran out.
+        # A warning or two per worker and outage, no traceback, no lease ran out.
         for worker in ("A", "B"):
             log = cluster.log(worker)
             assert "Traceback" not in log, log[-4000:]
-            assert log.count("cannot reach the database") == 1, log[-4000:]
+            # One per outage; a busy machine may let one query through mid-cut, which
+            # splits it in two. Never one per request or beat.
+            assert 1 <= log.count("cannot reach the database") <= 2, log[-4000:]
             assert "Reaped session" not in log and "was reaped while it ran" not in log, log[-4000:]
     except BaseException:
         cluster.print_logs()
