@@ -18,6 +18,7 @@ def index(request):
             "mode": stream.mode,
             "handler": getattr(stream.handler, "__name__", type(stream.handler).__name__),
             "inputs": [spec.name for spec in stream.inputs.specs],
+            "page_url": reverse("rtcstream:page", kwargs={"stream": name}),
             "config_url": reverse("rtcstream:config", kwargs={"stream": name}),
             "offer_url": request.build_absolute_uri(
                 reverse("rtcstream:offer", kwargs={"stream": name})

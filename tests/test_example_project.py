@@ -126,6 +126,14 @@ async def test_example_project_serves_streams_and_flips_video(tmp_path):
         brightness = next(s for s in body["streams"] if s["name"] == "brightness")
         assert [i["name"] for i in brightness["inputs"]] == ["gain", "mirror"]
 
+        # The home page links every stream to its built-in page, where a newcomer goes.
+        def home() -> str:
+            with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+                return response.read().decode()
+        page = await asyncio.to_thread(home)
+        for name in EXPECTED:
+            assert f'<a href="/rtc/{name}/">{name}</a>' in page, name
+
         client = StreamClient(f"{base}/rtc/", "flip", video=SyntheticVideoTrack(),
                               ice_host_addresses=["127.0.0.1"])
         try:
