@@ -81,6 +81,7 @@ RTCSTREAM = {
         "in_order": "tests.streams.in_order",
     },
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
-    "CONNECT_TIMEOUT": 10,
+    # RTCSTREAM_TEST_CONNECT_TIMEOUT: a server subprocess's own (tests/churn.py).
+    "CONNECT_TIMEOUT": float(os.environ.get("RTCSTREAM_TEST_CONNECT_TIMEOUT", "10")),
     "EARLY_CANDIDATE_WAIT": 1.0,
 }
