@@ -65,7 +65,7 @@ from django_rtcstream.media.tracks import (
     VideoClock,
 )
 from django_rtcstream.models import SessionState
-from django_rtcstream.sessions import bus, records
+from django_rtcstream.sessions import bus, memory, records
 from django_rtcstream.sessions.feed import SerialFeed
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
 from django_rtcstream.stream import Stream
@@ -906,6 +906,7 @@ class SessionManager:
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
+        self._ended_since_trim = False
         self.executor = HandlerPool(rtc_settings.HANDLER_THREADS,
                                     stuck_after=rtc_settings.HANDLER_STUCK_AFTER)
         self.worker = rtc_settings.worker_name()
@@ -921,6 +922,7 @@ class SessionManager:
     def forget(self, session: Session) -> None:
         if self.sessions.get(session.webrtc_id) is session:
             del self.sessions[session.webrtc_id]
+            self._ended_since_trim = True
 
     async def open(
         self,
@@ -1022,7 +1024,8 @@ class SessionManager:
             self._heartbeat_task = loop.create_task(self._heartbeat(), name="rtcstream:heartbeat")
 
     async def _heartbeat(self) -> None:
-        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions."""
+        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions,
+        and give back the memory of sessions that ended since the last beat."""
         while True:
             await asyncio.sleep(rtc_settings.HEARTBEAT_INTERVAL)
             try:
@@ -1035,6 +1038,10 @@ class SessionManager:
                     await bus.publish_end(webrtc_id)
             except Exception:
                 logger.exception("Session heartbeat failed")
+            if self._ended_since_trim and rtc_settings.TRIM_MEMORY:
+                # At most once a beat, off the loop: it walks every arena (milliseconds).
+                self._ended_since_trim = False
+                await asyncio.to_thread(memory.trim)
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
