@@ -1039,9 +1039,8 @@ class SessionManager:
             except Exception:
                 logger.exception("Session heartbeat failed")
             if self._ended_since_trim and rtc_settings.TRIM_MEMORY:
-                # At most once a beat, off the loop: it walks every arena (milliseconds).
                 self._ended_since_trim = False
-                await asyncio.to_thread(memory.trim)
+                await memory.release(idle=not self.sessions)
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
