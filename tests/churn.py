@@ -3,7 +3,7 @@
 Used by tests/test_leaks.py, and run on its own to see whether the server's
 memory and threads plateau under churn::
 
-    python -m tests.churn --cycles 300 --every 25 [--dump] [--trim]
+    python -m tests.churn --cycles 300 --every 25 [--settle] [--dump] [--trim] [--no-trim-memory]
 
 Each cycle opens one session one way and abandons it another way (``KINDS``);
 kinds take turns, and each kind turns through its streams. The server is uvicorn
@@ -58,7 +58,8 @@ def _free_port() -> int:
 
 
 class Server:
-    """uvicorn serving tests.asgi in a subprocess, with its own database."""
+    """uvicorn serving tests.asgi in a subprocess, with its own database and
+    tests/debug_hook.py installed (``dump()``, ``trim()``)."""
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
@@ -69,7 +70,8 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}/rtc/"
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
                     "PYTHONPATH": str(ROOT), "RTCSTREAM_TEST_SQLITE": str(self.db),
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "PYTHONUNBUFFERED": "1", "RTCSTREAM_TEST_DEBUG_DUMP": str(self.dump_file),
+                    **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
@@ -138,18 +140,6 @@ class Server:
                     return report
             await asyncio.sleep(0.1)
         raise RuntimeError("the server did not dump its objects")
-
-    def thread_names(self) -> dict[str, int]:
-        """The server's threads by kernel name (native ones too), digits folded."""
-        import re
-        from collections import Counter
-
-        assert self.process is not None
-        names: Counter[str] = Counter()
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                names[re.sub(r"\d+", "N", (task / "comm").read_text().strip())] += 1
-        return dict(names.most_common())
 
     def trim(self) -> None:
         assert self.process is not None
@@ -220,8 +210,24 @@ async def _first_media(client: StreamClient, timeout: float = 3.0) -> None:
         await asyncio.wait_for(queue.get(), timeout)
 
 
+class _Nowhere:
+    """A datagram transport whose socket is gone: sends vanish, nothing arrives."""
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
 def _kill_sockets(pc: RTCPeerConnection) -> None:
-    """What a killed client process leaves: its UDP sockets gone, nothing said."""
+    """What a killed client process leaves: its UDP sockets closed, nothing said (its
+    own peer connection then closes into the void)."""
     transports = {t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport}
     if pc.sctp is not None:
         transports.add(pc.sctp.transport)
@@ -229,6 +235,7 @@ def _kill_sockets(pc: RTCPeerConnection) -> None:
         for protocol in list(dtls.transport._connection._protocols):
             if getattr(protocol, "transport", None) is not None:
                 protocol.transport.abort()
+                protocol.transport = _Nowhere()
 
 
 async def _quiet_close(client: StreamClient) -> None:
@@ -432,41 +439,43 @@ async def limited_admits(ctx: Ctx) -> bool:
 
 
 def server_env(consent_interval: float = 1.0, connect_timeout: float = 3.0,
-               dump: bool = False, tracemalloc: bool = False) -> dict[str, str]:
+               heartbeat: float = 1.0, tracemalloc: bool = False) -> dict[str, str]:
+    """A killed client found in ~6 s, a vanished one in 3 s, and the memory of ended
+    sessions released (TRIM_MEMORY) within a second of the last one."""
     env = {"RTCSTREAM_TEST_CONSENT_INTERVAL": str(consent_interval),
-           "RTCSTREAM_TEST_CONNECT_TIMEOUT": str(connect_timeout)}
-    if dump:
-        env["RTCSTREAM_TEST_DEBUG_DUMP"] = "1"  # replaced with the file by main()
+           "RTCSTREAM_TEST_CONNECT_TIMEOUT": str(connect_timeout),
+           "RTCSTREAM_TEST_HEARTBEAT_INTERVAL": str(heartbeat)}
     if tracemalloc:
         env["PYTHONTRACEMALLOC"] = "1"
     return env
 
 
+def _line(done: int, now: dict[str, int], took: float = 0.0) -> str:
+    return (f"cycles {done:4d}  rss {now['rss'] / 2**20:6.1f} MB  threads {now['threads']:3d}  "
+            f"fds {now['fds']:3d}  udp {now['udp']:2d}  live {now['live']:2d}  ({took:.0f} s)")
+
+
 async def main(args: argparse.Namespace) -> None:
     ice.install_host_addresses(["127.0.0.1"])
     workdir = Path(tempfile.mkdtemp(prefix="rtcstream-churn-"))
-    env = server_env(dump=args.dump, tracemalloc=args.tracemalloc)
+    env = server_env(heartbeat=args.heartbeat, tracemalloc=args.tracemalloc)
+    env["RTCSTREAM_TEST_TRIM_MEMORY"] = "1" if args.trim_memory else "0"
     if args.arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.arena_max)
     server = Server(workdir, env)
-    if args.dump:
-        server.env["RTCSTREAM_TEST_DEBUG_DUMP"] = str(server.dump_file)
     server.start()
     ctx = Ctx(server.base)
     print(f"server pid {server.process.pid}, log {server.log}", flush=True)  # type: ignore[union-attr]
     try:
-        start = await server.settle()
-        print("start", start, flush=True)
+        print(_line(0, await server.settle()), flush=True)
         done = 0
         while done < args.cycles:
             t0 = time.monotonic()
             await run_cycles(ctx, done, args.every)
             done += args.every
             took = time.monotonic() - t0
-            now = await server.settle()
-            line = (f"cycles {done:4d}  rss {now['rss'] / 2**20:6.1f} MB  threads "
-                    f"{now['threads']:3d}  fds {now['fds']:3d}  udp {now['udp']:2d}  live "
-                    f"{now['live']}  ({took:.0f} s)")
+            now = await server.settle() if args.settle else server.sample()
+            line = _line(done, now, took)
             if args.trim:
                 server.trim()
                 await asyncio.sleep(0.5)
@@ -475,9 +484,17 @@ async def main(args: argparse.Namespace) -> None:
             if args.dump:
                 report = await server.dump()
                 print("   ", {k: v for k, v in report["watched"].items() if v},
-                      "objects", report["gc_objects"], "threads", report["threads"],
-                      "tasks", report["tasks"], report.get("traced", ""), flush=True)
-                print("    os threads", server.thread_names(), flush=True)
+                      "objects", report["gc_objects"], "collected", report["gc_collect"],
+                      "threads", report["threads"], "tasks", report["tasks"],
+                      report.get("traced", ""), flush=True)
+        await server.settle()
+        await asyncio.sleep(2 * args.heartbeat + 0.5)  # TRIM_MEMORY's beat
+        print("settled", _line(done, server.sample()), flush=True)
+        report = await server.dump()
+        server.trim()
+        await asyncio.sleep(0.5)
+        print(f"after gc.collect() ({report['gc_collect']}) and malloc_trim: "
+              f"{server.sample()['rss'] / 2**20:.1f} MB", flush=True)
         print("outcomes", ctx.outcomes, flush=True)
         print("limited admits:", await limited_admits(ctx), flush=True)
     finally:
@@ -489,9 +506,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--settle", action="store_true",
+                        help="let every session end before each sample (default: sample mid-churn)")
     parser.add_argument("--dump", action="store_true", help="print the server's object counts")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="trace allocations in the server (snapshots beside the dump)")
     parser.add_argument("--trim", action="store_true", help="malloc_trim after each sample")
     parser.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for the server")
+    parser.add_argument("--heartbeat", type=float, default=5.0,
+                        help="the server's HEARTBEAT_INTERVAL (TRIM_MEMORY acts on a beat)")
+    parser.add_argument("--no-trim-memory", dest="trim_memory", action="store_false",
+                        help="RTCSTREAM['TRIM_MEMORY'] = False in the server")
     asyncio.run(main(parser.parse_args()))

@@ -6,7 +6,8 @@
   dumps): live objects of the media stack by class, asyncio tasks by name,
   thread names, the largest object types, and, when tracemalloc is tracing
   (``PYTHONTRACEMALLOC=1``), a snapshot saved beside it as ``<file>.<seq>.snap``.
-- SIGUSR1: ``malloc_trim(0)`` (glibc), to tell freed-but-kept heap from live memory.
+- SIGUSR1: ``malloc_trim(0)`` (glibc), to tell freed-but-kept heap from live memory;
+  how long it took (ms) is appended to ``<file>.trim``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 import signal
 import threading
+import time
 import tracemalloc
 
 WATCHED = (
@@ -70,7 +72,9 @@ def _chains(targets: list[object], depth: int = 5, fanout: int = 3) -> list[str]
 
 
 def _dump(path: str, seq: list[int]) -> None:
-    gc.collect()
+    started = time.perf_counter()
+    collected = gc.collect()
+    gc_ms = (time.perf_counter() - started) * 1000
     seq[0] += 1
     by_class: collections.Counter[str] = collections.Counter()
     for obj in gc.get_objects():
@@ -90,6 +94,7 @@ def _dump(path: str, seq: list[int]) -> None:
         "threads": dict(threads.most_common()),
         "top": dict(by_class.most_common(40)),
         "gc_objects": sum(by_class.values()),
+        "gc_collect": {"ms": round(gc_ms, 1), "freed": collected},
     }
     if os.environ.get("RTCSTREAM_TEST_DEBUG_REFERRERS"):
         kept = [o for o in gc.get_objects() if type(o).__name__ in ("Session", "RTCPeerConnection")]
@@ -103,11 +108,14 @@ def _dump(path: str, seq: list[int]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _trim() -> None:
+def _trim(path: str) -> None:
+    started = time.perf_counter()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open(path + ".trim", "a") as out:
+        out.write(f"{(time.perf_counter() - started) * 1000:.1f}\n")
 
 
 def install(path: str) -> None:
     seq = [0]
     signal.signal(signal.SIGUSR2, lambda *_: _dump(path, seq))
-    signal.signal(signal.SIGUSR1, lambda *_: _trim())
+    signal.signal(signal.SIGUSR1, lambda *_: _trim(path))

@@ -85,3 +85,8 @@ RTCSTREAM = {
     "CONNECT_TIMEOUT": float(os.environ.get("RTCSTREAM_TEST_CONNECT_TIMEOUT", "10")),
     "EARLY_CANDIDATE_WAIT": 1.0,
 }
+# tests/churn.py: a server subprocess releasing memory sooner, or not at all.
+if os.environ.get("RTCSTREAM_TEST_HEARTBEAT_INTERVAL"):
+    RTCSTREAM["HEARTBEAT_INTERVAL"] = float(os.environ["RTCSTREAM_TEST_HEARTBEAT_INTERVAL"])
+if os.environ.get("RTCSTREAM_TEST_TRIM_MEMORY"):
+    RTCSTREAM["TRIM_MEMORY"] = os.environ["RTCSTREAM_TEST_TRIM_MEMORY"] == "1"
