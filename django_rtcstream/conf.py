@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5.0,
     # Seconds without a heartbeat after which any worker reaps a session (marked failed)
     "SESSION_LEASE": 30.0,
+    # True: once sessions have ended, the next heartbeat gives the heap memory they freed
+    # back to the OS (glibc's malloc_trim, after gc.collect() when no session is live;
+    # nothing elsewhere), so RSS follows what the worker holds (see sessions/memory.py)
+    "TRIM_MEMORY": True,
     # Days finished sessions are kept (rtcstream_sessions --purge)
     "SESSION_RETENTION_DAYS": 30,
     # DRF permission classes per action: "open", "input", "outputs", "close"

@@ -82,6 +82,12 @@ RTCSTREAM = {
         "in_order": "tests.streams.in_order",
     },
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
-    "CONNECT_TIMEOUT": 10,
+    # RTCSTREAM_TEST_CONNECT_TIMEOUT: a server subprocess's own (tests/churn.py).
+    "CONNECT_TIMEOUT": float(os.environ.get("RTCSTREAM_TEST_CONNECT_TIMEOUT", "10")),
     "EARLY_CANDIDATE_WAIT": 1.0,
 }
+# tests/churn.py: a server subprocess releasing memory sooner, or not at all.
+if os.environ.get("RTCSTREAM_TEST_HEARTBEAT_INTERVAL"):
+    RTCSTREAM["HEARTBEAT_INTERVAL"] = float(os.environ["RTCSTREAM_TEST_HEARTBEAT_INTERVAL"])
+if os.environ.get("RTCSTREAM_TEST_TRIM_MEMORY"):
+    RTCSTREAM["TRIM_MEMORY"] = os.environ["RTCSTREAM_TEST_TRIM_MEMORY"] == "1"

@@ -180,6 +180,7 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
     ({"AUDIO_ADAPTIVE": "yes"}, "django_rtcstream.E009"),
     ({"VIDEO_MARKER_RELEASE": None}, "django_rtcstream.E009"),
+    ({"TRIM_MEMORY": "yes"}, "django_rtcstream.E009"),
     ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
     ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
 ])

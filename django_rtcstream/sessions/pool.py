@@ -236,6 +236,10 @@ class HandlerPool(Executor):
             try:
                 _run(work, registry)
             finally:
+                # An idle thread must not keep its last call alive while it waits: that
+                # call's arguments and result pin its session (handler, peer connection,
+                # frames) long after the session closed (concurrent.futures does the same).
+                del work
                 with cond:
                     del self._busy[me]
                     if self._working(time.monotonic()) > self.size:
@@ -299,3 +303,4 @@ class OwnThread(Executor):
             if work is self._STOP:
                 return
             _run(work, self.registry)
+            del work  # not pinned while the thread waits for the next call

@@ -65,7 +65,7 @@ from django_rtcstream.media.tracks import (
     VideoClock,
 )
 from django_rtcstream.models import SessionState
-from django_rtcstream.sessions import bus, records
+from django_rtcstream.sessions import bus, memory, records
 from django_rtcstream.sessions.feed import SerialFeed
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
 from django_rtcstream.stream import Stream
@@ -998,6 +998,7 @@ class SessionManager:
         # record id -> mark_closed's arguments, for sessions that closed while the
         # database was away: the heartbeat writes them.
         self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
+        self._ended_since_trim = False
         self.executor = HandlerPool(rtc_settings.HANDLER_THREADS,
                                     stuck_after=rtc_settings.HANDLER_STUCK_AFTER)
         self.worker = rtc_settings.worker_name()
@@ -1013,6 +1014,7 @@ class SessionManager:
     def forget(self, session: Session) -> None:
         if self.sessions.get(session.webrtc_id) is session:
             del self.sessions[session.webrtc_id]
+            self._ended_since_trim = True
 
     async def open(
         self,
@@ -1129,7 +1131,8 @@ class SessionManager:
             self._heartbeat_task = loop.create_task(self._heartbeat(), name="rtcstream:heartbeat")
 
     async def _heartbeat(self) -> None:
-        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions.
+        """Keep this worker's leases fresh, publish counters, reap dead workers' sessions,
+        and give back the memory of sessions that ended since the last beat.
 
         Nothing here waits on the channel layer: a beat that waited for a broker that is
         away (the end marker of a reaped session) let this worker's own leases expire,
@@ -1149,6 +1152,9 @@ class SessionManager:
                 pass  # records warned once for the outage; the next beat catches up
             except Exception:
                 logger.exception("Session heartbeat failed")
+            if self._ended_since_trim and rtc_settings.TRIM_MEMORY:
+                self._ended_since_trim = False
+                await memory.release(idle=not self.sessions)
 
     async def _beat(self) -> None:
         for record_id, closed in list(self.unsaved_closes.items()):
