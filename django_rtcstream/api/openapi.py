@@ -25,13 +25,15 @@ FAILURE = {
         "status": {"const": "failed"},
         "meta": {
             "type": "object",
-            "required": ["error"],
+            "required": ["error", "message"],
             "properties": {
                 "error": {"type": "string", "examples": ["concurrency_limit_reached"]},
                 "message": {"type": "string"},
                 "limit": {"type": "integer"},
+                "fields": {"type": "object", "description": "Messages per request field."},
             },
         },
+        "errors": {"type": "object", "description": "Messages per input (the input hook's 400)."},
     },
 }
 
@@ -74,6 +76,8 @@ def build(prefix: str) -> dict[str, Any]:
     p = prefix.rstrip("/")
     stream_param = {"name": "stream", "in": "path", "required": True,
                     "schema": {"type": "string", "enum": registry.stream_names()}}
+    session_id = {"name": "id", "in": "path", "required": True,
+                  "schema": {"type": "string", "format": "uuid"}}
     token = {"name": "X-Session-Token", "in": "header", "required": False,
              "schema": {"type": "string"}, "description": "The token returned with the answer."}
     offer_body = {"oneOf": [
@@ -103,7 +107,7 @@ def build(prefix: str) -> dict[str, Any]:
             "responses": {"200": _json({"type": "object", "properties": {
                 "sdp": {"type": "string"}, "type": {"const": "answer"},
                 "webrtc_id": {"type": "string"}, "token": {"type": "string"}}}),
-                **_failures(400, 403, 404, 409, 413, 429)}}},
+                **_failures(400, 403, 404, 409, 413, 429, 503)}}},
         f"{p}/{{stream}}/outputs": {"get": {
             "summary": "The session's AdditionalOutputs as Server-Sent Events",
             "operationId": "streamOutputs",
@@ -120,7 +124,7 @@ def build(prefix: str) -> dict[str, Any]:
                                            "in access logs; prefer a ticket."}],
             "responses": {"200": {"description": "event: output / event: end",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_failures(400, 403, 404)}}},
+                          **_failures(400, 403, 404, 503)}}},
         f"{p}/{{stream}}/outputs/ticket": {"post": {
             "summary": "A single-use ticket for the SSE output hook (for EventSource)",
             "operationId": "streamOutputsTicket", "parameters": [stream_param, token],
@@ -131,20 +135,41 @@ def build(prefix: str) -> dict[str, Any]:
                                         "properties": {"ticket": {"type": "string"},
                                                        "expires_in": {"type": "integer"}}}),
                           **_failures(400, 403, 404, 413)}}},
-        f"{p}/sessions/": {"get": {"summary": "Sessions (staff)", "operationId": "listSessions",
-                                   "responses": {"200": _json({"type": "array", "items": {
-                                       "$ref": "#/components/schemas/Session"}})}}},
+        f"{p}/{{stream}}/telephone/incoming": {"post": {
+            "summary": "Twilio's voice webhook: TwiML that connects the call to the stream",
+            "operationId": "telephoneIncoming", "parameters": [
+                stream_param,
+                {"name": "X-Twilio-Signature", "in": "header", "required": False,
+                 "schema": {"type": "string"},
+                 "description": "Required (and checked) when TWILIO_AUTH_TOKEN is set."}],
+            "requestBody": {"required": False, "content": {
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+                    "CallSid": {"type": "string"}, "From": {"type": "string"},
+                    "To": {"type": "string"}}}}}},
+            "responses": {"200": {"description": "TwiML: <Connect><Stream url=...>",
+                                  "content": {"application/xml": {"schema": {"type": "string"}}}},
+                          **_failures(400, 403, 404, 413)}}},
+        f"{p}/sessions/": {"get": {
+            "summary": "Sessions (staff)", "operationId": "listSessions",
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": description} for name, description in [
+                    ("stream", "Only this stream's sessions."),
+                    ("state", "Only sessions in this state."),
+                    ("webrtc_id", "Only sessions with this id."),
+                    ("live", "'1' or 'true': only sessions that have not ended.")]],
+            "responses": {"200": _json({"type": "array", "items": {
+                "$ref": "#/components/schemas/Session"}}), **_failures(403)}}},
         f"{p}/sessions/{{id}}/": {"get": {
             "summary": "One session (staff)", "operationId": "getSession",
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string", "format": "uuid"}}],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Session"})}}},
+            "parameters": [session_id],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Session"}),
+                          **_failures(403, 404)}}},
         f"{p}/sessions/{{id}}/close/": {"post": {
             "summary": "Close a session on whichever worker holds it (staff)",
             "operationId": "closeSession",
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string", "format": "uuid"}}],
-            "responses": {"200": _json({"type": "object"}), **_failures(409)}}},
+            "parameters": [session_id],
+            "responses": {"200": _json({"type": "object"}), **_failures(403, 404, 409, 503)}}},
     }
     schemas: dict[str, Any] = {"Failure": FAILURE, "Session": _session_schema()}
     for name, stream in registry.get_streams().items():
@@ -158,7 +183,8 @@ def build(prefix: str) -> dict[str, Any]:
             "parameters": [token],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{component}"}}}},
-            "responses": {"200": _json({"type": "object"}), **_failures(400, 403, 404, 413)}}}
+            "responses": {"200": _json({"type": "object"}),
+                          **_failures(400, 403, 404, 413, 503)}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "django-rtcstream", "version": __version__},
