@@ -63,7 +63,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                               id=Codes.BAD_NUMBER))
     for key, hint in (("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
                       ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet."),
-                      ("DIRECT_OFFERS", "True answers offers before Django's middleware.")):
+                      ("DIRECT_OFFERS", "True answers offers before Django's middleware."),
+                      ("GC_FREEZE", "True freezes the import-time heap after the warm-up.")):
         flag = value.get(key, DEFAULTS[key])
         if not isinstance(flag, bool):
             messages.append(Error(f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",
