@@ -336,7 +336,11 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
 
 def _rate(value: Any) -> int:
-    rate = int(value)
+    try:
+        rate = int(value)
+    except OverflowError:  # JSON's Infinity (1e999) is a float that no int can hold
+        raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {value!r}") \
+            from None
     if not 8000 <= rate <= 96000:
         raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {rate}")
     return rate
