@@ -76,6 +76,13 @@ class EchoWatch:
                                     round((used - cpu) * 1000), round((other_now - other) * 1000)))
             wall, cpu, other = now, used, other_now
 
+    async def observed(self, seconds: float) -> None:
+        """Keep watching until the echo has been watched for ``seconds`` (a measurement
+        window: a share of frames over a fraction of a second says nothing)."""
+        left = self.started + seconds - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
+
     def stop(self) -> None:
         if self.ended is None:
             self.ended = time.monotonic()
@@ -103,7 +110,8 @@ class EchoWatch:
         s = self.summary()
         if s["share"] >= MIN_SHARE and s["max_gap_ms"] <= MAX_GAP * 1000:
             return None
-        return (f"the live echo noticed: {s} (loop_stalls: (at s, wall ms, loop-thread CPU ms, fuzzing threads' CPU ms))")
+        return (f"the live echo noticed: {s} (loop_stalls: (at s, wall ms, loop-thread CPU ms, "
+                f"fuzzing threads' CPU ms); gc_pauses: (at s, generation, ms))")
 
     def assert_undisturbed(self) -> None:
         why = self.disturbed()

@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from django.urls import URLPattern, get_resolver
 from django.utils.module_loading import import_string
 
