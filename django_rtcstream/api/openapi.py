@@ -38,6 +38,13 @@ FAILURE = {
 }
 
 
+# What every endpoint accepts as a session id (sessions.bus.WEBRTC_ID_RE); anything else
+# is 400 invalid_webrtc_id.
+WEBRTC_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+SUCCESS = {"type": "object", "required": ["status"], "properties": {"status": {"const": "success"}},
+           "additionalProperties": False}
+
+
 def _failures(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": "Refused", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Failure"}}}} for c in codes}
@@ -49,7 +56,9 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def input_schema(spec: InputSpec) -> dict[str, Any]:
     if spec.kind in ("slider", "number"):
-        schema: dict[str, Any] = {"type": "integer" if spec.precision == 0 else "number"}
+        # Whole-number sliders (integer minimum and step) take and give ints, as in Gradio:
+        # the hook refuses 440.5 for Slider(50, 4000, step=10).
+        schema: dict[str, Any] = {"type": "integer" if spec.is_integer() else "number"}
         if spec.minimum is not None:
             schema["minimum"] = spec.minimum
         if spec.maximum is not None:
@@ -83,14 +92,14 @@ def build(prefix: str) -> dict[str, Any]:
     offer_body = {"oneOf": [
         {"type": "object", "required": ["type", "sdp"], "properties": {
             "type": {"const": "offer"}, "sdp": {"type": "string"},
-            "webrtc_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}},
+            "webrtc_id": WEBRTC_ID}},
         {"type": "object", "required": ["type", "candidate", "webrtc_id"], "properties": {
-            "type": {"const": "ice-candidate"}, "webrtc_id": {"type": "string"},
+            "type": {"const": "ice-candidate"}, "webrtc_id": WEBRTC_ID,
             "candidate": {"type": ["object", "null"], "properties": {
                 "candidate": {"type": "string"}, "sdpMid": {"type": ["string", "null"]},
                 "sdpMLineIndex": {"type": ["integer", "null"]}}}}},
         {"type": "object", "required": ["type", "webrtc_id"], "properties": {
-            "type": {"const": "close"}, "webrtc_id": {"type": "string"},
+            "type": {"const": "close"}, "webrtc_id": WEBRTC_ID,
             "token": {"type": "string"}}},
     ]}
     paths: dict[str, Any] = {
@@ -104,16 +113,18 @@ def build(prefix: str) -> dict[str, Any]:
             "summary": "Offer (FastRTC compatible), trickled ICE candidate, or hang-up",
             "operationId": "postOffer", "parameters": [stream_param],
             "requestBody": {"required": True, "content": {"application/json": {"schema": offer_body}}},
-            "responses": {"200": _json({"type": "object", "properties": {
-                "sdp": {"type": "string"}, "type": {"const": "answer"},
-                "webrtc_id": {"type": "string"}, "token": {"type": "string"}}}),
+            "responses": {"200": _json({"oneOf": [
+                {"type": "object", "required": ["sdp", "type", "webrtc_id", "token"],
+                 "properties": {"sdp": {"type": "string"}, "type": {"const": "answer"},
+                                "webrtc_id": {"type": "string"}, "token": {"type": "string"}}},
+                SUCCESS]}, "The answer (an offer), or success (a candidate, a hang-up)"),
                 **_failures(400, 403, 404, 409, 413, 429, 503)}}},
         f"{p}/{{stream}}/outputs": {"get": {
             "summary": "The session's AdditionalOutputs as Server-Sent Events",
             "operationId": "streamOutputs",
             "parameters": [stream_param, token,
                            {"name": "webrtc_id", "in": "query", "required": True,
-                            "schema": {"type": "string"}},
+                            "schema": WEBRTC_ID},
                            {"name": "ticket", "in": "query", "required": False,
                             "schema": {"type": "string"},
                             "description": "A single-use ticket from streamOutputsTicket "
@@ -130,7 +141,7 @@ def build(prefix: str) -> dict[str, Any]:
             "operationId": "streamOutputsTicket", "parameters": [stream_param, token],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["webrtc_id"], "properties": {
-                    "webrtc_id": {"type": "string"}, "token": {"type": "string"}}}}}},
+                    "webrtc_id": WEBRTC_ID, "token": {"type": "string"}}}}}},
             "responses": {"200": _json({"type": "object", "required": ["ticket", "expires_in"],
                                         "properties": {"ticket": {"type": "string"},
                                                        "expires_in": {"type": "integer"}}}),
@@ -169,13 +180,13 @@ def build(prefix: str) -> dict[str, Any]:
             "summary": "Close a session on whichever worker holds it (staff)",
             "operationId": "closeSession",
             "parameters": [session_id],
-            "responses": {"200": _json({"type": "object"}), **_failures(403, 404, 409, 503)}}},
+            "responses": {"200": _json(SUCCESS), **_failures(403, 404, 409, 503)}}},
     }
     schemas: dict[str, Any] = {"Failure": FAILURE, "Session": _session_schema()}
     for name, stream in registry.get_streams().items():
         component = "".join(part.capitalize() for part in name.replace("-", "_").split("_")) + "Inputs"
         schemas[component] = {"type": "object", "required": ["webrtc_id"], "properties": {
-            "webrtc_id": {"type": "string"}, "token": {"type": "string"},
+            "webrtc_id": WEBRTC_ID, "token": {"type": "string"},
             **{spec.name: input_schema(spec) for spec in stream.inputs.specs}},
             "additionalProperties": False}
         paths[f"{p}/{name}/input"] = {"post": {
@@ -183,7 +194,12 @@ def build(prefix: str) -> dict[str, Any]:
             "parameters": [token],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{component}"}}}},
-            "responses": {"200": _json({"type": "object"}),
+            "responses": {"200": _json({
+                "type": "object", "required": ["status", "inputs"], "properties": {
+                    "status": {"const": "success"},
+                    "inputs": {"type": "object", "description": "Every input's value now.",
+                               "properties": {spec.name: input_schema(spec)
+                                              for spec in stream.inputs.specs}}}}),
                           **_failures(400, 403, 404, 413, 503)}}}
     return {
         "openapi": "3.1.0",
