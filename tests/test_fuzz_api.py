@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from django_rtcstream.client import StreamClient
 from tests.fuzzing import assert_nothing_left, live_echo
 from tests.test_bad_input import no_server_errors  # noqa: F401  (fixture)
 
@@ -39,8 +40,10 @@ ONLY = os.environ.get("FUZZ_API_ONLY")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def fuzz(base: str, headers: dict[str, str], only: str | None, timeout: float = 240) -> dict:
-    args = [sys.executable, "-m", "tests.fuzz_api_client", base, "--examples", str(EXAMPLES)]
+async def fuzz(base: str, headers: dict[str, str], only: str | None, target: str,
+               timeout: float = 240) -> dict:
+    args = [sys.executable, "-m", "tests.fuzz_api_client", base, "--examples", str(EXAMPLES),
+            "--target", target]
     if only:
         args += ["--only", only]
     for key, value in headers.items():
@@ -65,22 +68,35 @@ def in_flight(log: list, at: float, started: float) -> list:
 
 async def run_against_server(rtc_url: str, asgi_server: str, headers: dict[str, str],
                              only: str | None) -> None:
-    async with live_echo(rtc_url) as echo:
+    # The target: a live session that the input hook and ticket cases are aimed at.
+    async with StreamClient(rtc_url, "tone") as target, live_echo(rtc_url) as echo:
         started = time.monotonic()
-        outcome = await fuzz(asgi_server, headers, only)
+        outcome = await fuzz(asgi_server, headers, only,
+                             f"tone:{target.webrtc_id}:{target.token}")
         elapsed = time.monotonic() - started
         disturbed = echo.disturbed()
         summary = echo.summary()
-        await assert_nothing_left({echo.webrtc_id})
+        await assert_nothing_left({echo.webrtc_id, target.webrtc_id})
+        await echo.client.hang_up()
+        await target.hang_up()
     await assert_nothing_left()
     log = outcome["log"]
     print(f"\n{len(log)} requests over {len(outcome['counts'])} operations in {elapsed:.1f} s; "
           f"echo {summary}")
+    by_status: dict[str, dict[int, int]] = {}
+    for _, _, label, status in log:
+        by_status.setdefault(label, {}).setdefault(status, 0)
+        by_status[label][status] += 1
+    print({label: codes for label, codes in by_status.items() if 200 in codes})
     assert not outcome["failures"], "\n\n".join(
         f"== {label}\n" + "\n".join(msgs) for label, msgs in outcome["failures"].items())
     if disturbed:
         stalls = {at: in_flight(log, at, echo.started) for at, *_ in summary["loop_stalls"]}
         raise AssertionError(f"{disturbed}; requests in flight during the stalls: {stalls}")
+    if only is None:  # the cases aimed at the live target did reach it
+        for label in ["POST /rtc/tone/input [positive]",
+                      "POST /rtc/{stream}/outputs/ticket [positive]"]:
+            assert by_status.get(label, {}).get(200), (label, by_status.get(label))
 
 
 async def test_every_operation_anonymous(rtc_url, asgi_server, no_server_errors):  # noqa: F811
@@ -133,3 +149,17 @@ def test_the_sessions_api_refuses_with_the_failure_body(path, staff, client, dja
         assert (response.status_code, body["status"], body["meta"]["error"]) == (
             expected[0], "failed", expected[1]), body
         assert body["meta"]["message"] == body["detail"]
+
+
+def test_the_document_says_what_the_hooks_accept(client):
+    """Schema-valid requests the server refused: 440.5 for a whole-number slider (the
+    document said "number"), "" or "a b" as webrtc_id (it said any string)."""
+    doc = client.get("/rtc/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["ToneInputs"]["properties"]["frequency"]["type"] == "integer"  # step 10
+    assert schemas["GainInputs"]["properties"]["level"]["type"] == "number"
+    assert schemas["ToneInputs"]["properties"]["webrtc_id"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+    ticket = doc["paths"]["/rtc/{stream}/outputs/ticket"]["post"]["requestBody"]
+    assert ticket["content"]["application/json"]["schema"]["properties"]["webrtc_id"]["pattern"]
+    answer = doc["paths"]["/rtc/tone/input"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["required"] == ["status", "inputs"]
