@@ -121,6 +121,11 @@ class EchoWatch:
 @contextlib.asynccontextmanager
 async def live_echo(rtc_url: str):
     """An echo session, connected and flowing, watched for as long as the block runs."""
+    # What the test process holds before the fuzzing (pytest's, the earlier tests' log
+    # records, Hypothesis's) is no server's heap: out of the collector's full passes, as the
+    # server's import-time heap is (GC_FREEZE), so its pauses measure the fuzzing's garbage.
+    gc.collect()
+    gc.freeze()
     async with StreamClient(rtc_url, "echo", audio=ToneAudioTrack()) as client:
         await collect(client.audio_frames, 5)
         while not client.audio_frames.empty():  # start counting from now
