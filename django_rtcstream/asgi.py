@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -96,6 +97,15 @@ def warm_up() -> None:
         records._executor.submit(records._run, connection.ensure_connection).result()
     except Exception:  # the database may not be up yet: the first admission connects
         logger.debug("django-rtcstream warm-up: no database connection yet", exc_info=True)
+    from django_rtcstream.conf import rtc_settings
+
+    if rtc_settings.GC_FREEZE:
+        # The collector's full pass traverses every tracked object while holding the GIL:
+        # with Django, DRF, aiortc and PyAV imported that took 100-300 ms, and every
+        # session's audio stalled meanwhile (gaps the fuzz tests' live echo measured).
+        # What exists now is the import-time heap, alive for the worker's whole life:
+        # frozen, the full passes see only what sessions allocate.
+        gc.freeze()
 
 
 class _WarmAfterFirstRequest:

@@ -75,7 +75,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     for key, hint in (("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
                       ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet."),
                       ("DIRECT_OFFERS", "True answers offers before Django's middleware."),
-                      ("TRIM_MEMORY", "True gives memory freed by ended sessions back to the OS.")):
+                      ("TRIM_MEMORY", "True gives memory freed by ended sessions back to the OS."),
+                      ("GC_FREEZE", "True freezes the import-time heap after the warm-up.")):
         flag = value.get(key, DEFAULTS[key])
         if not isinstance(flag, bool):
             messages.append(Error(f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",

@@ -58,6 +58,8 @@ class InputSpec:
                 number = float(value)
             except ValueError:
                 raise ValueError(f"Expected a number, got {value!r}.") from None
+            except OverflowError:  # an int past float's range (JSON carries any int)
+                raise ValueError("Expected a number within float's range.") from None
             if not math.isfinite(number):
                 raise ValueError("Expected a finite number.")
             if self.minimum is not None and number < self.minimum:

@@ -51,6 +51,9 @@ SESSIONS = "django_rtcstream.api.sessions.SessionViewSet"
 
 app_name = "rtcstream"
 
+# The routes of one stream take any single path segment as its name (``str``, not
+# ``slug``): a name that no stream has gets the app's JSON failure (404
+# ``unknown_stream``), not the project's HTML 404 page. The same goes for session ids.
 urlpatterns = [
     path("streams/", metadata.streams, name="streams"),
     path("openapi.json", openapi.schema_view, name="openapi"),
@@ -58,20 +61,20 @@ urlpatterns = [
     path("health/ready", health.ready, name="health-ready"),
     path("sessions/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),
          name="session-list"),
-    path("sessions/<uuid:pk>/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
+    path("sessions/<str:pk>/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
          name="session-detail"),
-    path("sessions/<uuid:pk>/close/", lazy_view(SESSIONS, csrf_exempt=True, actions={"post": "close"}),
+    path("sessions/<str:pk>/close/", lazy_view(SESSIONS, csrf_exempt=True, actions={"post": "close"}),
          name="session-close"),
-    path("<slug:stream>/config", metadata.config, name="config"),
-    path("<slug:stream>/webrtc/offer", http.offer, name="offer"),
-    path("<slug:stream>/input", lazy_view("django_rtcstream.api.hooks.input_hook", csrf_exempt=True),
+    path("<str:stream>/config", metadata.config, name="config"),
+    path("<str:stream>/webrtc/offer", http.offer, name="offer"),
+    path("<str:stream>/input", lazy_view("django_rtcstream.api.hooks.input_hook", csrf_exempt=True),
          name="input"),
-    path("<slug:stream>/outputs", lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
+    path("<str:stream>/outputs", lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
          name="outputs"),
-    path("<slug:stream>/outputs/ticket",
+    path("<str:stream>/outputs/ticket",
          lazy_view("django_rtcstream.api.hooks.outputs_ticket", is_async=True, csrf_exempt=True),
          name="outputs-ticket"),
-    path("<slug:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
+    path("<str:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
     # The built-in pages (templates/django_rtcstream/): an index of the streams, one page each.
     path("", pages.index, name="index"),
     path("<slug:stream>/", pages.page, name="page"),

@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.http import Http404
 from django.utils.module_loading import import_string
-from rest_framework import mixins, viewsets
+from rest_framework import exceptions, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import exception_handler
 
 from django_rtcstream.api.serializers import SessionSerializer
 from django_rtcstream.api.views import AnswersDatabaseOutages, RefusesUnreadableBodies
@@ -26,9 +29,32 @@ from django_rtcstream.sessions import bus
 from django_rtcstream.signaling.http import retry_headers
 
 
+def failure_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, answering the app's failure body (``{"status": "failed", "meta":
+    {"error": code, "message": ...}}``) instead of DRF's ``{"detail": ...}``, which is
+    kept beside it for DRF clients."""
+    response = exception_handler(exc, context)
+    if response is None or not isinstance(response.data, dict) or "detail" not in response.data:
+        return response
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    detail = response.data["detail"]
+    response.data = {"status": "failed",
+                     "meta": {"error": code if isinstance(code, str) else "error",
+                              "message": str(detail)},
+                     "detail": detail}
+    return response
+
+
 class SessionViewSet(AnswersDatabaseOutages, RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                      viewsets.GenericViewSet):
     serializer_class = SessionSerializer
+
+    def get_exception_handler(self) -> Any:
+        return failure_exception_handler
 
     def get_permissions(self) -> list[Any]:
         return [import_string(c)() if isinstance(c, str) else c()

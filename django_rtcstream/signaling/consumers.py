@@ -47,6 +47,16 @@ class SignalingConsumer(AsyncWebsocketConsumer):
 
     session: Any = None
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, and the session closed however it ends (a handler
+        that raises, e.g. answering a ``ping`` sent after ``close``, ends the loop without
+        ``disconnect()``: the session lived on until ICE gave up)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.session is not None:
+                await self.disconnect(1006)
+
     async def connect(self) -> None:
         name = self.scope["url_route"]["kwargs"]["stream"]
         await self.accept()

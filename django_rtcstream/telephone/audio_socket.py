@@ -68,6 +68,20 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
     output_rate = 0
     stream_sid: str | None = None  # Twilio's; None for FastRTC's protocol
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, and the session closed however it ends.
+
+        ``disconnect()`` runs only when the loop reads ``websocket.disconnect``: a handler
+        that raises ends the loop without it. One did whenever a client sent anything
+        after ``stop`` (the answer to it raised uvicorn's ``ClientDisconnected``, which
+        uvicorn swallows): the session, and its slot, stayed live until the worker stopped.
+        """
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.session is not None:
+                await self.disconnect(1006)
+
     async def connect(self) -> None:
         await self.accept()
         name = self.scope["url_route"]["kwargs"]["stream"]
@@ -336,7 +350,11 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
 
 def _rate(value: Any) -> int:
-    rate = int(value)
+    try:
+        rate = int(value)
+    except OverflowError:  # JSON's Infinity (1e999) is a float that no int can hold
+        raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {value!r}") \
+            from None
     if not 8000 <= rate <= 96000:
         raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {rate}")
     return rate
