@@ -324,4 +324,4 @@ async def test_a_flood_of_candidates_for_unknown_sessions_is_bounded(rtc_url, mo
     assert set(statuses) == {404, 429} and statuses[429] > statuses[404], statuses
     assert {body["meta"]["error"] for status, body in results if status == 429} == \
         {"too_many_early_candidates"}
-    assert not bus._early_waiting and not bus._early_events  # nothing held afterwards
+    assert not bus._early_waiting and not bus._early_events and not bus._early_by_id  # nothing held

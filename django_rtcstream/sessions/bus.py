@@ -226,6 +226,7 @@ EARLY_TOTAL = 256
 EARLY_POLL = 0.25
 _early_waiting: dict[str, int] = {}  # client address -> candidates waiting
 _early_events: dict[str, asyncio.Event] = {}  # webrtc_id -> set when its session registers
+_early_by_id: dict[str, int] = {}  # webrtc_id -> candidates waiting on its event
 
 
 def session_registered(webrtc_id: str) -> None:
@@ -272,6 +273,7 @@ async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] 
         await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
         one_process = isinstance(layer(), InMemoryChannelLayer)
         event = _early_events.setdefault(webrtc_id, asyncio.Event())
+        _early_by_id[webrtc_id] = _early_by_id.get(webrtc_id, 0) + 1
         deadline = time.monotonic() + rtc_settings.EARLY_CANDIDATE_WAIT
         while True:
             if _local(webrtc_id) is not None:
@@ -295,9 +297,11 @@ async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] 
         _early_waiting[address] -= 1
         if not _early_waiting[address]:
             del _early_waiting[address]
-        if webrtc_id in _early_events and not _early_events[webrtc_id].is_set() \
-                and _local(webrtc_id) is None:
-            _early_events.pop(webrtc_id, None)
+        if webrtc_id in _early_by_id:
+            _early_by_id[webrtc_id] -= 1
+            if not _early_by_id[webrtc_id]:  # the last waiter for it: nothing is kept
+                del _early_by_id[webrtc_id]
+                _early_events.pop(webrtc_id, None)
 
 
 def _dumps(output: AdditionalOutputs) -> bytes:
