@@ -45,6 +45,29 @@ def log(event: str) -> None:
             out.write(f"{webrtc_id} {event}\n")
 
 
+def _record_signals(path: str) -> None:
+    """Multi-worker tests: every session signal, as a JSON line naming the worker it ran on."""
+    import json
+
+    from django_rtcstream import signals
+
+    def writer(name):
+        def receive(sender, **kwargs):
+            line = {"signal": name, "worker": os.environ.get("RTCSTREAM_WORKER_NAME"),
+                    "stream": sender.name, **{k: v for k, v in kwargs.items()
+                                              if k not in ("signal", "stream")}}
+            with open(path, "a") as out:
+                out.write(json.dumps(line, default=str) + "\n")
+        return receive
+
+    for name in ("session_started", "session_ended", "inputs_changed"):
+        getattr(signals, name).connect(writer(name), weak=False)
+
+
+if os.environ.get("RTCSTREAM_TEST_SIGNALS"):
+    _record_signals(os.environ["RTCSTREAM_TEST_SIGNALS"])
+
+
 def flip_frame(frame):
     return np.flip(frame, axis=0)
 

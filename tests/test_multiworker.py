@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -52,7 +53,8 @@ def cluster():
     with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
-           "RTCSTREAM_TEST_DB": name, "RTCSTREAM_TEST_PREFIX": name, "PYTHONPATH": ROOT}
+           "RTCSTREAM_TEST_DB": name, "RTCSTREAM_TEST_PREFIX": name, "PYTHONPATH": ROOT,
+           "RTCSTREAM_TEST_SIGNALS": os.path.join(tempfile.gettempdir(), f"{name}-signals.jsonl")}
     subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
     cluster = {"name": name, "env": env, "workers": {}}
     try:
@@ -69,6 +71,8 @@ def cluster():
                     process.kill()
         with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if os.path.exists(env["RTCSTREAM_TEST_SIGNALS"]):
+            os.remove(env["RTCSTREAM_TEST_SIGNALS"])
 
 
 def spawn_worker(cluster, worker):
@@ -136,6 +140,39 @@ async def test_inputs_outputs_and_hangup_reach_the_owning_worker_through_the_oth
             cluster, "SELECT state, close_reason FROM django_rtcstream_streamsession "
                      "WHERE webrtc_id = %s AND state = 'closed'", client.webrtc_id))
     assert closed == [("closed", "client_hangup")]
+
+
+def signals_of(cluster, webrtc_id):
+    try:
+        with open(cluster["env"]["RTCSTREAM_TEST_SIGNALS"]) as lines:
+            return [e for e in map(json.loads, lines) if e["webrtc_id"] == webrtc_id]
+    except FileNotFoundError:
+        return []
+
+
+async def test_signals_are_sent_on_the_owning_worker_with_their_arguments(cluster):
+    a, b = base(cluster, "A"), base(cluster, "B")
+    async with StreamClient(a, "gain", video=SyntheticVideoTrack(),
+                            ice_host_addresses=["127.0.0.1"]) as client:
+        await collect(client.video_frames, 3)
+        # Set through worker B; the session, and so the signal, is worker A's.
+        status, reply = await http_json(f"{b}gain/input", {"webrtc_id": client.webrtc_id,
+                                                           "token": client.token, "level": 0.5})
+        assert status == 200, reply
+        await wait_for(lambda: any(e["signal"] == "inputs_changed"
+                                   for e in signals_of(cluster, client.webrtc_id)))
+        webrtc_id = client.webrtc_id
+    events = await wait_for(lambda: (lambda es: es if any(e["signal"] == "session_ended"
+                                                            for e in es) else None)(
+        signals_of(cluster, webrtc_id)))
+    assert [(e["signal"], e["worker"]) for e in events] == [
+        ("session_started", "A"), ("inputs_changed", "A"), ("session_ended", "A")]
+    started, changed, ended = events
+    assert (started["stream"], started["channel"]) == ("gain", "webrtc")
+    assert (changed["inputs"], changed["previous"]) == ([0.5], [1.0])
+    assert (ended["reason"], ended["state"]) == ("client_hangup", "closed")
+    assert ended["counters"]["frames_in"] > 0
+    assert started["record_id"] == changed["record_id"] == ended["record_id"]
 
 
 async def test_sse_on_one_worker_streams_outputs_of_a_session_on_the_other(cluster):
