@@ -32,6 +32,7 @@ import pytest
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack
 from tests.conftest import free_port
+from tests.workers import start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -123,13 +124,7 @@ def outage_cluster():
         yield cluster
     finally:
         for _, process, log in cluster["workers"].values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+            stop_worker(process)
             log.close()
         redis.stop()
         if created:
@@ -139,24 +134,10 @@ def outage_cluster():
 
 
 def spawn_worker(cluster, worker):
-    port = free_port()
     log = open(os.path.join(cluster["logs"], f"{worker}.log"), "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "on", "--log-level", "warning"],
-        env={**cluster["env"], "RTCSTREAM_WORKER_NAME": worker}, cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, process = start_worker(cluster["env"], worker, log)
     cluster["workers"][worker] = (url, process, log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/rtc/streams/", timeout=2)
-            return url
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"worker {worker} at {url} did not start")
-            time.sleep(0.1)
+    return url
 
 
 def worker_log(cluster, worker) -> str:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, SyntheticVideoTrack, ToneAudioTrack, http_json
-from tests.conftest import free_port
+from tests.workers import start_worker, stop_worker
 from tests.media import collect, drain, mean_brightness
 
 REDIS_URL = os.environ.get("REDIS_URL")
@@ -63,12 +63,7 @@ def cluster():
         yield cluster
     finally:
         for _, process in cluster["workers"].values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_worker(process)
         with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if os.path.exists(env["RTCSTREAM_TEST_SIGNALS"]):
@@ -77,22 +72,9 @@ def cluster():
 
 def spawn_worker(cluster, worker):
     """Start one uvicorn worker process on the cluster's database and channel layer."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "on", "--log-level", "warning"],
-        env={**cluster["env"], "RTCSTREAM_WORKER_NAME": worker}, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    url, process = start_worker(cluster["env"], worker)
     cluster["workers"][worker] = (url, process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/rtc/streams/", timeout=2)
-            return url
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"worker {worker} at {url} did not start")
-            time.sleep(0.1)
+    return url
 
 
 def rows(cluster, sql, *params):

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +34,7 @@ import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack
 from tests.conftest import free_port
+from tests.workers import start_worker, stop_worker
 from tests.media import collect
 
 REDIS_URL = os.environ.get("REDIS_URL")
@@ -197,25 +197,13 @@ class Cluster:
             self.spawn(worker)
 
     def spawn(self, worker: str) -> None:
-        port = free_port()
         log = open(os.path.join(self.logs, f"{worker}.log"), "w+")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--lifespan", "on", "--log-level", "warning"],
-            env={**self.worker_env, "RTCSTREAM_WORKER_NAME": worker}, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        try:
+            url, process = start_worker(self.worker_env, worker, log)
+        except RuntimeError as exc:
+            log.seek(0)
+            raise RuntimeError(f"{exc}:\n{log.read()[-3000:]}") from None
         self.workers[worker] = (url, process, log)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/rtc/streams/", timeout=2)
-                return
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"worker {worker} at {url} did not start:\n"
-                                       f"{self.log(worker)[-3000:]}")
-                time.sleep(0.1)
 
     def base(self, worker: str) -> str:
         return self.workers[worker][0] + "/rtc/"
@@ -247,13 +235,7 @@ class Cluster:
 
     def stop(self) -> None:
         for _, process, log in self.workers.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+            stop_worker(process)
             log.close()
         if self.proxy is not None:
             self.proxy.cut()
