@@ -33,37 +33,53 @@ async def connect_once(http: aiohttp.ClientSession, base: str, stream: str) -> f
     pc.createDataChannel("text")
     pc.addTrack(AudioStreamTrack())
     connected = asyncio.Event()
-    pc.on("connectionstatechange", lambda: connected.set()
-          if pc.connectionState == "connected" else None)
+    pc.on(
+        "connectionstatechange",
+        lambda: connected.set() if pc.connectionState == "connected" else None,
+    )
     started = time.perf_counter()
     await pc.setLocalDescription(await pc.createOffer())
     webrtc_id = secrets.token_urlsafe(16)
-    async with http.post(f"{base}/{stream}/webrtc/offer", json={
-            "type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": webrtc_id}) as reply:
+    async with http.post(
+        f"{base}/{stream}/webrtc/offer",
+        json={"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": webrtc_id},
+    ) as reply:
         answer = await reply.json()
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
     await asyncio.wait_for(connected.wait(), 15)
     elapsed = time.perf_counter() - started
-    async with http.post(f"{base}/{stream}/webrtc/offer", json={
-            "type": "close", "webrtc_id": webrtc_id, "token": answer.get("token")}):
+    async with http.post(
+        f"{base}/{stream}/webrtc/offer",
+        json={"type": "close", "webrtc_id": webrtc_id, "token": answer.get("token")},
+    ):
         pass
     await pc.close()
     return elapsed
 
 
-async def flood(http: aiohttp.ClientSession, base: str, stream: str, width: int,
-                stop: asyncio.Event, statuses: dict[int, int]) -> None:
+async def flood(
+    http: aiohttp.ClientSession,
+    base: str,
+    stream: str,
+    width: int,
+    stop: asyncio.Event,
+    statuses: dict[int, int],
+) -> None:
     async def ghost() -> None:
         # Each ghost keeps one candidate in flight, sent again at most once a second:
         # ``width`` candidates waiting at once, as in issue 13's probe, not an HTTP flood.
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             sent = loop.time()
-            body = {"type": "ice-candidate", "webrtc_id": secrets.token_urlsafe(12),
-                    "candidate": GHOST}
+            body = {
+                "type": "ice-candidate",
+                "webrtc_id": secrets.token_urlsafe(12),
+                "candidate": GHOST,
+            }
             async with http.post(f"{base}/{stream}/webrtc/offer", json=body) as reply:
                 statuses[reply.status] = statuses.get(reply.status, 0) + 1
             await asyncio.sleep(max(0.0, sent + 1.0 - loop.time()))
+
     await asyncio.gather(*(ghost() for _ in range(width)))
 
 
@@ -86,8 +102,10 @@ async def main() -> None:
         stop.set()
         await flooding
     i, f = statistics.median(idle) * 1000, statistics.median(loaded) * 1000
-    print(f"setup (offer -> connected), median of {args.sessions}: idle {i:.1f} ms, "
-          f"under a flood of {args.flood} {f:.1f} ms: {f / i:.2f}x; flood answers {statuses}")
+    print(
+        f"setup (offer -> connected), median of {args.sessions}: idle {i:.1f} ms, "
+        f"under a flood of {args.flood} {f:.1f} ms: {f / i:.2f}x; flood answers {statuses}"
+    )
 
 
 if __name__ == "__main__":

@@ -181,8 +181,11 @@ class Session:
             "signaling": _diff(self.t_offer, self.t_answer),
             "connected": _diff(base, self.t_connected),
             "first_frame": _diff(base, self.t_first),
-            "sent": 0, "returned": 0, "rt": [],
-            "unflipped": self.unflipped, "unreadable": self.unreadable,
+            "sent": 0,
+            "returned": 0,
+            "rt": [],
+            "unflipped": self.unflipped,
+            "unreadable": self.unreadable,
             "unidentified": self.detector.unknown if self.detector else 0,
         }
         if self.kind == "audio":
@@ -217,18 +220,27 @@ async def _consume(session: Session, track: MediaStreamTrack) -> None:
         return
 
 
-async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, stream: str,
-                    needs_input: bool, link: dict[str, Any] | None = None,
-                    client_buffer: bool = False) -> None:
+async def run_stock(
+    session: Session,
+    http: aiohttp.ClientSession,
+    base: str,
+    stream: str,
+    needs_input: bool,
+    link: dict[str, Any] | None = None,
+    client_buffer: bool = False,
+) -> None:
     session.t_start = now()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     relay = None
     if link:
         from tests.relay import JitteryRelay, host_candidate, via_relay
 
-        relay = JitteryRelay(max_delay=link["max_delay"], loss=link["loss"],
-                             reorder=link.get("reorder", True),
-                             seed=link.get("seed", secrets.randbits(32)))
+        relay = JitteryRelay(
+            max_delay=link["max_delay"],
+            loss=link["loss"],
+            reorder=link.get("reorder", True),
+            seed=link.get("seed", secrets.randbits(32)),
+        )
         await relay.start()
 
     async def close() -> None:
@@ -269,7 +281,9 @@ async def run_stock(session: Session, http: aiohttp.ClientSession, base: str, st
     try:
         reply = json.loads(raw)
     except ValueError:
-        raise RuntimeError(f"offer failed: HTTP {response.status}, not JSON: {raw[:80]!r}") from None
+        raise RuntimeError(
+            f"offer failed: HTTP {response.status}, not JSON: {raw[:80]!r}"
+        ) from None
     session.t_answer = now()
     if not isinstance(reply, dict) or "sdp" not in reply:
         raise RuntimeError(f"offer refused: {response.status} {str(reply)[:200]}")
@@ -288,8 +302,13 @@ async def run_package(session: Session, base: str, stream: str) -> None:
     from django_rtcstream.client import StreamClient
 
     kwargs = {"video": session.track} if session.kind == "video" else {"audio": session.track}
-    client = StreamClient(base + "/", stream, ice_host_addresses=["127.0.0.1"],
-                          webrtc_id=secrets.token_urlsafe(12), **kwargs)
+    client = StreamClient(
+        base + "/",
+        stream,
+        ice_host_addresses=["127.0.0.1"],
+        webrtc_id=secrets.token_urlsafe(12),
+        **kwargs,
+    )
     session.closer = client.hang_up
     session.t_start = now()
     await client.connect(timeout=20)
@@ -314,6 +333,7 @@ async def main(spec: dict[str, Any]) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
+
         async def start(i: int, session: Session, base: str) -> None:
             await asyncio.sleep(i * spec.get("stagger", 0.0))
             try:
@@ -323,15 +343,26 @@ async def main(spec: dict[str, Any]) -> None:
                     link = spec.get("link")
                     if link and "seed" in link:  # one loss pattern per session slot
                         link = {**link, "seed": link["seed"] * 1000 + i}
-                    await run_stock(session, http, base, stream, spec.get("needs_input", False),
-                                    link, spec.get("client_buffer", False))
+                    await run_stock(
+                        session,
+                        http,
+                        base,
+                        stream,
+                        spec.get("needs_input", False),
+                        link,
+                        spec.get("client_buffer", False),
+                    )
             except Exception as exc:  # reported, the run goes on
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 
-        await asyncio.gather(*(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"]))))
+        await asyncio.gather(
+            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"])))
+        )
         ok = sum(1 for s in sessions if s.error is None)
-        print(json.dumps({"event": "connected", "ok": ok, "failed": len(sessions) - ok, "t": now()}),
-              flush=True)
+        print(
+            json.dumps({"event": "connected", "ok": ok, "failed": len(sessions) - ok, "t": now()}),
+            flush=True,
+        )
         line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         command = json.loads(line or "{}")
         if "window" not in command:
@@ -351,8 +382,10 @@ async def main(spec: dict[str, Any]) -> None:
                     await asyncio.wait_for(s.closer(), 5)
                 except Exception:
                     pass
-    print(json.dumps({"event": "result", "sessions": reports, "client_cpu": round(cpu1 - cpu0, 4)}),
-          flush=True)
+    print(
+        json.dumps({"event": "result", "sessions": reports, "client_cpu": round(cpu1 - cpu0, 4)}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,27 @@ class Echo(EchoLogic, StreamHandler):
 
 SERVER_RTC = {"iceServers": []}
 STREAMS = {
-    "flip": Stream(flip_frame, modality="video", mode="send-receive", concurrency_limit=1000,
-                   server_rtc_configuration=SERVER_RTC),
-    "slowflip": Stream(slow_flip_frame, modality="video", mode="send-receive",
-                       concurrency_limit=1000, server_rtc_configuration=SERVER_RTC),
-    "echo": Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1000,
-                   server_rtc_configuration=SERVER_RTC),
+    "flip": Stream(
+        flip_frame,
+        modality="video",
+        mode="send-receive",
+        concurrency_limit=1000,
+        server_rtc_configuration=SERVER_RTC,
+    ),
+    "slowflip": Stream(
+        slow_flip_frame,
+        modality="video",
+        mode="send-receive",
+        concurrency_limit=1000,
+        server_rtc_configuration=SERVER_RTC,
+    ),
+    "echo": Stream(
+        Echo(),
+        modality="audio",
+        mode="send-receive",
+        concurrency_limit=1000,
+        server_rtc_configuration=SERVER_RTC,
+    ),
 }
 
 app = FastAPI()
@@ -67,8 +82,12 @@ def add_routes(name: str, stream: Stream) -> None:
 
     @app.get(f"/{name}/config")
     async def config():
-        return {"name": name, "modality": stream.modality, "mode": stream.mode,
-                "rtc_configuration": {"iceServers": []}}
+        return {
+            "name": name,
+            "modality": stream.modality,
+            "mode": stream.mode,
+            "rtc_configuration": {"iceServers": []},
+        }
 
     @app.post(f"/{name}/input")
     async def set_input(body: dict):

@@ -85,7 +85,8 @@ class SlowFlipTrack(MediaStreamTrack):
         if frame is None:
             raise MediaStreamError
         array = await asyncio.get_running_loop().run_in_executor(
-            pool, lambda: slow_flip_frame(frame.to_ndarray(format="bgr24")))
+            pool, lambda: slow_flip_frame(frame.to_ndarray(format="bgr24"))
+        )
         return to_frame(array, frame)
 
     def stop(self) -> None:
@@ -96,9 +97,13 @@ class SlowFlipTrack(MediaStreamTrack):
 async def offer(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     if name not in STREAMS:
-        return web.json_response({"status": "failed", "meta": {"error": "unknown_stream"}}, status=404)
+        return web.json_response(
+            {"status": "failed", "meta": {"error": "unknown_stream"}}, status=404
+        )
     body = await request.json()
-    if body.get("type") != "offer":  # e.g. {"type": "close"}: the peer connection's own close suffices
+    if (
+        body.get("type") != "offer"
+    ):  # e.g. {"type": "close"}: the peer connection's own close suffices
         return web.json_response({"status": "success"})
     webrtc_id = body.get("webrtc_id") or secrets.token_urlsafe(12)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -121,15 +126,25 @@ async def offer(request: web.Request) -> web.Response:
 
     await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
     await pc.setLocalDescription(await pc.createAnswer())
-    return web.json_response({"sdp": pc.localDescription.sdp, "type": "answer", "webrtc_id": webrtc_id})
+    return web.json_response(
+        {"sdp": pc.localDescription.sdp, "type": "answer", "webrtc_id": webrtc_id}
+    )
 
 
 async def config(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     if name not in STREAMS:
-        return web.json_response({"status": "failed", "meta": {"error": "unknown_stream"}}, status=404)
-    return web.json_response({"name": name, "modality": STREAMS[name], "mode": "send-receive",
-                              "rtc_configuration": {"iceServers": []}})
+        return web.json_response(
+            {"status": "failed", "meta": {"error": "unknown_stream"}}, status=404
+        )
+    return web.json_response(
+        {
+            "name": name,
+            "modality": STREAMS[name],
+            "mode": "send-receive",
+            "rtc_configuration": {"iceServers": []},
+        }
+    )
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -39,7 +39,11 @@ PERIOD = 128
 def _pattern(low: int, high: int, rows: int) -> np.ndarray:
     x = np.arange(WIDTH + PERIOD)
     y = np.arange(rows)[:, None]
-    wave = 0.5 + 0.25 * np.sin(2 * math.pi * x / PERIOD) + 0.25 * np.sin(2 * math.pi * (x + 3 * y) / 37)
+    wave = (
+        0.5
+        + 0.25 * np.sin(2 * math.pi * x / PERIOD)
+        + 0.25 * np.sin(2 * math.pi * (x + 3 * y) / 37)
+    )
     return (low + (high - low) * wave).astype(np.uint8)
 
 
@@ -122,9 +126,14 @@ class AudioMarker:
     def __init__(self) -> None:
         self.silence = np.zeros((1, FRAME_SAMPLES), np.int16)
         t = np.arange(FRAME_SAMPLES) / SAMPLE_RATE
-        ramp = np.minimum(1.0, np.minimum(np.arange(FRAME_SAMPLES), FRAME_SAMPLES - 1 - np.arange(FRAME_SAMPLES)) / 48)
+        ramp = np.minimum(
+            1.0,
+            np.minimum(np.arange(FRAME_SAMPLES), FRAME_SAMPLES - 1 - np.arange(FRAME_SAMPLES)) / 48,
+        )
         self.bursts = [
-            (np.sin(2 * math.pi * burst_frequency(k) * t) * ramp * 0.5 * 32767).astype(np.int16).reshape(1, -1)
+            (np.sin(2 * math.pi * burst_frequency(k) * t) * ramp * 0.5 * 32767)
+            .astype(np.int16)
+            .reshape(1, -1)
             for k in range(BURST_IDS)
         ]
 

@@ -31,8 +31,9 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
 
 
-async def one(http: aiohttp.ClientSession, base: str, stream: str, delay: float = 0.0,
-              live: float = 0.3) -> float:
+async def one(
+    http: aiohttp.ClientSession, base: str, stream: str, delay: float = 0.0, live: float = 0.3
+) -> float:
     await asyncio.sleep(delay)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.createDataChannel("text")
@@ -55,23 +56,40 @@ async def main(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as http:
         times: list[float] = []
         for round_ in range(args.rounds + 1):
-            batch = await asyncio.gather(*(
-                one(http, args.base.rstrip("/"), args.stream, (i // args.parallel) * args.stagger, args.live)
-                for i in range(args.concurrency)))
+            batch = await asyncio.gather(
+                *(
+                    one(
+                        http,
+                        args.base.rstrip("/"),
+                        args.stream,
+                        (i // args.parallel) * args.stagger,
+                        args.live,
+                    )
+                    for i in range(args.concurrency)
+                )
+            )
             if round_:
                 times.extend(batch)
             await asyncio.sleep(0.3)
-    print(f"{len(times)} offers, {args.concurrency} at a time: median {statistics.median(times) * 1000:.1f} ms, "
-          f"min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}")
+    print(
+        f"{len(times)} offers, {args.concurrency} at a time: median {statistics.median(times) * 1000:.1f} ms, "
+        f"min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}"
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("base", help="the URL the stream names hang off, e.g. http://127.0.0.1:8000/rtc")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "base", help="the URL the stream names hang off, e.g. http://127.0.0.1:8000/rtc"
+    )
     parser.add_argument("stream")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--concurrency", type=int, default=1, help="offers per round")
-    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between waves of a round")
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="seconds between waves of a round"
+    )
     parser.add_argument("--parallel", type=int, default=1_000_000, help="offers per wave")
     parser.add_argument("--live", type=float, default=0.3, help="seconds each session lives")
     asyncio.run(main(parser.parse_args()))

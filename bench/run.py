@@ -51,12 +51,34 @@ DAPHNE = str(Path(PYTHON).with_name("daphne"))
 CORES = os.cpu_count() or 1
 
 MODES: dict[str, dict[str, Any]] = {
-    "quick": {"repeats": 1, "window": 3.0, "warmup": 0.5, "grace": 0.6, "many": 4,
-              "ladder": [2, 4, 5, 6, 7, 8, 10, 12, 16], "capacity_window": 3.0,
-              "start_cycles": 0, "import_repeats": 3, "quiet_limit": 4.0, "retries": 1, "max_other": 0.5},
-    "full": {"repeats": 3, "window": 10.0, "warmup": 1.0, "grace": 1.0, "many": 4,
-             "ladder": [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24], "capacity_window": 6.0,
-             "start_cycles": 3, "import_repeats": 7, "quiet_limit": 30.0, "retries": 2, "max_other": 0.3},
+    "quick": {
+        "repeats": 1,
+        "window": 3.0,
+        "warmup": 0.5,
+        "grace": 0.6,
+        "many": 4,
+        "ladder": [2, 4, 5, 6, 7, 8, 10, 12, 16],
+        "capacity_window": 3.0,
+        "start_cycles": 0,
+        "import_repeats": 3,
+        "quiet_limit": 4.0,
+        "retries": 1,
+        "max_other": 0.5,
+    },
+    "full": {
+        "repeats": 3,
+        "window": 10.0,
+        "warmup": 1.0,
+        "grace": 1.0,
+        "many": 4,
+        "ladder": [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24],
+        "capacity_window": 6.0,
+        "start_cycles": 3,
+        "import_repeats": 7,
+        "quiet_limit": 30.0,
+        "retries": 2,
+        "max_other": 0.3,
+    },
 }
 
 # (key, stream, media kind, sessions ("1" or "many"), client)
@@ -86,10 +108,18 @@ SCENARIO_OPTIONS: dict[str, dict[str, Any]] = {
     "audio-1-prefetch4": {"servers": ("floor", "ours-1"), "stream_on": {"ours-1": "echo-p4"}},
     "audio-jitter": {"link": JITTER, "min_window": JITTER_WINDOW},
     "audio-jitter-inorder": {"link": {**JITTER, "reorder": False}, "min_window": JITTER_WINDOW},
-    "audio-jitter-prefetch4": {"link": JITTER, "servers": ("floor", "ours-1"),
-                               "stream_on": {"ours-1": "echo-p4"}, "min_window": JITTER_WINDOW},
-    "audio-jitter-pkgbuffer": {"link": JITTER, "client_buffer": True,
-                               "servers": PACKAGE_CLIENT_SERVERS, "min_window": JITTER_WINDOW},
+    "audio-jitter-prefetch4": {
+        "link": JITTER,
+        "servers": ("floor", "ours-1"),
+        "stream_on": {"ours-1": "echo-p4"},
+        "min_window": JITTER_WINDOW,
+    },
+    "audio-jitter-pkgbuffer": {
+        "link": JITTER,
+        "client_buffer": True,
+        "servers": PACKAGE_CLIENT_SERVERS,
+        "min_window": JITTER_WINDOW,
+    },
 }
 
 CAPACITY_P95 = 0.250
@@ -133,7 +163,13 @@ def percentile(values: list[float], q: float) -> float | None:
 def system_busy() -> float:
     """CPU seconds all processes of the machine have used so far (every core)."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return (
+        sum(t)
+        - t.idle
+        - getattr(t, "iowait", 0.0)
+        - getattr(t, "guest", 0.0)
+        - getattr(t, "guest_nice", 0.0)
+    )
 
 
 def wait_quiet(servers: list[Server], limit: float) -> float:
@@ -158,8 +194,15 @@ def wait_quiet(servers: list[Server], limit: float) -> float:
 class Server:
     """One server under test: one or more processes, their bases and readiness URLs."""
 
-    def __init__(self, key: str, label: str, workers: list[dict[str, Any]], logs: Path,
-                 needs_input_for_video: bool = False, services: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        label: str,
+        workers: list[dict[str, Any]],
+        logs: Path,
+        needs_input_for_video: bool = False,
+        services: list[str] | None = None,
+    ) -> None:
         self.key, self.label = key, label
         self.workers = workers  # {"argv", "env", "base", "ready"}
         self.bases = [w["base"] for w in workers]
@@ -175,9 +218,17 @@ class Server:
         t0 = time.monotonic()
         for i, worker in enumerate(self.workers):
             out = open(self.logs / f"{self.key}-{i}.log", "ab")
-            self.procs.append(subprocess.Popen(
-                worker["argv"], cwd=ROOT, env=worker["env"], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    worker["argv"],
+                    cwd=ROOT,
+                    env=worker["env"],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         pending = {w["ready"] for w in self.workers}
         deadline = t0 + 60
         while pending:
@@ -185,7 +236,9 @@ class Server:
                 raise RuntimeError(f"{self.key} not ready after 60 s (see {self.logs})")
             for proc in self.procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{self.key} exited with {proc.returncode} (see {self.logs})")
+                    raise RuntimeError(
+                        f"{self.key} exited with {proc.returncode} (see {self.logs})"
+                    )
             pending = {url for url in pending if not http_ok(url, 0.2)}
             if pending:
                 time.sleep(0.01)
@@ -264,15 +317,21 @@ class Server:
 
 def django_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"DJANGO_SETTINGS_MODULE": "bench.djproject.settings",
-                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bench.djproject.settings",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
 
 def migrate(env: dict[str, str]) -> None:
-    subprocess.run([PYTHON, "-m", "django", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
-                   check=True)
+    subprocess.run(
+        [PYTHON, "-m", "django", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
 
 
 def prepare_postgres(url: str) -> bool:
@@ -285,7 +344,9 @@ def prepare_postgres(url: str) -> bool:
         name = parts.path.lstrip("/")
         admin = parts._replace(path="/postgres").geturl()
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')
         return True
@@ -308,12 +369,21 @@ def redis_ok(url: str) -> bool:
 def fastrtc_available() -> tuple[bool, str]:
     if not FASTRTC_PYTHON.exists():
         return False, f"{FASTRTC_PYTHON} missing (make bench creates it)"
-    probe = subprocess.run([str(FASTRTC_PYTHON), "-c", "import fastrtc, psutil; print(fastrtc.__version__ if hasattr(fastrtc, '__version__') else '')"],
-                           capture_output=True, text=True, env=fastrtc_env())
+    probe = subprocess.run(
+        [
+            str(FASTRTC_PYTHON),
+            "-c",
+            "import fastrtc, psutil; print(fastrtc.__version__ if hasattr(fastrtc, '__version__') else '')",
+        ],
+        capture_output=True,
+        text=True,
+        env=fastrtc_env(),
+    )
     if probe.returncode != 0:
         return False, probe.stderr.strip().splitlines()[-1] if probe.stderr else "import failed"
-    version = subprocess.run([str(FASTRTC_PYTHON), "-m", "pip", "show", "fastrtc"], capture_output=True,
-                             text=True).stdout
+    version = subprocess.run(
+        [str(FASTRTC_PYTHON), "-m", "pip", "show", "fastrtc"], capture_output=True, text=True
+    ).stdout
     for line in version.splitlines():
         if line.startswith("Version:"):
             return True, line.split(":", 1)[1].strip()
@@ -322,12 +392,20 @@ def fastrtc_available() -> tuple[bool, str]:
 
 def fastrtc_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
-def build_servers(args: argparse.Namespace, logs: Path, tmp: Path) -> tuple[list[Server], dict[str, str]]:
+def build_servers(
+    args: argparse.Namespace, logs: Path, tmp: Path
+) -> tuple[list[Server], dict[str, str]]:
     servers: list[Server] = []
     unavailable: dict[str, str] = {}
     wanted = set(args.servers.split(",")) if args.servers else None
@@ -336,29 +414,74 @@ def build_servers(args: argparse.Namespace, logs: Path, tmp: Path) -> tuple[list
         return wanted is None or key in wanted or key.split("-")[0] in wanted
 
     port = free_port()
-    servers.append(Server("floor", "floor (bare aiortc)", [{
-        "argv": [PYTHON, str(BENCH / "floor_server.py"), "--port", str(port)],
-        "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
-        "base": f"http://127.0.0.1:{port}", "ready": f"http://127.0.0.1:{port}/ready"}], logs))
+    servers.append(
+        Server(
+            "floor",
+            "floor (bare aiortc)",
+            [
+                {
+                    "argv": [PYTHON, str(BENCH / "floor_server.py"), "--port", str(port)],
+                    "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
+                    "base": f"http://127.0.0.1:{port}",
+                    "ready": f"http://127.0.0.1:{port}/ready",
+                }
+            ],
+            logs,
+        )
+    )
 
     if want("ours-1"):
-        env = django_env({"BENCH_DB": str(tmp / "ours-1.sqlite3"),
-                          "BENCH_SQLITE_MODE": "DEFERRED" if args.sqlite_deferred else "IMMEDIATE"})
+        env = django_env(
+            {
+                "BENCH_DB": str(tmp / "ours-1.sqlite3"),
+                "BENCH_SQLITE_MODE": "DEFERRED" if args.sqlite_deferred else "IMMEDIATE",
+            }
+        )
         migrate(env)
         port = free_port()
-        servers.append(Server("ours-1", "ours, 1 daphne worker", [{
-            "argv": [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "-v", "0", "bench.djproject.asgi:application"],
-            "env": env, "base": f"http://127.0.0.1:{port}/rtc",
-            "ready": f"http://127.0.0.1:{port}/rtc/flip/config"}], logs))
+        servers.append(
+            Server(
+                "ours-1",
+                "ours, 1 daphne worker",
+                [
+                    {
+                        "argv": [
+                            DAPHNE,
+                            "-b",
+                            "127.0.0.1",
+                            "-p",
+                            str(port),
+                            "-v",
+                            "0",
+                            "bench.djproject.asgi:application",
+                        ],
+                        "env": env,
+                        "base": f"http://127.0.0.1:{port}/rtc",
+                        "ready": f"http://127.0.0.1:{port}/rtc/flip/config",
+                    }
+                ],
+                logs,
+            )
+        )
 
     if want("ours-N"):
         n = args.workers or CORES
-        redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        pg_url = os.environ.get("BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/rtcstream_bench"
+        redis_url = (
+            os.environ.get("BENCH_REDIS_URL")
+            or os.environ.get("REDIS_URL")
+            or "redis://127.0.0.1:6379/0"
+        )
+        pg_url = (
+            os.environ.get("BENCH_DATABASE_URL")
+            or "postgresql://postgres@127.0.0.1:5432/rtcstream_bench"
+        )
         if not redis_ok(redis_url):
             unavailable[f"ours-{n}"] = f"Redis at {redis_url} not reachable"
         else:
-            extra = {"BENCH_REDIS_URL": redis_url, "BENCH_REDIS_DEFAULTS": "1" if args.redis_defaults else "0"}
+            extra = {
+                "BENCH_REDIS_URL": redis_url,
+                "BENCH_REDIS_DEFAULTS": "1" if args.redis_defaults else "0",
+            }
             services = ["redis-server"]
             if prepare_postgres(pg_url):
                 extra["BENCH_DATABASE_URL"] = pg_url
@@ -369,24 +492,59 @@ def build_servers(args: argparse.Namespace, logs: Path, tmp: Path) -> tuple[list
             workers = []
             for i in range(n):
                 port = free_port()
-                workers.append({
-                    "argv": [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "-v", "0",
-                             "bench.djproject.asgi:application"],
-                    "env": django_env({**extra, "BENCH_WORKER_NAME": f"bench-{i}"}),
-                    "base": f"http://127.0.0.1:{port}/rtc",
-                    "ready": f"http://127.0.0.1:{port}/rtc/flip/config"})
+                workers.append(
+                    {
+                        "argv": [
+                            DAPHNE,
+                            "-b",
+                            "127.0.0.1",
+                            "-p",
+                            str(port),
+                            "-v",
+                            "0",
+                            "bench.djproject.asgi:application",
+                        ],
+                        "env": django_env({**extra, "BENCH_WORKER_NAME": f"bench-{i}"}),
+                        "base": f"http://127.0.0.1:{port}/rtc",
+                        "ready": f"http://127.0.0.1:{port}/rtc/flip/config",
+                    }
+                )
             db = "PostgreSQL" if "BENCH_DATABASE_URL" in extra else "SQLite"
-            servers.append(Server("ours-N", f"ours, {n} daphne workers + Redis + {db}", workers, logs,
-                                  services=services))
+            servers.append(
+                Server(
+                    "ours-N",
+                    f"ours, {n} daphne workers + Redis + {db}",
+                    workers,
+                    logs,
+                    services=services,
+                )
+            )
 
     if want("fastrtc") and not args.no_fastrtc:
         ok, detail = fastrtc_available()
         if ok:
             port = free_port()
-            servers.append(Server("fastrtc", f"FastRTC {detail} (uvicorn)", [{
-                "argv": [str(FASTRTC_PYTHON), str(BENCH / "fastrtc_server.py"), "--port", str(port)],
-                "env": fastrtc_env(), "base": f"http://127.0.0.1:{port}",
-                "ready": f"http://127.0.0.1:{port}/ready"}], logs, needs_input_for_video=True))
+            servers.append(
+                Server(
+                    "fastrtc",
+                    f"FastRTC {detail} (uvicorn)",
+                    [
+                        {
+                            "argv": [
+                                str(FASTRTC_PYTHON),
+                                str(BENCH / "fastrtc_server.py"),
+                                "--port",
+                                str(port),
+                            ],
+                            "env": fastrtc_env(),
+                            "base": f"http://127.0.0.1:{port}",
+                            "ready": f"http://127.0.0.1:{port}/ready",
+                        }
+                    ],
+                    logs,
+                    needs_input_for_video=True,
+                )
+            )
         else:
             unavailable["fastrtc"] = f"not available: {detail}"
     elif args.no_fastrtc:
@@ -411,9 +569,20 @@ def _readline(proc: subprocess.Popen, timeout: float) -> dict[str, Any] | None:
         return None
 
 
-def measure(server: Server, stream: str, kind: str, n: int, client: str, window: float,
-            warmup: float, grace: float, client_procs: int, everyone: list[Server] | None = None,
-            quiet_limit: float = 10.0, options: dict[str, Any] | None = None) -> dict[str, Any]:
+def measure(
+    server: Server,
+    stream: str,
+    kind: str,
+    n: int,
+    client: str,
+    window: float,
+    warmup: float,
+    grace: float,
+    client_procs: int,
+    everyone: list[Server] | None = None,
+    quiet_limit: float = 10.0,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     options = options or {}
     stream = options.get("stream_on", {}).get(server.key, stream)
     bases = [server.bases[i % len(server.bases)] for i in range(n)]
@@ -421,12 +590,26 @@ def measure(server: Server, stream: str, kind: str, n: int, client: str, window:
     groups = [[b for i, b in enumerate(bases) if i % nproc == j] for j in range(nproc)]
     procs = []
     for group in groups:
-        spec = {"kind": kind, "stream": stream, "client": client, "bases": group, "stagger": 0.05,
-                "needs_input": server.needs_input_for_video and kind == "video",
-                "link": options.get("link"), "client_buffer": options.get("client_buffer", False)}
-        procs.append(subprocess.Popen([PYTHON, str(BENCH / "client.py"), json.dumps(spec)], cwd=ROOT,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        spec = {
+            "kind": kind,
+            "stream": stream,
+            "client": client,
+            "bases": group,
+            "stagger": 0.05,
+            "needs_input": server.needs_input_for_video and kind == "video",
+            "link": options.get("link"),
+            "client_buffer": options.get("client_buffer", False),
+        }
+        procs.append(
+            subprocess.Popen(
+                [PYTHON, str(BENCH / "client.py"), json.dumps(spec)],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        )
     # While the clients import: the last run's sessions gone, the machine quiet.
     settled = server.settle()
     with concurrent.futures.ThreadPoolExecutor(len(procs)) as ex:
@@ -469,11 +652,14 @@ def measure(server: Server, stream: str, kind: str, n: int, client: str, window:
         if result and result.get("event") == "result":
             sessions.extend(result["sessions"])
             client_cpu += result["client_cpu"]
-    m = summarize(sessions, n, window, cpu1 - cpu0, svc1 - svc0, peak - rss0, client_cpu, settled,
-                  connected)
+    m = summarize(
+        sessions, n, window, cpu1 - cpu0, svc1 - svc0, peak - rss0, client_cpu, settled, connected
+    )
     # The rest of the machine during the window: everything but this server, its services
     # and the benchmark's clients (cores).
-    m["other_load_cores"] = max(0.0, (sys1 - sys0) - (cpu1 - cpu0) - (svc1 - svc0) - client_cpu) / window
+    m["other_load_cores"] = (
+        max(0.0, (sys1 - sys0) - (cpu1 - cpu0) - (svc1 - svc0) - client_cpu) / window
+    )
     m["other_load_before_cores"] = other_before
     return m
 
@@ -489,18 +675,31 @@ def measure_quiet(cfg: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, A
             best = m
         if m["other_load_cores"] <= cfg["max_other"]:
             break
-        log(f"    (others used {m['other_load_cores']:.2f} cores during the window: measuring again)")
+        log(
+            f"    (others used {m['other_load_cores']:.2f} cores during the window: measuring again)"
+        )
     assert best is not None
     best["attempts"] = m["attempts"]
     return best
 
 
-def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float, service_cpu: float,
-              rss_delta: int, client_cpu: float, settled: bool, connected: list[Any]) -> dict[str, Any]:
+def summarize(
+    sessions: list[dict[str, Any]],
+    n: int,
+    window: float,
+    cpu: float,
+    service_cpu: float,
+    rss_delta: int,
+    client_cpu: float,
+    settled: bool,
+    connected: list[Any],
+) -> dict[str, Any]:
     ok = [s for s in sessions if s["error"] is None]
     errors = sorted({s["error"] for s in sessions if s["error"]})
     if any(s["ended_early"] for s in ok):
-        errors.append(f"{sum(1 for s in ok if s['ended_early'])} session(s) stopped sending before the window ended")
+        errors.append(
+            f"{sum(1 for s in ok if s['ended_early'])} session(s) stopped sending before the window ended"
+        )
     rts = [r[1] for s in ok for r in s["rt"]]
     quarters = []
     for q in range(4):
@@ -529,7 +728,9 @@ def summarize(sessions: list[dict[str, Any]], n: int, window: float, cpu: float,
         "ended_early": sum(1 for s in ok if s["ended_early"]),
         "lost": (sent - returned) if ok else None,
         "gaps": sum(s["gaps"] for s in ok) if ok and all("gaps" in s for s in ok) else None,
-        "gap_frames": sum(s["gap_frames"] for s in ok) if ok and all("gaps" in s for s in ok) else None,
+        "gap_frames": sum(s["gap_frames"] for s in ok)
+        if ok and all("gaps" in s for s in ok)
+        else None,
         "unflipped": sum(s["unflipped"] for s in ok),
         "unreadable": sum(s["unreadable"] for s in ok),
         "unidentified": sum(s["unidentified"] for s in ok),
@@ -545,24 +746,33 @@ def machine_load(m: dict[str, Any]) -> dict[str, float | None]:
         return {"server_cores": None, "client_cores": None, "machine_cores": None}
     server = live * (m["cpu_per_session_s"] + (m["service_cpu_per_session_s"] or 0.0))
     client = live * (m["client_cpu_per_session_s"] or 0.0)
-    return {"server_cores": server, "client_cores": client,
-            "machine_cores": server + client + m["other_load_cores"]}
+    return {
+        "server_cores": server,
+        "client_cores": client,
+        "machine_cores": server + client + m["other_load_cores"],
+    }
 
 
 def passes_capacity(m: dict[str, Any]) -> bool:
-    return (m["connected"] == m["sessions"] and m["rt_p95"] is not None and m["rt_p95"] <= CAPACITY_P95
-            and m["returned"] is not None and m["returned"] >= CAPACITY_RETURNED)
+    return (
+        m["connected"] == m["sessions"]
+        and m["rt_p95"] is not None
+        and m["rt_p95"] <= CAPACITY_P95
+        and m["returned"] is not None
+        and m["returned"] >= CAPACITY_RETURNED
+    )
 
 
 # -- startup figures ----------------------------------------------------------------------
 
 
 def import_time(python: str, statement: str, repeats: int, env: dict[str, str]) -> float | None:
-    code = ("import time; t = time.perf_counter(); " + statement +
-            "; print(time.perf_counter() - t)")
+    code = "import time; t = time.perf_counter(); " + statement + "; print(time.perf_counter() - t)"
     values = []
     for _ in range(repeats):
-        out = subprocess.run([python, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [python, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
         if out.returncode != 0:
             return None
         values.append(float(out.stdout.strip().splitlines()[-1]))
@@ -621,8 +831,12 @@ def fmt(value: Any, scale: float, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def table(summary: dict[str, dict[str, Any]], order: list[str], labels: dict[str, str],
-          unavailable: dict[str, str]) -> str:
+def table(
+    summary: dict[str, dict[str, Any]],
+    order: list[str],
+    labels: dict[str, str],
+    unavailable: dict[str, str],
+) -> str:
     lines = []
     cols = [k for k in order] + [k for k in unavailable if k not in order]
     width = 44
@@ -645,8 +859,11 @@ def table(summary: dict[str, dict[str, Any]], order: list[str], labels: dict[str
                     cell = "-"
                 else:
                     cell = fmt(m.get(key), scale)
-                    r = ratio(m.get(key), floor.get(key)) \
-                        if c != "floor" and key not in ("rt_quarters", "other_load_cores") else None
+                    r = (
+                        ratio(m.get(key), floor.get(key))
+                        if c != "floor" and key not in ("rt_quarters", "other_load_cores")
+                        else None
+                    )
                     if r is not None and key != "connected":
                         cell += f" ({r:.2f}x)"
                 row += f"{cell:>{colw}}"
@@ -657,22 +874,48 @@ def table(summary: dict[str, dict[str, Any]], order: list[str], labels: dict[str
     return "\n".join(lines)
 
 
-def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any],
-                     startup: dict[str, Any], ours: list[str]) -> list[dict[str, Any]]:
+def evaluate_targets(
+    summary: dict[str, dict[str, Any]],
+    capacity: dict[str, Any],
+    startup: dict[str, Any],
+    ours: list[str],
+) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
-    def add(name: str, server: str, value: float | None, limit: float | None, unit: str,
-            scale: float, detail: str) -> None:
+    def add(
+        name: str,
+        server: str,
+        value: float | None,
+        limit: float | None,
+        unit: str,
+        scale: float,
+        detail: str,
+    ) -> None:
         if value is None or limit is None:
-            targets.append({"target": name, "server": server, "value": value, "limit": limit,
-                            "status": "not measured", "detail": detail})
+            targets.append(
+                {
+                    "target": name,
+                    "server": server,
+                    "value": value,
+                    "limit": limit,
+                    "status": "not measured",
+                    "detail": detail,
+                }
+            )
             return
         ok = value <= limit
         margin = (value - limit) * scale
-        targets.append({"target": name, "server": server, "value": value, "limit": limit,
-                        "status": "PASS" if ok else "FAIL",
-                        "detail": f"{value * scale:.1f} {unit} vs limit {limit * scale:.1f} {unit} "
-                                  f"({'+' if margin >= 0 else ''}{margin:.1f} {unit}); {detail}"})
+        targets.append(
+            {
+                "target": name,
+                "server": server,
+                "value": value,
+                "limit": limit,
+                "status": "PASS" if ok else "FAIL",
+                "detail": f"{value * scale:.1f} {unit} vs limit {limit * scale:.1f} {unit} "
+                f"({'+' if margin >= 0 else ''}{margin:.1f} {unit}); {detail}",
+            }
+        )
 
     def measured(scenarios: tuple[str, ...]) -> Any:
         """(scenario, server, its figures, the floor's) for each of ours measured there."""
@@ -683,55 +926,126 @@ def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any
                     yield scenario, server, by[server], by.get("floor") or {}
 
     for scenario, server, m, floor in measured(("video-1", "audio-1", "video-many", "audio-many")):
-        for key, extra, label in (("signaling", 0.010, "signaling <= floor + 10 ms"),
-                                  ("offer_to_connected", 0.015, "offer->connected <= floor + 15 ms"),
-                                  ("offer_to_first_frame", 0.025, "offer->first frame <= floor + 25 ms")):
+        for key, extra, label in (
+            ("signaling", 0.010, "signaling <= floor + 10 ms"),
+            ("offer_to_connected", 0.015, "offer->connected <= floor + 15 ms"),
+            ("offer_to_first_frame", 0.025, "offer->first frame <= floor + 25 ms"),
+        ):
             f = floor.get(key)
-            add(f"{label} [{scenario}]", server, m.get(key), None if f is None else f + extra, "ms",
-                1000, f"floor {fmt(f, 1000)} ms")
+            add(
+                f"{label} [{scenario}]",
+                server,
+                m.get(key),
+                None if f is None else f + extra,
+                "ms",
+                1000,
+                f"floor {fmt(f, 1000)} ms",
+            )
         f = floor.get("rt_median")
         if scenario.startswith("video"):
-            add(f"video round trip median <= floor + 5 ms [{scenario}]", server, m.get("rt_median"),
-                None if f is None else f + 0.005, "ms", 1000, f"floor {fmt(f, 1000)} ms")
+            add(
+                f"video round trip median <= floor + 5 ms [{scenario}]",
+                server,
+                m.get("rt_median"),
+                None if f is None else f + 0.005,
+                "ms",
+                1000,
+                f"floor {fmt(f, 1000)} ms",
+            )
         else:
-            add(f"audio round trip median <= floor - 50 ms, stock client [{scenario}]", server,
-                m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000,
-                f"floor {fmt(f, 1000)} ms")
+            add(
+                f"audio round trip median <= floor - 50 ms, stock client [{scenario}]",
+                server,
+                m.get("rt_median"),
+                None if f is None else f - 0.050,
+                "ms",
+                1000,
+                f"floor {fmt(f, 1000)} ms",
+            )
         for key, label, unit, scale in (
-                ("cpu_per_session_s", "server CPU per session-second <= 1.1 x floor", "ms/s", 1000),
-                ("rss_per_session_mb", "RSS per session <= 1.1 x floor", "MB", 1)):
+            ("cpu_per_session_s", "server CPU per session-second <= 1.1 x floor", "ms/s", 1000),
+            ("rss_per_session_mb", "RSS per session <= 1.1 x floor", "MB", 1),
+        ):
             if key == "rss_per_session_mb" and not scenario.endswith("many"):
                 continue  # one session's RSS growth is within allocator noise
             f = floor.get(key)
             value = m.get(key)
-            if key == "cpu_per_session_s" and value is not None and m.get("service_cpu_per_session_s"):
+            if (
+                key == "cpu_per_session_s"
+                and value is not None
+                and m.get("service_cpu_per_session_s")
+            ):
                 value = value + m["service_cpu_per_session_s"]
-            add(f"{label} [{scenario}]", server, value, None if f is None else 1.1 * max(f, 0.0), unit,
-                scale, f"floor {fmt(f, scale)} {unit}")
+            add(
+                f"{label} [{scenario}]",
+                server,
+                value,
+                None if f is None else 1.1 * max(f, 0.0),
+                unit,
+                scale,
+                f"floor {fmt(f, scale)} {unit}",
+            )
     for scenario, server, m, floor in measured(("audio-jitter", "audio-jitter-inorder")):
         f = floor.get("rt_median")
-        add(f"jittery link: audio round trip <= floor - 50 ms (saving kept) [{scenario}]", server,
-            m.get("rt_median"), None if f is None else f - 0.050, "ms", 1000, f"floor {fmt(f, 1000)} ms")
-        for key, label in (("lost", "bursts not back"), ("gap_frames", "frames missing at the client")):
+        add(
+            f"jittery link: audio round trip <= floor - 50 ms (saving kept) [{scenario}]",
+            server,
+            m.get("rt_median"),
+            None if f is None else f - 0.050,
+            "ms",
+            1000,
+            f"floor {fmt(f, 1000)} ms",
+        )
+        for key, label in (
+            ("lost", "bursts not back"),
+            ("gap_frames", "frames missing at the client"),
+        ):
             f = floor.get(key)
-            add(f"jittery link: {label} <= aiortc's default (floor) [{scenario}]", server, m.get(key), f,
-                "", 1, f"floor {fmt(f, 1)}")
+            add(
+                f"jittery link: {label} <= aiortc's default (floor) [{scenario}]",
+                server,
+                m.get(key),
+                f,
+                "",
+                1,
+                f"floor {fmt(f, 1)}",
+            )
     floor_audio = (summary.get("audio-1", {}).get("floor") or {}).get("rt_median")
     pkg = (summary.get("audio-1-pkgclient", {}).get("ours-1") or {}).get("rt_median")
-    add("audio round trip median <= 0.4 x floor, package client [audio-1-pkgclient]", "ours-1", pkg,
-        None if floor_audio is None else 0.4 * floor_audio, "ms", 1000,
-        f"floor (stock client) {fmt(floor_audio, 1000)} ms")
+    add(
+        "audio round trip median <= 0.4 x floor, package client [audio-1-pkgclient]",
+        "ours-1",
+        pkg,
+        None if floor_audio is None else 0.4 * floor_audio,
+        "ms",
+        1000,
+        f"floor (stock client) {fmt(floor_audio, 1000)} ms",
+    )
     for server in ours:
         m = summary.get("slow-video-1", {}).get(server)
         if not m:
             continue
         q = [v for v in m["rt_quarters"] if v is not None]
         spread = (max(q) - min(q)) if len(q) == 4 else None
-        add("slow handler (3x frame period): round-trip quarter medians flat (spread <= 20 ms)", server,
-            spread, 0.020, "ms", 1000, f"quarters {fmt(m['rt_quarters'], 1000)} ms")
+        add(
+            "slow handler (3x frame period): round-trip quarter medians flat (spread <= 20 ms)",
+            server,
+            spread,
+            0.020,
+            "ms",
+            1000,
+            f"quarters {fmt(m['rt_quarters'], 1000)} ms",
+        )
         ret = m.get("returned")
-        add("slow handler: frames dropped, not queued (returned <= 50%)", server,
-            ret, 0.5, "%", 100, "a 100 ms handler can return at most ~33% of 30 fps")
+        add(
+            "slow handler: frames dropped, not queued (returned <= 50%)",
+            server,
+            ret,
+            0.5,
+            "%",
+            100,
+            "a 100 ms handler can return at most ~33% of 30 fps",
+        )
     fast = capacity.get("fastrtc", {}).get("capacity")
     for server in ours:
         c = capacity.get(server, {}).get("capacity")
@@ -739,19 +1053,47 @@ def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any
             continue
         # value <= limit form: need c >= 1.8 * fast  <=>  1.8 * fast - c <= 0
         if fast is None:
-            targets.append({"target": "capacity >= 1.8 x FastRTC", "server": server, "value": c,
-                            "limit": None, "status": "not measured", "detail": "FastRTC not measured"})
+            targets.append(
+                {
+                    "target": "capacity >= 1.8 x FastRTC",
+                    "server": server,
+                    "value": c,
+                    "limit": None,
+                    "status": "not measured",
+                    "detail": "FastRTC not measured",
+                }
+            )
         else:
             ok = c >= 1.8 * fast
-            targets.append({"target": "sessions at p95 <= 250 ms and >= 95% back: >= 1.8 x FastRTC",
-                            "server": server, "value": c, "limit": 1.8 * fast,
-                            "status": "PASS" if ok else "FAIL",
-                            "detail": f"{c} sessions vs FastRTC {fast} (needs >= {1.8 * fast:.1f})"})
-    add("import django_rtcstream <= 0.1 s", "ours", startup.get("import", {}).get("ours"), 0.1, "ms", 1000,
-        "median of fresh interpreters")
+            targets.append(
+                {
+                    "target": "sessions at p95 <= 250 ms and >= 95% back: >= 1.8 x FastRTC",
+                    "server": server,
+                    "value": c,
+                    "limit": 1.8 * fast,
+                    "status": "PASS" if ok else "FAIL",
+                    "detail": f"{c} sessions vs FastRTC {fast} (needs >= {1.8 * fast:.1f})",
+                }
+            )
+    add(
+        "import django_rtcstream <= 0.1 s",
+        "ours",
+        startup.get("import", {}).get("ours"),
+        0.1,
+        "ms",
+        1000,
+        "median of fresh interpreters",
+    )
     for server in ours:
-        add("start-to-ready <= 1 s", server, startup.get("start_to_ready", {}).get(server), 1.0, "ms", 1000,
-            "spawn -> first HTTP answer (all workers)")
+        add(
+            "start-to-ready <= 1 s",
+            server,
+            startup.get("start_to_ready", {}).get(server),
+            1.0,
+            "ms",
+            1000,
+            "spawn -> first HTTP answer (all workers)",
+        )
     return targets
 
 
@@ -759,7 +1101,9 @@ def evaluate_targets(summary: dict[str, dict[str, Any]], capacity: dict[str, Any
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short run (default)")
     mode.add_argument("--full", action="store_true", help="repeats, longer windows")
@@ -767,15 +1111,25 @@ def main() -> None:
     parser.add_argument("--window", type=float, help="measurement window per run, seconds")
     parser.add_argument("--many", type=int, help="sessions in the 'many' scenarios")
     parser.add_argument("--workers", type=int, help=f"workers of ours-N (default: cores = {CORES})")
-    parser.add_argument("--client-procs", type=int, default=CORES, help="client processes for many sessions")
+    parser.add_argument(
+        "--client-procs", type=int, default=CORES, help="client processes for many sessions"
+    )
     parser.add_argument("--servers", help="comma-separated subset: floor,ours-1,ours-N,fastrtc")
-    parser.add_argument("--scenarios", help="comma-separated subset of scenario keys, or 'capacity'")
+    parser.add_argument(
+        "--scenarios", help="comma-separated subset of scenario keys, or 'capacity'"
+    )
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
     parser.add_argument("--no-fastrtc", action="store_true")
-    parser.add_argument("--redis-defaults", action="store_true",
-                        help="ours-N with redis-py's default socket timeout, to reproduce sessions dying after 5 s")
-    parser.add_argument("--sqlite-deferred", action="store_true",
-                        help="ours-1 with SQLite's default (deferred) transactions, to reproduce 'database is locked'")
+    parser.add_argument(
+        "--redis-defaults",
+        action="store_true",
+        help="ours-N with redis-py's default socket timeout, to reproduce sessions dying after 5 s",
+    )
+    parser.add_argument(
+        "--sqlite-deferred",
+        action="store_true",
+        help="ours-1 with SQLite's default (deferred) transactions, to reproduce 'database is locked'",
+    )
     parser.add_argument("--out", help="JSON path (default bench/results/<time>-<mode>.json)")
     args = parser.parse_args()
     # kill <pid> stops the servers too (the finally block below)
@@ -793,28 +1147,48 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="rtcstream-bench-"))
     head = git_head()  # the code the servers start with
-    command = " ".join([os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(str(ROOT)) else PYTHON,
-                        "bench/run.py", *sys.argv[1:]])
+    command = " ".join(
+        [
+            os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(str(ROOT)) else PYTHON,
+            "bench/run.py",
+            *sys.argv[1:],
+        ]
+    )
 
     servers, unavailable = build_servers(args, logs, tmp)
     labels = {s.key: s.label for s in servers}
     ours = [s.key for s in servers if s.key.startswith("ours")]
     log(f"mode {mode_name}: {cfg}")
-    log("servers: " + ", ".join(f"{s.key} = {s.label}" for s in servers) +
-        "".join(f"; {k}: {v}" for k, v in unavailable.items()))
+    log(
+        "servers: "
+        + ", ".join(f"{s.key} = {s.label}" for s in servers)
+        + "".join(f"; {k}: {v}" for k, v in unavailable.items())
+    )
 
-    startup: dict[str, Any] = {"import": {}, "import_detail": {}, "start_to_ready": {}, "start_to_ready_all": {}}
+    startup: dict[str, Any] = {
+        "import": {},
+        "import_detail": {},
+        "start_to_ready": {},
+        "start_to_ready_all": {},
+    }
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = cfg["import_repeats"]
     startup["import"]["floor"] = import_time(PYTHON, "import aiortc", r, env)
     startup["import"]["ours"] = import_time(PYTHON, "import django_rtcstream", r, env)
     startup["import_detail"]["from django_rtcstream import Stream"] = import_time(
-        PYTHON, "from django_rtcstream import Stream", r, env)
+        PYTHON, "from django_rtcstream import Stream", r, env
+    )
     startup["import_detail"]["django.setup() with the bench project"] = import_time(
-        PYTHON, "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'bench.djproject.settings'; "
-                "import django; django.setup()", r, django_env({"BENCH_DB": str(tmp / "ours-1.sqlite3")}))
+        PYTHON,
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'bench.djproject.settings'; "
+        "import django; django.setup()",
+        r,
+        django_env({"BENCH_DB": str(tmp / "ours-1.sqlite3")}),
+    )
     if any(s.key == "fastrtc" for s in servers):
-        startup["import"]["fastrtc"] = import_time(str(FASTRTC_PYTHON), "import fastrtc", r, fastrtc_env())
+        startup["import"]["fastrtc"] = import_time(
+            str(FASTRTC_PYTHON), "import fastrtc", r, fastrtc_env()
+        )
     log(f"imports: {startup['import']} {startup['import_detail']}")
 
     try:
@@ -836,8 +1210,19 @@ def main() -> None:
         # caches), so no scenario measures a worker's first session
         def warm(server: Server) -> None:
             for stream, kind in (("flip", "video"), ("echo", "audio")):
-                measure(server, stream, kind, len(server.bases), "stock", 1.0, 0.3, 0.3,
-                        len(server.bases), [server], 0.0)
+                measure(
+                    server,
+                    stream,
+                    kind,
+                    len(server.bases),
+                    "stock",
+                    1.0,
+                    0.3,
+                    0.3,
+                    len(server.bases),
+                    [server],
+                    0.0,
+                )
 
         with concurrent.futures.ThreadPoolExecutor(len(servers)) as ex:
             list(ex.map(warm, servers))
@@ -846,7 +1231,7 @@ def main() -> None:
         selected = set(args.scenarios.split(",")) if args.scenarios else None
         runs: list[dict[str, Any]] = []
         for rep in range(cfg["repeats"]):
-            order = servers[rep % len(servers):] + servers[: rep % len(servers)]
+            order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
             for key, stream, kind, count, client in SCENARIOS:
                 if selected and key not in selected:
                     continue
@@ -860,40 +1245,79 @@ def main() -> None:
                     window = max(cfg["window"], options.get("min_window", 0.0))
                     if "link" in options:  # every server of a repeat sees the same drops and delays
                         options = {**options, "link": {**options["link"], "seed": rep + 1}}
-                    m = measure_quiet(cfg, server, stream, kind, n, client, window, cfg["warmup"],
-                                      cfg["grace"], args.client_procs, servers, cfg["quiet_limit"],
-                                      options=options)
+                    m = measure_quiet(
+                        cfg,
+                        server,
+                        stream,
+                        kind,
+                        n,
+                        client,
+                        window,
+                        cfg["warmup"],
+                        cfg["grace"],
+                        args.client_procs,
+                        servers,
+                        cfg["quiet_limit"],
+                        options=options,
+                    )
                     runs.append({"repeat": rep, "scenario": key, "server": server.key, **m})
-                    log(f"[{time.monotonic() - t_begin:5.0f} s] rep {rep} {key:<18} {server.key:<8} "
+                    log(
+                        f"[{time.monotonic() - t_begin:5.0f} s] rep {rep} {key:<18} {server.key:<8} "
                         f"rt {fmt(m['rt_median'], 1000)}/{fmt(m['rt_p95'], 1000)} ms  "
                         f"back {fmt(m['returned'], 100)}%  sig {fmt(m['signaling'], 1000)} ms  "
                         f"cpu {fmt(m['cpu_per_session_s'], 1)}  conn {m['connected']}/{n}  "
                         f"others {m['other_load_cores']:.2f} cores"
-                        + (f"  errors {m['errors']}" if m["errors"] else ""))
+                        + (f"  errors {m['errors']}" if m["errors"] else "")
+                    )
 
         capacity: dict[str, Any] = {}
         if not args.no_capacity and (not selected or "capacity" in selected):
             for rep in range(cfg["repeats"]):
-                order = servers[rep % len(servers):] + servers[: rep % len(servers)]
+                order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for server in order:
                     best, steps = 0, []
                     for n in cfg["ladder"]:
-                        m = measure_quiet(cfg, server, "flip", "video", n, "stock", cfg["capacity_window"],
-                                          cfg["warmup"], cfg["grace"], args.client_procs, servers,
-                                          cfg["quiet_limit"])
+                        m = measure_quiet(
+                            cfg,
+                            server,
+                            "flip",
+                            "video",
+                            n,
+                            "stock",
+                            cfg["capacity_window"],
+                            cfg["warmup"],
+                            cfg["grace"],
+                            args.client_procs,
+                            servers,
+                            cfg["quiet_limit"],
+                        )
                         ok = passes_capacity(m)
-                        steps.append({"sessions": n, "pass": ok, "rt_p95": m["rt_p95"], "returned": m["returned"],
-                                      "connected": m["connected"], "cpu_per_session_s": m["cpu_per_session_s"],
-                                      "other_load_cores": m["other_load_cores"], "errors": m["errors"],
-                                      **machine_load(m)})
-                        log(f"[{time.monotonic() - t_begin:5.0f} s] capacity rep {rep} {server.key:<8} n={n:<3} "
+                        steps.append(
+                            {
+                                "sessions": n,
+                                "pass": ok,
+                                "rt_p95": m["rt_p95"],
+                                "returned": m["returned"],
+                                "connected": m["connected"],
+                                "cpu_per_session_s": m["cpu_per_session_s"],
+                                "other_load_cores": m["other_load_cores"],
+                                "errors": m["errors"],
+                                **machine_load(m),
+                            }
+                        )
+                        log(
+                            f"[{time.monotonic() - t_begin:5.0f} s] capacity rep {rep} {server.key:<8} n={n:<3} "
                             f"p95 {fmt(m['rt_p95'], 1000)} ms back {fmt(m['returned'], 100)}% "
                             f"conn {m['connected']}/{n} others {m['other_load_cores']:.2f} cores "
-                            f"-> {'pass' if ok else 'FAIL'}" + (f" {m['errors']}" if m["errors"] else ""))
+                            f"-> {'pass' if ok else 'FAIL'}"
+                            + (f" {m['errors']}" if m["errors"] else "")
+                        )
                         if not ok:
                             break
                         best = n
-                    capacity.setdefault(server.key, {"runs": []})["runs"].append({"capacity": best, "steps": steps})
+                    capacity.setdefault(server.key, {"runs": []})["runs"].append(
+                        {"capacity": best, "steps": steps}
+                    )
             for key, c in capacity.items():
                 c["capacity"] = median([r["capacity"] for r in c["runs"]])
     finally:
@@ -910,16 +1334,23 @@ def main() -> None:
     order = [s.key for s in servers]
     targets = evaluate_targets(summary, capacity, startup, ours)
 
-    text = [f"django-rtcstream benchmark ({mode_name}), {started:%Y-%m-%d %H:%M %Z}, {CORES} cores, "
-            f"{platform.python_implementation()} {platform.python_version()}",
-            "servers: " + "; ".join(f"{k} = {v}" for k, v in labels.items())
-            + "".join(f"; {k}: {v}" for k, v in unavailable.items())]
+    text = [
+        f"django-rtcstream benchmark ({mode_name}), {started:%Y-%m-%d %H:%M %Z}, {CORES} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "servers: "
+        + "; ".join(f"{k} = {v}" for k, v in labels.items())
+        + "".join(f"; {k}: {v}" for k, v in unavailable.items()),
+    ]
     text.append(table(summary, order, labels, unavailable))
     text.append("")
     text.append("== startup (value (x floor))")
     fl = startup["import"].get("floor")
     for key, value in startup["import"].items():
-        name = {"floor": "import aiortc", "ours": "import django_rtcstream", "fastrtc": "import fastrtc"}[key]
+        name = {
+            "floor": "import aiortc",
+            "ours": "import django_rtcstream",
+            "fastrtc": "import fastrtc",
+        }[key]
         r_ = ratio(value, fl) if key != "floor" else None
         text.append(f"  {name:<42} {fmt(value, 1000):>8} ms" + (f" ({r_:.2f}x)" if r_ else ""))
     for name, value in startup["import_detail"].items():
@@ -927,11 +1358,15 @@ def main() -> None:
     fl = startup["start_to_ready"].get("floor")
     for key, value in startup["start_to_ready"].items():
         r_ = ratio(value, fl) if key != "floor" else None
-        text.append(f"  start-to-ready {key:<27} {fmt(value, 1000):>8} ms" + (f" ({r_:.2f}x)" if r_ else ""))
+        text.append(
+            f"  start-to-ready {key:<27} {fmt(value, 1000):>8} ms" + (f" ({r_:.2f}x)" if r_ else "")
+        )
     if capacity:
         text.append("")
-        text.append(f"== capacity: video flip sessions with p95 round trip <= {CAPACITY_P95 * 1000:.0f} ms and "
-                    f">= {CAPACITY_RETURNED:.0%} frames back (ladder {cfg['ladder']}, stops at the first failure)")
+        text.append(
+            f"== capacity: video flip sessions with p95 round trip <= {CAPACITY_P95 * 1000:.0f} ms and "
+            f">= {CAPACITY_RETURNED:.0%} frames back (ladder {cfg['ladder']}, stops at the first failure)"
+        )
         fl = capacity.get("floor", {}).get("capacity")
         for key, c in capacity.items():
             r_ = ratio(c["capacity"], fl) if key != "floor" else None
@@ -939,10 +1374,17 @@ def main() -> None:
             at = ""
             if fails and fails[0].get("machine_cores") is not None:
                 f = fails[0]
-                at = (f"; first failure at {f['sessions']}: {f['machine_cores']:.2f} of {CORES} cores busy "
-                      f"(server {f['server_cores']:.2f}, clients {f['client_cores']:.2f})")
-            text.append(f"  {key:<10} {c['capacity']!s:>5}" + (f" ({r_:.2f}x)" if r_ else "")
-                        + "   runs: " + ", ".join(str(r["capacity"]) for r in c["runs"]) + at)
+                at = (
+                    f"; first failure at {f['sessions']}: {f['machine_cores']:.2f} of {CORES} cores busy "
+                    f"(server {f['server_cores']:.2f}, clients {f['client_cores']:.2f})"
+                )
+            text.append(
+                f"  {key:<10} {c['capacity']!s:>5}"
+                + (f" ({r_:.2f}x)" if r_ else "")
+                + "   runs: "
+                + ", ".join(str(r["capacity"]) for r in c["runs"])
+                + at
+            )
         for key in unavailable:
             text.append(f"  {key:<10}   n/a")
     text.append("")
@@ -956,10 +1398,19 @@ def main() -> None:
     print(report)
 
     data = {
-        "meta": {"mode": mode_name, "config": cfg, "started": started.isoformat(), "elapsed_s": elapsed,
-                 "command": command, "cores": CORES, "python": platform.python_version(),
-                 "machine": platform.platform(), "client_procs": args.client_procs,
-                 "versions": versions(), "git": head},
+        "meta": {
+            "mode": mode_name,
+            "config": cfg,
+            "started": started.isoformat(),
+            "elapsed_s": elapsed,
+            "command": command,
+            "cores": CORES,
+            "python": platform.python_version(),
+            "machine": platform.platform(),
+            "client_procs": args.client_procs,
+            "versions": versions(),
+            "git": head,
+        },
         "servers": {s.key: {"label": s.label, "workers": len(s.workers)} for s in servers},
         "unavailable": unavailable,
         "startup": startup,
@@ -979,10 +1430,15 @@ def main() -> None:
 
 def git_head() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "django_rtcstream"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "django_rtcstream"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return head + (" (django_rtcstream/ modified)" if dirty else "")
     except OSError:
         return "?"

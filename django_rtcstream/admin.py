@@ -58,8 +58,9 @@ class LiveFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return [("yes", _("Live")), ("no", _("Finished"))]
 
-    def queryset(self, request: HttpRequest,
-                 queryset: QuerySet[StreamSession]) -> QuerySet[StreamSession]:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[StreamSession]
+    ) -> QuerySet[StreamSession]:
         if self.value() == "yes":
             return queryset.filter(state__in=ACTIVE_STATES)
         if self.value() == "no":
@@ -71,8 +72,19 @@ class LiveFilter(admin.SimpleListFilter):
 class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Read-only sessions with a terminate action; ``token_hash`` is never shown."""
 
-    list_display = ["webrtc_id", "stream", "channel", "state", "user", "worker", "age",
-                    "inputs_preview", "frames_in", "frames_out", "close_reason"]
+    list_display = [
+        "webrtc_id",
+        "stream",
+        "channel",
+        "state",
+        "user",
+        "worker",
+        "age",
+        "inputs_preview",
+        "frames_in",
+        "frames_out",
+        "close_reason",
+    ]
     list_filter = ["stream", "state", "channel", LiveFilter]
     list_select_related = ["user"]
     search_fields = ["webrtc_id", "stream", "worker", "call_sid"]
@@ -82,10 +94,11 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     fieldsets = [
         (None, {"fields": ["webrtc_id", "stream", "channel", "state", "close_reason"]}),
         (_("Where"), {"fields": ["user", "client_address", "worker", "call_sid"]}),
-        (_("When"), {"fields": ["created_at", "connected_at", "closed_at", "heartbeat_at",
-                                "age"]}),
-        (_("Media"), {"fields": ["inputs", "frames_in", "frames_out", "messages_out",
-                                 "stuck_calls"]}),
+        (_("When"), {"fields": ["created_at", "connected_at", "closed_at", "heartbeat_at", "age"]}),
+        (
+            _("Media"),
+            {"fields": ["inputs", "frames_in", "frames_out", "messages_out", "stuck_calls"]},
+        ),
     ]
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 
@@ -118,8 +131,7 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     @admin.action(description=_("Terminate selected sessions"), permissions=["terminate"])
-    def terminate_sessions(self, request: HttpRequest,
-                           queryset: QuerySet[StreamSession]) -> None:
+    def terminate_sessions(self, request: HttpRequest, queryset: QuerySet[StreamSession]) -> None:
         """Close each selected live session on whichever worker holds it."""
         terminated = finished = unreachable = 0
         for session in queryset:
@@ -127,8 +139,7 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 finished += 1
                 continue
             try:
-                async_to_sync(bus.send_close)(session.stream, session.webrtc_id,
-                                              TERMINATE_REASON)
+                async_to_sync(bus.send_close)(session.stream, session.webrtc_id, TERMINATE_REASON)
             except UnknownSession:  # it ended since the page was drawn
                 finished += 1
             except BrokerUnavailable:  # its worker cannot be reached through the channel layer
@@ -138,8 +149,10 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if unreachable:
             self.message_user(
                 request,
-                _("%(count)d sessions could not be terminated: the channel layer (the message "
-                  "broker) cannot be reached. Try again in a few seconds.")
+                _(
+                    "%(count)d sessions could not be terminated: the channel layer (the message "
+                    "broker) cannot be reached. Try again in a few seconds."
+                )
                 % {"count": unreachable},
                 messages.ERROR,
             )
@@ -151,8 +164,9 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
 
     @admin.action(description=_("Delete selected finished sessions"), permissions=["delete"])
-    def delete_selected(self, request: HttpRequest,
-                        queryset: QuerySet[StreamSession]) -> HttpResponse | None:
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[StreamSession]
+    ) -> HttpResponse | None:
         """Django's bulk delete (same name, so its confirmation page posts back here),
         restricted to finished sessions: a live session's row is its worker's."""
         live = queryset.filter(state__in=ACTIVE_STATES).count()

@@ -56,8 +56,11 @@ class _TelephoneOrBrowser:
         self.telephone, self.browser = telephone, browser
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-        app = self.telephone if scope["path"].rstrip("/").endswith("/telephone/handler") \
+        app = (
+            self.telephone
+            if scope["path"].rstrip("/").endswith("/telephone/handler")
             else self.browser
+        )
         return await app(scope, receive, send)
 
 
@@ -135,16 +138,20 @@ def _warmed(future: asyncio.Future[None]) -> None:
     if future.cancelled():
         return
     if future.exception() is not None:
-        logger.warning("django-rtcstream warm-up failed; the first offer will do it",
-                       exc_info=future.exception())
+        logger.warning(
+            "django-rtcstream warm-up failed; the first offer will do it",
+            exc_info=future.exception(),
+        )
         return
     from django_rtcstream.sessions import runtime
 
     try:
         runtime.manager().start_heartbeat()
     except Exception:
-        logger.warning("django-rtcstream: the heartbeat did not start; the first offer "
-                       "starts it", exc_info=True)
+        logger.warning(
+            "django-rtcstream: the heartbeat did not start; the first offer starts it",
+            exc_info=True,
+        )
 
 
 class _Lifespan:
@@ -252,5 +259,10 @@ def rtcstream_application(
         browser = _OriginCheck(browser)
     websocket = _TelephoneOrBrowser(URLRouter(telephone_routes(prefix)), browser)
     _daphne_shutdown_hook()
-    return ProtocolTypeRouter({"http": _WarmAfterFirstRequest(DirectOffers(django_app)), "websocket": websocket,
-                               "lifespan": _Lifespan()})
+    return ProtocolTypeRouter(
+        {
+            "http": _WarmAfterFirstRequest(DirectOffers(django_app)),
+            "websocket": websocket,
+            "lifespan": _Lifespan(),
+        }
+    )

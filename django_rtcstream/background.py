@@ -21,10 +21,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["start"]
 
 
-def start(coro: Coroutine[Any, Any, Any], what: str, *, webrtc_id: str | None = None,
-          on_error: Callable[[BaseException], None] | None = None,
-          loop: asyncio.AbstractEventLoop | None = None,
-          context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+def start(
+    coro: Coroutine[Any, Any, Any],
+    what: str,
+    *,
+    webrtc_id: str | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    context: contextvars.Context | None = None,
+) -> asyncio.Task[Any]:
     """Run ``coro`` as a task; if it raises, log it once and call ``on_error``.
 
     ``what`` names the task in the log ("audio socket player"); cancelling it
@@ -44,8 +49,7 @@ def start(coro: Coroutine[Any, Any, Any], what: str, *, webrtc_id: str | None = 
         if on_error is not None:
             on_error(exc)
         else:
-            logger.warning("%s of session %s failed: %r", what, webrtc_id or "-", exc,
-                           exc_info=exc)
+            logger.warning("%s of session %s failed: %r", what, webrtc_id or "-", exc, exc_info=exc)
 
     task.add_done_callback(done)
     return task

@@ -40,101 +40,179 @@ class Codes:
     DEPLOY_LOOPBACK_ICE = "django_rtcstream.W107"
 
 
-_POSITIVE = ("CONNECT_TIMEOUT", "EARLY_CANDIDATE_WAIT", "HANDLER_THREADS", "SSE_KEEPALIVE",
-             "MAX_SIGNALING_BYTES", "HEARTBEAT_INTERVAL", "SESSION_LEASE",
-             "SESSION_RETENTION_DAYS")
+_POSITIVE = (
+    "CONNECT_TIMEOUT",
+    "EARLY_CANDIDATE_WAIT",
+    "HANDLER_THREADS",
+    "SSE_KEEPALIVE",
+    "MAX_SIGNALING_BYTES",
+    "HEARTBEAT_INTERVAL",
+    "SESSION_LEASE",
+    "SESSION_RETENTION_DAYS",
+)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     value = getattr(settings, "RTCSTREAM", {})
     if not isinstance(value, dict):
-        return [Error("RTCSTREAM must be a dict.", hint="RTCSTREAM = {'STREAMS': {...}}",
-                      id=Codes.NOT_A_DICT)]
+        return [
+            Error(
+                "RTCSTREAM must be a dict.",
+                hint="RTCSTREAM = {'STREAMS': {...}}",
+                id=Codes.NOT_A_DICT,
+            )
+        ]
     messages: list[CheckMessage] = []
     for key in value:
         if key not in DEFAULTS:
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
-            messages.append(Warning(
-                f"Unknown RTCSTREAM key {key!r}.",
-                hint=f"Did you mean {close[0]!r}?" if close else f"Valid keys: {', '.join(DEFAULTS)}",
-                id=Codes.UNKNOWN_KEY))
+            messages.append(
+                Warning(
+                    f"Unknown RTCSTREAM key {key!r}.",
+                    hint=f"Did you mean {close[0]!r}?"
+                    if close
+                    else f"Valid keys: {', '.join(DEFAULTS)}",
+                    id=Codes.UNKNOWN_KEY,
+                )
+            )
     for key in _POSITIVE:
         v = value.get(key, DEFAULTS[key])
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            messages.append(Error(f"RTCSTREAM[{key!r}] must be a positive number, got {v!r}.",
-                                  hint=f"Remove it to use the default {DEFAULTS[key]!r}.",
-                                  id=Codes.BAD_NUMBER))
+            messages.append(
+                Error(
+                    f"RTCSTREAM[{key!r}] must be a positive number, got {v!r}.",
+                    hint=f"Remove it to use the default {DEFAULTS[key]!r}.",
+                    id=Codes.BAD_NUMBER,
+                )
+            )
     prefetch = value.get("AUDIO_PREFETCH", DEFAULTS["AUDIO_PREFETCH"])
-    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int)
-                                 or not 0 <= prefetch <= 15):
-        messages.append(Error(f"RTCSTREAM['AUDIO_PREFETCH'] must be an int in 0-15 or None, "
-                              f"got {prefetch!r}.",
-                              hint="1 holds one 20 ms frame; aiortc's own default is 4; "
-                                   "None keeps aiortc's buffer.",
-                              id=Codes.BAD_NUMBER))
-    for key, hint in (("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
-                      ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet."),
-                      ("DIRECT_OFFERS", "True answers offers before Django's middleware."),
-                      ("TRIM_MEMORY", "True gives memory freed by ended sessions back to the OS."),
-                      ("GC_FREEZE", "True freezes the import-time heap after the warm-up.")):
+    if prefetch is not None and (
+        isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 15
+    ):
+        messages.append(
+            Error(
+                f"RTCSTREAM['AUDIO_PREFETCH'] must be an int in 0-15 or None, got {prefetch!r}.",
+                hint="1 holds one 20 ms frame; aiortc's own default is 4; "
+                "None keeps aiortc's buffer.",
+                id=Codes.BAD_NUMBER,
+            )
+        )
+    for key, hint in (
+        ("AUDIO_ADAPTIVE", "True lets the audio jitter buffer's hold follow the link."),
+        ("VIDEO_MARKER_RELEASE", "True releases each video frame on its last packet."),
+        ("DIRECT_OFFERS", "True answers offers before Django's middleware."),
+        ("TRIM_MEMORY", "True gives memory freed by ended sessions back to the OS."),
+        ("GC_FREEZE", "True freezes the import-time heap after the warm-up."),
+    ):
         flag = value.get(key, DEFAULTS[key])
         if not isinstance(flag, bool):
-            messages.append(Error(f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",
-                                  hint=hint, id=Codes.BAD_NUMBER))
+            messages.append(
+                Error(
+                    f"RTCSTREAM[{key!r}] must be True or False, got {flag!r}.",
+                    hint=hint,
+                    id=Codes.BAD_NUMBER,
+                )
+            )
     interval = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
     lease = value.get("SESSION_LEASE", DEFAULTS["SESSION_LEASE"])
-    if isinstance(interval, (int, float)) and isinstance(lease, (int, float)) and lease < 2 * interval:
-        messages.append(Error("RTCSTREAM['SESSION_LEASE'] must be at least twice HEARTBEAT_INTERVAL.",
-                              hint="Otherwise live sessions of healthy workers get reaped.",
-                              id=Codes.BAD_LEASE))
+    if (
+        isinstance(interval, (int, float))
+        and isinstance(lease, (int, float))
+        and lease < 2 * interval
+    ):
+        messages.append(
+            Error(
+                "RTCSTREAM['SESSION_LEASE'] must be at least twice HEARTBEAT_INTERVAL.",
+                hint="Otherwise live sessions of healthy workers get reaped.",
+                id=Codes.BAD_LEASE,
+            )
+        )
     perms = value.get("PERMISSION_CLASSES", {})
     if not isinstance(perms, dict) or set(perms) - {"open", "input", "outputs", "close"}:
-        messages.append(Error("RTCSTREAM['PERMISSION_CLASSES'] must map 'open', 'input', "
-                              "'outputs' or 'close' to lists of permission classes.",
-                              hint="e.g. {'open': ['rest_framework.permissions.IsAuthenticated']}",
-                              id=Codes.BAD_PERMISSIONS))
+        messages.append(
+            Error(
+                "RTCSTREAM['PERMISSION_CLASSES'] must map 'open', 'input', "
+                "'outputs' or 'close' to lists of permission classes.",
+                hint="e.g. {'open': ['rest_framework.permissions.IsAuthenticated']}",
+                id=Codes.BAD_PERMISSIONS,
+            )
+        )
     hosts = value.get("ICE_HOST_ADDRESSES")
-    if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
-        messages.append(Error("RTCSTREAM['ICE_HOST_ADDRESSES'] must be a list of IP address strings.",
-                              hint="For example ['127.0.0.1'].", id=Codes.BAD_ICE))
+    if hosts is not None and (
+        not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)
+    ):
+        messages.append(
+            Error(
+                "RTCSTREAM['ICE_HOST_ADDRESSES'] must be a list of IP address strings.",
+                hint="For example ['127.0.0.1'].",
+                id=Codes.BAD_ICE,
+            )
+        )
     ports = value.get("UDP_PORT_RANGE")
     if ports is not None and not (
-        isinstance(ports, (list, tuple)) and len(ports) == 2
+        isinstance(ports, (list, tuple))
+        and len(ports) == 2
         and all(isinstance(p, int) and not isinstance(p, bool) for p in ports)
         and 1024 <= ports[0] <= ports[1] <= 65535
     ):
-        messages.append(Error(f"RTCSTREAM['UDP_PORT_RANGE'] must be (low, high) ports, got {ports!r}.",
-                              hint="For example (40000, 40100).", id=Codes.BAD_ICE))
+        messages.append(
+            Error(
+                f"RTCSTREAM['UDP_PORT_RANGE'] must be (low, high) ports, got {ports!r}.",
+                hint="For example (40000, 40100).",
+                id=Codes.BAD_ICE,
+            )
+        )
     servers = value.get("SERVER_ICE_SERVERS", [])
     if not isinstance(servers, list):
-        messages.append(Error("RTCSTREAM['SERVER_ICE_SERVERS'] must be a list of "
-                              "{'urls': ..., 'username': ..., 'credential': ...} dicts.",
-                              hint="Use [] for none.", id=Codes.BAD_ICE))
+        messages.append(
+            Error(
+                "RTCSTREAM['SERVER_ICE_SERVERS'] must be a list of "
+                "{'urls': ..., 'username': ..., 'credential': ...} dicts.",
+                hint="Use [] for none.",
+                id=Codes.BAD_ICE,
+            )
+        )
     layers = getattr(settings, "CHANNEL_LAYERS", {})
     alias = value.get("CHANNEL_LAYER_ALIAS", "default")
     if alias not in layers:
-        messages.append(Error(f"CHANNEL_LAYERS has no {alias!r} layer; django-rtcstream needs one "
-                              "to reach sessions from any worker.",
-                              hint="Single process: {'default': {'BACKEND': "
-                                   "'channels.layers.InMemoryChannelLayer'}}; several: channels_redis.",
-                              id=Codes.NO_CHANNEL_LAYER))
+        messages.append(
+            Error(
+                f"CHANNEL_LAYERS has no {alias!r} layer; django-rtcstream needs one "
+                "to reach sessions from any worker.",
+                hint="Single process: {'default': {'BACKEND': "
+                "'channels.layers.InMemoryChannelLayer'}}; several: channels_redis.",
+                id=Codes.NO_CHANNEL_LAYER,
+            )
+        )
     layer = layers.get(alias, {})
     if "channels_redis" in str(layer.get("BACKEND", "")) and _redis_times_out(layer):
-        messages.append(Warning(
-            "The channels_redis layer uses redis-py's default socket timeout, which cuts the "
-            "5 s blocking reads that reach sessions: control messages can be delayed or lost.",
-            hint="Give each host as {'address': 'redis://...', 'socket_timeout': None}.",
-            id=Codes.REDIS_SOCKET_TIMEOUT))
+        messages.append(
+            Warning(
+                "The channels_redis layer uses redis-py's default socket timeout, which cuts the "
+                "5 s blocking reads that reach sessions: control messages can be delayed or lost.",
+                hint="Give each host as {'address': 'redis://...', 'socket_timeout': None}.",
+                id=Codes.REDIS_SOCKET_TIMEOUT,
+            )
+        )
     if value.get("DIRECT_OFFERS", DEFAULTS["DIRECT_OFFERS"]) is True and any(
-            "corsheaders" in m for m in getattr(settings, "MIDDLEWARE", [])):
-        messages.append(Warning(
-            "Offers are answered before Django's middleware (RTCSTREAM['DIRECT_OFFERS']), so "
-            "django-cors-headers adds no CORS headers to them: cross-origin clients cannot post offers.",
-            hint="Set RTCSTREAM['DIRECT_OFFERS'] = False if offers come from other origins.",
-            id=Codes.DIRECT_OFFERS_SKIP_CORS))
+        "corsheaders" in m for m in getattr(settings, "MIDDLEWARE", [])
+    ):
+        messages.append(
+            Warning(
+                "Offers are answered before Django's middleware (RTCSTREAM['DIRECT_OFFERS']), so "
+                "django-cors-headers adds no CORS headers to them: cross-origin clients cannot post offers.",
+                hint="Set RTCSTREAM['DIRECT_OFFERS'] = False if offers come from other origins.",
+                id=Codes.DIRECT_OFFERS_SKIP_CORS,
+            )
+        )
     if "rest_framework" not in settings.INSTALLED_APPS:
-        messages.append(Error("'rest_framework' must be in INSTALLED_APPS.",
-                              hint="Add 'rest_framework' before 'django_rtcstream'.", id=Codes.NO_DRF))
+        messages.append(
+            Error(
+                "'rest_framework' must be in INSTALLED_APPS.",
+                hint="Add 'rest_framework' before 'django_rtcstream'.",
+                id=Codes.NO_DRF,
+            )
+        )
     return messages
 
 
@@ -145,19 +223,31 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     streams = value.get("STREAMS", {}) if isinstance(value, dict) else {}
     messages: list[CheckMessage] = []
     for name, path in streams.items():
-        if not isinstance(name, str) or not registry.STREAM_NAME_RE.match(name) or \
-                name in RESERVED_NAMES:
-            messages.append(Error(f"Invalid stream name {name!r}.",
-                                  hint="Use lowercase letters, digits, '-' and '_' (at most 50); "
-                                       f"{', '.join(map(repr, RESERVED_NAMES))} are taken by the "
-                                       "app's routes.",
-                                  id=Codes.STREAM_NAME))
+        if (
+            not isinstance(name, str)
+            or not registry.STREAM_NAME_RE.match(name)
+            or name in RESERVED_NAMES
+        ):
+            messages.append(
+                Error(
+                    f"Invalid stream name {name!r}.",
+                    hint="Use lowercase letters, digits, '-' and '_' (at most 50); "
+                    f"{', '.join(map(repr, RESERVED_NAMES))} are taken by the "
+                    "app's routes.",
+                    id=Codes.STREAM_NAME,
+                )
+            )
             continue
         try:
             registry.resolve(name, path)
         except (ImproperlyConfigured, ValueError, TypeError) as exc:
-            messages.append(Error(str(exc), hint="Fix the dotted path or the Stream's arguments.",
-                                  id=Codes.STREAM_IMPORT))
+            messages.append(
+                Error(
+                    str(exc),
+                    hint="Fix the dotted path or the Stream's arguments.",
+                    id=Codes.STREAM_IMPORT,
+                )
+            )
     return messages
 
 
@@ -181,62 +271,90 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``manage.py check --deploy``: settings that work on one machine and not in production."""
     import ipaddress
 
-
     value = getattr(settings, "RTCSTREAM", {})
     if not isinstance(value, dict):
         return []  # check_settings reports it
     messages: list[CheckMessage] = []
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get(value.get("CHANNEL_LAYER_ALIAS", "default"), {})
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get(
+        value.get("CHANNEL_LAYER_ALIAS", "default"), {}
+    )
     in_memory = "InMemoryChannelLayer" in str(layer.get("BACKEND", ""))
     if in_memory:
-        messages.append(Warning(
-            "The channel layer is in memory: inputs, outputs, admin actions and candidates reach "
-            "only sessions of the same process, so a second worker cannot reach the first's.",
-            hint="Use channels_redis (the 'redis' extra) when you run more than one worker.",
-            id=Codes.DEPLOY_IN_MEMORY_LAYER))
-    cache_backend = str(getattr(settings, "CACHES", {}).get("default", {}).get(
-        "BACKEND", "django.core.cache.backends.locmem.LocMemCache"))
+        messages.append(
+            Warning(
+                "The channel layer is in memory: inputs, outputs, admin actions and candidates reach "
+                "only sessions of the same process, so a second worker cannot reach the first's.",
+                hint="Use channels_redis (the 'redis' extra) when you run more than one worker.",
+                id=Codes.DEPLOY_IN_MEMORY_LAYER,
+            )
+        )
+    cache_backend = str(
+        getattr(settings, "CACHES", {})
+        .get("default", {})
+        .get("BACKEND", "django.core.cache.backends.locmem.LocMemCache")
+    )
     if "locmem" in cache_backend or "dummy" in cache_backend:
-        messages.append(Warning(
-            "The default cache is local to each process: the latest output "
-            "(fetch_latest_output) and SSE tickets are not shared between workers.",
-            hint="Point CACHES['default'] at Redis (django.core.cache.backends.redis.RedisCache).",
-            id=Codes.DEPLOY_LOCAL_CACHE))
+        messages.append(
+            Warning(
+                "The default cache is local to each process: the latest output "
+                "(fetch_latest_output) and SSE tickets are not shared between workers.",
+                hint="Point CACHES['default'] at Redis (django.core.cache.backends.redis.RedisCache).",
+                id=Codes.DEPLOY_LOCAL_CACHE,
+            )
+        )
     engine = str(settings.DATABASES.get("default", {}).get("ENGINE", ""))
     if "sqlite" in engine and not in_memory:
-        messages.append(Warning(
-            "Sessions are recorded in SQLite while the channel layer is shared between workers: "
-            "several workers writing one SQLite file queue on its lock, and workers on other "
-            "hosts cannot see it.",
-            hint="Use PostgreSQL (the 'postgres' extra) for several workers.",
-            id=Codes.DEPLOY_SQLITE_SHARED))
+        messages.append(
+            Warning(
+                "Sessions are recorded in SQLite while the channel layer is shared between workers: "
+                "several workers writing one SQLite file queue on its lock, and workers on other "
+                "hosts cannot see it.",
+                hint="Use PostgreSQL (the 'postgres' extra) for several workers.",
+                id=Codes.DEPLOY_SQLITE_SHARED,
+            )
+        )
     if value.get("OPEN_SESSIONS") is True:
-        messages.append(Warning(
-            "RTCSTREAM['OPEN_SESSIONS'] is on: anyone who learns a webrtc_id may set its inputs, "
-            "read its outputs and close it.",
-            hint="Leave it off unless every client is trusted; clients then send the session token.",
-            id=Codes.DEPLOY_OPEN_SESSIONS))
+        messages.append(
+            Warning(
+                "RTCSTREAM['OPEN_SESSIONS'] is on: anyone who learns a webrtc_id may set its inputs, "
+                "read its outputs and close it.",
+                hint="Leave it off unless every client is trusted; clients then send the session token.",
+                id=Codes.DEPLOY_OPEN_SESSIONS,
+            )
+        )
     if not value.get("TWILIO_AUTH_TOKEN") and _has_audio_stream(value):
-        messages.append(Warning(
-            "Audio streams answer phone calls (…/telephone/incoming) but RTCSTREAM"
-            "['TWILIO_AUTH_TOKEN'] is not set: anyone can open a call to them.",
-            hint="Set TWILIO_AUTH_TOKEN to your Twilio account's auth token, so requests must be "
-                 "signed by Twilio.",
-            id=Codes.DEPLOY_UNSIGNED_TELEPHONE))
+        messages.append(
+            Warning(
+                "Audio streams answer phone calls (…/telephone/incoming) but RTCSTREAM"
+                "['TWILIO_AUTH_TOKEN'] is not set: anyone can open a call to them.",
+                hint="Set TWILIO_AUTH_TOKEN to your Twilio account's auth token, so requests must be "
+                "signed by Twilio.",
+                id=Codes.DEPLOY_UNSIGNED_TELEPHONE,
+            )
+        )
     if value.get("RTC_CONFIGURATION") is None:
-        messages.append(Warning(
-            "No ICE servers are offered to clients (RTCSTREAM['RTC_CONFIGURATION'] is None): "
-            "clients behind NAT or a firewall will not connect.",
-            hint="Offer STUN/TURN servers, e.g. time-limited TURN credentials from a callable.",
-            id=Codes.DEPLOY_NO_ICE_SERVERS))
+        messages.append(
+            Warning(
+                "No ICE servers are offered to clients (RTCSTREAM['RTC_CONFIGURATION'] is None): "
+                "clients behind NAT or a firewall will not connect.",
+                hint="Offer STUN/TURN servers, e.g. time-limited TURN credentials from a callable.",
+                id=Codes.DEPLOY_NO_ICE_SERVERS,
+            )
+        )
     addresses = value.get("ICE_HOST_ADDRESSES")
-    if isinstance(addresses, (list, tuple)) and addresses and all(
-            _is_loopback(a, ipaddress) for a in addresses):
-        messages.append(Warning(
-            "RTCSTREAM['ICE_HOST_ADDRESSES'] lists loopback addresses only: no client on another "
-            "machine can reach the server's media.",
-            hint="List the server's public or LAN addresses, or None for every interface.",
-            id=Codes.DEPLOY_LOOPBACK_ICE))
+    if (
+        isinstance(addresses, (list, tuple))
+        and addresses
+        and all(_is_loopback(a, ipaddress) for a in addresses)
+    ):
+        messages.append(
+            Warning(
+                "RTCSTREAM['ICE_HOST_ADDRESSES'] lists loopback addresses only: no client on another "
+                "machine can reach the server's media.",
+                hint="List the server's public or LAN addresses, or None for every interface.",
+                id=Codes.DEPLOY_LOOPBACK_ICE,
+            )
+        )
     return messages
 
 

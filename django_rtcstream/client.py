@@ -46,10 +46,16 @@ class SignalingFailed(Exception):
         super().__init__(f"{status} {self.code}: {meta.get('message', '')}")
 
 
-def _http_json(url: str, data: dict[str, Any] | None = None, timeout: float = 30) -> tuple[int, Any]:
+def _http_json(
+    url: str, data: dict[str, Any] | None = None, timeout: float = 30
+) -> tuple[int, Any]:
     body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, method="POST" if body else "GET",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST" if body else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -58,8 +64,10 @@ def _http_json(url: str, data: dict[str, Any] | None = None, timeout: float = 30
         try:
             return exc.code, json.loads(raw)
         except ValueError:
-            return exc.code, {"status": "failed", "meta": {"error": "http_error",
-                                                           "message": raw[:200].decode(errors="replace")}}
+            return exc.code, {
+                "status": "failed",
+                "meta": {"error": "http_error", "message": raw[:200].decode(errors="replace")},
+            }
 
 
 async def http_json(url: str, data: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -72,8 +80,9 @@ class SyntheticVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width: int = 320, height: int = 240, fps: int = 30,
-                 marker_rows: int | None = None) -> None:
+    def __init__(
+        self, width: int = 320, height: int = 240, fps: int = 30, marker_rows: int | None = None
+    ) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
         image = np.full((height, width, 3), 16, np.uint8)
@@ -101,8 +110,9 @@ class ToneAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, frequency: float = 440.0, sample_rate: int = 48000,
-                 amplitude: float = 0.5) -> None:
+    def __init__(
+        self, frequency: float = 440.0, sample_rate: int = 48000, amplitude: float = 0.5
+    ) -> None:
         super().__init__()
         self.frequency, self.sample_rate, self.amplitude = frequency, sample_rate, amplitude
         self.samples = sample_rate // 50
@@ -145,12 +155,22 @@ class StreamClient:
             packet, not one frame period later on the next frame's first.
     """
 
-    def __init__(self, base_url: str, stream: str, *, video: MediaStreamTrack | None = None,
-                 audio: MediaStreamTrack | None = None, signaling: str = "http",
-                 webrtc_id: str | None = None, trickle: bool = False,
-                 ice_host_addresses: list[str] | None = None, queue_size: int = 64,
-                 audio_prefetch: int | None = 1, audio_adaptive: bool = True,
-                 video_marker_release: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        stream: str,
+        *,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+        signaling: str = "http",
+        webrtc_id: str | None = None,
+        trickle: bool = False,
+        ice_host_addresses: list[str] | None = None,
+        queue_size: int = 64,
+        audio_prefetch: int | None = 1,
+        audio_adaptive: bool = True,
+        video_marker_release: bool = True,
+    ) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
         self.base_url = base_url.rstrip("/") + "/"
@@ -226,8 +246,11 @@ class StreamClient:
             await self._set_local_without_gathering(offer)
         else:
             await self.pc.setLocalDescription(offer)
-        body = {"sdp": self.pc.localDescription.sdp if not self.trickle else offer.sdp,
-                "type": "offer", "webrtc_id": self.webrtc_id}
+        body = {
+            "sdp": self.pc.localDescription.sdp if not self.trickle else offer.sdp,
+            "type": "offer",
+            "webrtc_id": self.webrtc_id,
+        }
         if self.signaling == "websocket":
             await self._negotiate_ws(body)
         else:
@@ -254,8 +277,14 @@ class StreamClient:
                 body["webrtc_id"] = secrets.token_urlsafe(12)
 
             async def send(candidate: dict[str, Any]) -> None:
-                status, reply = await http_json(offer_url, {
-                    "type": "ice-candidate", "candidate": candidate, "webrtc_id": body["webrtc_id"]})
+                status, reply = await http_json(
+                    offer_url,
+                    {
+                        "type": "ice-candidate",
+                        "candidate": candidate,
+                        "webrtc_id": body["webrtc_id"],
+                    },
+                )
                 if status != 200:
                     raise SignalingFailed(status, reply)
 
@@ -278,10 +307,12 @@ class StreamClient:
         from urllib.parse import urlsplit
 
         parts = urlsplit(self.base_url)
-        self._ws = await websockets.connect(config_url, max_size=2**22,
-                                            origin=f"{parts.scheme}://{parts.netloc}")
+        self._ws = await websockets.connect(
+            config_url, max_size=2**22, origin=f"{parts.scheme}://{parts.netloc}"
+        )
         await self._ws.send(json.dumps(body))
         if self.trickle:
+
             async def send(candidate: dict[str, Any]) -> None:
                 await self._ws.send(json.dumps({"type": "ice-candidate", "candidate": candidate}))
 
@@ -315,8 +346,9 @@ class StreamClient:
     def _on_track(self, track: MediaStreamTrack) -> None:
         from django_rtcstream.media import jitter
 
-        jitter.install_on_track(self.pc, track, self.audio_prefetch, self.audio_adaptive,
-                                self.video_marker_release)
+        jitter.install_on_track(
+            self.pc, track, self.audio_prefetch, self.audio_adaptive, self.video_marker_release
+        )
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:
@@ -337,17 +369,20 @@ class StreamClient:
 
     async def next_message(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
         """The next message of ``type == kind`` (others are dropped)."""
+
         async def wait() -> dict[str, Any]:
             while True:
                 message = await self.messages.get()
                 if message.get("type") == kind:
                     return message
+
         return await asyncio.wait_for(wait(), timeout)
 
     async def set_input(self, **values: Any) -> dict[str, Any]:
         """Change the session's inputs through the input hook (with the session token)."""
-        status, reply = await http_json(self.url("input"), {"webrtc_id": self.webrtc_id,
-                                                             "token": self.token, **values})
+        status, reply = await http_json(
+            self.url("input"), {"webrtc_id": self.webrtc_id, "token": self.token, **values}
+        )
         if status != 200:
             raise SignalingFailed(status, reply)
         return reply
@@ -355,8 +390,10 @@ class StreamClient:
     async def hang_up(self) -> None:
         """Ask the server to close the session now (instead of waiting for ICE to notice)."""
         if self.webrtc_id and self.signaling == "http":
-            await http_json(self.url("webrtc/offer"), {"type": "close", "webrtc_id": self.webrtc_id,
-                                                       "token": self.token})
+            await http_json(
+                self.url("webrtc/offer"),
+                {"type": "close", "webrtc_id": self.webrtc_id, "token": self.token},
+            )
         await self.close()
 
     async def close(self) -> None:
@@ -370,11 +407,20 @@ class StreamClient:
             task.cancel()
         if self._ws is not None:
             await self._ws.close()  # the session lives as long as the socket
-        elif self.token and self.webrtc_id and self.pc is not None \
-                and self.pc.connectionState not in ("closed", "failed"):
+        elif (
+            self.token
+            and self.webrtc_id
+            and self.pc is not None
+            and self.pc.connectionState not in ("closed", "failed")
+        ):
             with contextlib.suppress(Exception):  # best effort: the pc closes anyway
-                await asyncio.wait_for(http_json(self.url("webrtc/offer"), {
-                    "type": "close", "webrtc_id": self.webrtc_id, "token": self.token}), 2)
+                await asyncio.wait_for(
+                    http_json(
+                        self.url("webrtc/offer"),
+                        {"type": "close", "webrtc_id": self.webrtc_id, "token": self.token},
+                    ),
+                    2,
+                )
         if self.pc is not None:
             await self.pc.close()
 
@@ -383,10 +429,14 @@ async def _main(args: argparse.Namespace) -> None:
     from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
 
     player = MediaPlayer(args.input) if args.input else None
-    client = StreamClient(args.base_url, args.stream, signaling=args.signaling,
-                          video=(player.video if player else SyntheticVideoTrack()),
-                          audio=(player.audio if player else ToneAudioTrack()),
-                          ice_host_addresses=args.ice_host)
+    client = StreamClient(
+        args.base_url,
+        args.stream,
+        signaling=args.signaling,
+        video=(player.video if player else SyntheticVideoTrack()),
+        audio=(player.audio if player else ToneAudioTrack()),
+        ice_host_addresses=args.ice_host,
+    )
     await client.connect()
     print(f"connected: session {client.webrtc_id}")
     recorder = MediaRecorder(args.output) if args.output else MediaBlackhole()
@@ -408,8 +458,10 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m django_rtcstream.client",
-                                     description="Stream media to a django-rtcstream stream.")
+    parser = argparse.ArgumentParser(
+        prog="python -m django_rtcstream.client",
+        description="Stream media to a django-rtcstream stream.",
+    )
     parser.add_argument("base_url", help="the app's HTTP prefix, e.g. http://127.0.0.1:8000/rtc/")
     parser.add_argument("stream", help="stream name")
     parser.add_argument("--input", help="media file to send (default: synthetic video/tone)")

@@ -126,7 +126,10 @@ class _Call:
         # An httpx.AsyncClient (or anything with its ``request`` method); its own
         # transport errors (httpx.ConnectError...) reach the caller unchanged.
         response = await client.request(
-            self.method, self.url, headers=self.headers, content=self.body,
+            self.method,
+            self.url,
+            headers=self.headers,
+            content=self.body,
             timeout=REQUEST_TIMEOUT,
         )
         return self.answer(response.status_code, response.text)
@@ -330,8 +333,9 @@ def _pick(method: str, kwargs: dict[str, Any], extra: tuple[str, ...] = ()) -> d
     if method not in _METHODS:
         raise ValueError("Invalid method. Must be 'hf', 'twilio', or 'cloudflare'")
     if method == "hf":
-        warnings.warn("Method 'hf' is deprecated. Use 'cloudflare' instead.", UserWarning,
-                      stacklevel=3)
+        warnings.warn(
+            "Method 'hf' is deprecated. Use 'cloudflare' instead.", UserWarning, stacklevel=3
+        )
     names = _METHODS[method] + extra
     return {k: v for k, v in kwargs.items() if k in names}
 

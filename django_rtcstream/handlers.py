@@ -28,10 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 AudioChunk = Union[tuple[int, "np.ndarray"], tuple[int, "np.ndarray", str]]
 # FastRTC's names for what an audio emit()/generator and a video handler may return.
-AudioEmitType = Union[AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"],
-                      "CloseStream", None]
-VideoEmitType = Union["np.ndarray", tuple["np.ndarray", "AdditionalOutputs"],
-                      tuple["np.ndarray", "CloseStream"], "AdditionalOutputs", "CloseStream"]
+AudioEmitType = Union[
+    AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"], "CloseStream", None
+]
+VideoEmitType = Union[
+    "np.ndarray",
+    tuple["np.ndarray", "AdditionalOutputs"],
+    tuple["np.ndarray", "CloseStream"],
+    "AdditionalOutputs",
+    "CloseStream",
+]
 
 __all__ = [
     "AudioEmitType",
@@ -139,9 +145,7 @@ def get_current_context() -> Context:
         raise RuntimeError("get_current_context() called outside a stream handler") from None
 
 
-_current_port: contextvars.ContextVar[SessionPort] = contextvars.ContextVar(
-    "django_rtcstream_port"
-)
+_current_port: contextvars.ContextVar[SessionPort] = contextvars.ContextVar("django_rtcstream_port")
 
 
 def send_message(msg_type: str, data: Any = None) -> None:
@@ -241,8 +245,9 @@ class ArgsSet:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_sync(self, timeout: float | None = None,
-                  give_up: Callable[[], bool] = lambda: False) -> bool:
+    def wait_sync(
+        self, timeout: float | None = None, give_up: Callable[[], bool] = lambda: False
+    ) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self._set or give_up(), timeout) and self._set
 
@@ -355,8 +360,10 @@ class StreamHandlerBase(ABC):
             timeout = _wait_for_args_timeout()
         self.fetch_args()
         port = self._port
-        return self.args_set.wait_sync(timeout,  # type: ignore[arg-type]
-                                       lambda: port is not None and port.ended)
+        return self.args_set.wait_sync(
+            timeout,  # type: ignore[arg-type]
+            lambda: port is not None and port.ended,
+        )
 
     # -- talking to the client --------------------------------------------------
 

@@ -167,7 +167,9 @@ def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs
     hundredth of the range (1 for 0-100, 0.01 for 0-1).
     """
     if kwargs.get("step") is None:
-        kwargs["step"] = 10 ** math.floor(math.log10(maximum - minimum) - 2) if maximum > minimum else 1
+        kwargs["step"] = (
+            10 ** math.floor(math.log10(maximum - minimum) - 2) if maximum > minimum else 1
+        )
     return _declaration("slider")(value, minimum=minimum, maximum=maximum, **kwargs)
 
 

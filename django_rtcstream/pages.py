@@ -47,8 +47,15 @@ def _summary(request: HttpRequest, stream: Stream) -> dict[str, Any]:
     for spec in data["inputs"]:
         spec["label"] = spec.get("label") or spec["name"].replace("_", " ").capitalize()
         if spec["kind"] == "dropdown":
-            spec["options"] = [{"value": c, "selected": (c in spec["default"]) if spec.get("multiselect")
-                                else c == spec["default"]} for c in spec["choices"]]
+            spec["options"] = [
+                {
+                    "value": c,
+                    "selected": (c in spec["default"])
+                    if spec.get("multiselect")
+                    else c == spec["default"],
+                }
+                for c in spec["choices"]
+            ]
     data["output_labels"] = [o.get("label") for o in data["outputs"]]
     return data
 
@@ -57,8 +64,11 @@ def _summary(request: HttpRequest, stream: Stream) -> dict[str, Any]:
 def index(request: HttpRequest) -> HttpResponse:
     """Every registered stream with a link to its page."""
     streams = [_summary(request, s) for s in registry.get_streams().values()]
-    return render(request, "django_rtcstream/index.html",
-                  {"streams": streams, "index_url": reverse(f"{_namespace(request)}:index")})
+    return render(
+        request,
+        "django_rtcstream/index.html",
+        {"streams": streams, "index_url": reverse(f"{_namespace(request)}:index")},
+    )
 
 
 @require_GET
@@ -69,9 +79,16 @@ def page(request: HttpRequest, stream: str) -> HttpResponse:
         the_stream = registry.get_stream(stream)
     except StreamNotFound:
         streams = [_summary(request, s) for s in registry.get_streams().values()]
-        return render(request, "django_rtcstream/index.html",
-                      {"streams": streams, "missing": stream,
-                       "index_url": reverse(f"{_namespace(request)}:index")}, status=404)
+        return render(
+            request,
+            "django_rtcstream/index.html",
+            {
+                "streams": streams,
+                "missing": stream,
+                "index_url": reverse(f"{_namespace(request)}:index"),
+            },
+            status=404,
+        )
     summary = _summary(request, the_stream)
     client_config = {
         "name": the_stream.name,
@@ -80,6 +97,12 @@ def page(request: HttpRequest, stream: str) -> HttpResponse:
         "mode": the_stream.mode,
         "outputLabels": summary["output_labels"],
     }
-    return render(request, "django_rtcstream/stream_page.html",
-                  {"stream": summary, "client_config": client_config,
-                   "index_url": reverse(f"{_namespace(request)}:index")})
+    return render(
+        request,
+        "django_rtcstream/stream_page.html",
+        {
+            "stream": summary,
+            "client_config": client_config,
+            "index_url": reverse(f"{_namespace(request)}:index"),
+        },
+    )

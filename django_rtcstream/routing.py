@@ -42,8 +42,11 @@ def websocket_routes(prefix: str = "rtc/") -> list[Any]:
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     return [
         path(f"ws/{prefix}<slug:stream>/", LazyConsumer(SIGNALING), name="rtcstream-ws"),
-        path(f"ws/{prefix}<slug:stream>/websocket/offer", LazyConsumer(AUDIO_SOCKET),
-             name="rtcstream-audio-ws"),
+        path(
+            f"ws/{prefix}<slug:stream>/websocket/offer",
+            LazyConsumer(AUDIO_SOCKET),
+            name="rtcstream-audio-ws",
+        ),
         path(f"{prefix}<slug:stream>/websocket/offer", LazyConsumer(AUDIO_SOCKET)),
     ]
 
@@ -52,8 +55,11 @@ def telephone_routes(prefix: str = "rtc/") -> list[Any]:
     """Twilio Media Streams routes: Twilio sends no Origin; its signature is checked instead."""
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     return [
-        path(f"{prefix}<slug:stream>/telephone/handler", LazyConsumer(TWILIO),
-             name="rtcstream-telephone"),
+        path(
+            f"{prefix}<slug:stream>/telephone/handler",
+            LazyConsumer(TWILIO),
+            name="rtcstream-telephone",
+        ),
         path(f"ws/{prefix}<slug:stream>/telephone/handler", LazyConsumer(TWILIO)),
     ]
 

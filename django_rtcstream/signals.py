@@ -41,8 +41,13 @@ async def send(signal: Signal, stream: Any, **kwargs: Any) -> None:
         return
     for receiver, result in await signal.asend_robust(sender=stream, stream=stream, **kwargs):
         if isinstance(result, Exception):
-            logger.error("A %s receiver (%r) raised for session %s",
-                         _name(signal), receiver, kwargs.get("webrtc_id"), exc_info=result)
+            logger.error(
+                "A %s receiver (%r) raised for session %s",
+                _name(signal),
+                receiver,
+                kwargs.get("webrtc_id"),
+                exc_info=result,
+            )
 
 
 def _name(signal: Signal) -> str:

@@ -23,6 +23,7 @@ from django_rtcstream.handlers import (
 )
 from django_rtcstream.inputs import InputSchema
 
+
 class UIArgs(TypedDict, total=False):
     """FastRTC's options of the Gradio UI (``Stream(ui_args=...)``).
 
@@ -181,7 +182,8 @@ class Stream:
                 "(it maps AdditionalOutputs onto the Gradio output components)"
             )
         if audio_prefetch is not None and (
-            isinstance(audio_prefetch, bool) or not isinstance(audio_prefetch, int)
+            isinstance(audio_prefetch, bool)
+            or not isinstance(audio_prefetch, int)
             or not 0 <= audio_prefetch <= 15
         ):
             raise ValueError("audio_prefetch must be an int in 0-15 or None (the setting)")
@@ -191,9 +193,7 @@ class Stream:
             raise ValueError("video_marker_release must be True, False or None (the setting)")
         if video_format not in ("bgr24", "rgb24"):
             raise ValueError("video_format must be 'bgr24' or 'rgb24'")
-        if server_rtc_configuration is not None and not isinstance(
-            server_rtc_configuration, dict
-        ):
+        if server_rtc_configuration is not None and not isinstance(server_rtc_configuration, dict):
             raise ValueError("server_rtc_configuration must be a dict like {'iceServers': [...]}")
         self.handler = handler
         self.event_handler = handler  # FastRTC's name
@@ -341,9 +341,7 @@ class Stream:
         async for output in bus.subscribe_outputs(self._require_name(), webrtc_id):
             yield output
 
-    async def fetch_latest_output(
-        self, webrtc_id: str, timeout: float = 10.0
-    ) -> AdditionalOutputs:
+    async def fetch_latest_output(self, webrtc_id: str, timeout: float = 10.0) -> AdditionalOutputs:
         """The session's most recent ``AdditionalOutputs``, waiting up to ``timeout``
         seconds for one if there is none yet.
 

@@ -41,9 +41,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.asynccontextmanager
-async def live_server(application: Any = None, *, host: str = "127.0.0.1",
-                      port: int | None = None, prefix: str = "rtc/",
-                      start_timeout: float = 15.0) -> AsyncIterator[str]:
+async def live_server(
+    application: Any = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    prefix: str = "rtc/",
+    start_timeout: float = 15.0,
+) -> AsyncIterator[str]:
     """Serve the project's ASGI application in this event loop; yields the base URL.
 
     Args:
@@ -60,8 +65,14 @@ async def live_server(application: Any = None, *, host: str = "127.0.0.1",
     if application is None:
         application = import_string(settings.ASGI_APPLICATION)
     port = port or free_port(host)
-    config = uvicorn.Config(application, host=host, port=port, log_level="warning",
-                            lifespan="on", ws="websockets-sansio")
+    config = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+    )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     loop = asyncio.get_running_loop()
@@ -94,8 +105,9 @@ def override_streams(*, keep: bool = False, **streams: Any) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def stream_client(base_url: str, stream: str, *, prefix: str = "rtc/",
-                        timeout: float = 15.0, **kwargs: Any) -> AsyncIterator[Any]:
+async def stream_client(
+    base_url: str, stream: str, *, prefix: str = "rtc/", timeout: float = 15.0, **kwargs: Any
+) -> AsyncIterator[Any]:
     """A ``StreamClient`` connected to ``stream`` on a server at ``base_url``.
 
     ``kwargs`` go to :class:`~django_rtcstream.client.StreamClient` (``video=``,

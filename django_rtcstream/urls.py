@@ -18,8 +18,13 @@ from django_rtcstream.signaling import http, metadata
 from django_rtcstream.telephone import twilio
 
 
-def lazy_view(dotted_path: str, *, is_async: bool = False, csrf_exempt: bool = False,
-              actions: dict[str, str] | None = None) -> Callable[..., Any]:
+def lazy_view(
+    dotted_path: str,
+    *,
+    is_async: bool = False,
+    csrf_exempt: bool = False,
+    actions: dict[str, str] | None = None,
+) -> Callable[..., Any]:
     """A view imported on its first request.
 
     The DRF views (input hook, outputs, sessions API) pull in DRF's serializers and,
@@ -37,11 +42,14 @@ def lazy_view(dotted_path: str, *, is_async: bool = False, csrf_exempt: bool = F
         return loaded[0]
 
     if is_async:
+
         async def view(request: Any, *args: Any, **kwargs: Any) -> Any:
             return await load()(request, *args, **kwargs)
     else:
+
         def view(request: Any, *args: Any, **kwargs: Any) -> Any:
             return load()(request, *args, **kwargs)
+
     view.csrf_exempt = csrf_exempt  # type: ignore[attr-defined]
     view.lazy_target = (dotted_path, actions)  # type: ignore[attr-defined]
     return view
@@ -59,21 +67,38 @@ urlpatterns = [
     path("openapi.json", openapi.schema_view, name="openapi"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
-    path("sessions/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),
-         name="session-list"),
-    path("sessions/<str:pk>/", lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
-         name="session-detail"),
-    path("sessions/<str:pk>/close/", lazy_view(SESSIONS, csrf_exempt=True, actions={"post": "close"}),
-         name="session-close"),
+    path(
+        "sessions/",
+        lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),
+        name="session-list",
+    ),
+    path(
+        "sessions/<str:pk>/",
+        lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "retrieve"}),
+        name="session-detail",
+    ),
+    path(
+        "sessions/<str:pk>/close/",
+        lazy_view(SESSIONS, csrf_exempt=True, actions={"post": "close"}),
+        name="session-close",
+    ),
     path("<str:stream>/config", metadata.config, name="config"),
     path("<str:stream>/webrtc/offer", http.offer, name="offer"),
-    path("<str:stream>/input", lazy_view("django_rtcstream.api.hooks.input_hook", csrf_exempt=True),
-         name="input"),
-    path("<str:stream>/outputs", lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
-         name="outputs"),
-    path("<str:stream>/outputs/ticket",
-         lazy_view("django_rtcstream.api.hooks.outputs_ticket", is_async=True, csrf_exempt=True),
-         name="outputs-ticket"),
+    path(
+        "<str:stream>/input",
+        lazy_view("django_rtcstream.api.hooks.input_hook", csrf_exempt=True),
+        name="input",
+    ),
+    path(
+        "<str:stream>/outputs",
+        lazy_view("django_rtcstream.api.hooks.outputs_hook", is_async=True),
+        name="outputs",
+    ),
+    path(
+        "<str:stream>/outputs/ticket",
+        lazy_view("django_rtcstream.api.hooks.outputs_ticket", is_async=True, csrf_exempt=True),
+        name="outputs-ticket",
+    ),
     path("<str:stream>/telephone/incoming", twilio.incoming, name="telephone-incoming"),
     # The built-in pages (templates/django_rtcstream/): an index of the streams, one page each.
     path("", pages.index, name="index"),

@@ -52,28 +52,34 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "example_project.urls"
 ASGI_APPLICATION = "example_project.asgi.application"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "DIRS": [],
-    "APP_DIRS": True,
-    "OPTIONS": {"context_processors": [
-        "django.template.context_processors.request",
-        "django.contrib.auth.context_processors.auth",
-        "django.contrib.messages.context_processors.messages",
-    ]},
-}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- database: SQLite by default, PostgreSQL on request ---------------------------------
 
-DATABASES = {"default": {
-    "ENGINE": "django.db.backends.sqlite3",
-    "NAME": os.environ.get("RTCSTREAM_EXAMPLE_DB") or str(BASE_DIR / "example.sqlite3"),
-    # WAL: session writes from the media loop do not block readers (the admin), and a
-    # commit appends to the log instead of rewriting a journal (admission: 3.0 -> 2.0 ms).
-    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
-}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("RTCSTREAM_EXAMPLE_DB") or str(BASE_DIR / "example.sqlite3"),
+        # WAL: session writes from the media loop do not block readers (the admin), and a
+        # commit appends to the log instead of rewriting a journal (admission: 3.0 -> 2.0 ms).
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+    }
+}
 if os.environ.get("RTCSTREAM_EXAMPLE_POSTGRES") == "1" and os.environ.get("DATABASE_URL"):
     _db = urlparse(os.environ["DATABASE_URL"])
     DATABASES["default"] = {
@@ -90,15 +96,19 @@ if os.environ.get("RTCSTREAM_EXAMPLE_POSTGRES") == "1" and os.environ.get("DATAB
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if os.environ.get("RTCSTREAM_EXAMPLE_REDIS") == "1" and os.environ.get("REDIS_URL"):
-    CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # No socket timeout: channels-redis blocks 5 s per read (check django_rtcstream.W002).
-        "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
-    }}
-    CACHES = {"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": os.environ["REDIS_URL"],
-    }}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # No socket timeout: channels-redis blocks 5 s per read (check django_rtcstream.W002).
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+        }
+    }
 
 # -- django-rtcstream -------------------------------------------------------------------
 

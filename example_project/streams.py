@@ -56,7 +56,9 @@ def moving_pattern(t: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarr
     return image
 
 
-def sine(frequency: float, sample_rate: int, start: int, n: int, amplitude: float = 0.3) -> np.ndarray:
+def sine(
+    frequency: float, sample_rate: int, start: int, n: int, amplitude: float = 0.3
+) -> np.ndarray:
     """``n`` float32 samples of a sine tone, starting at sample ``start``."""
     t = (np.arange(n) + start) / sample_rate
     return (np.sin(2 * math.pi * frequency * t) * amplitude).astype(np.float32)
@@ -213,8 +215,9 @@ class AVCounter(AudioVideoStreamHandler):
         return AVCounter()
 
     def report(self) -> AdditionalOutputs:
-        return AdditionalOutputs({"audio_frames": self.audio_frames,
-                                  "video_frames": self.video_frames})
+        return AdditionalOutputs(
+            {"audio_frames": self.audio_frames, "video_frames": self.video_frames}
+        )
 
     def receive(self, frame) -> None:
         self.audio_frames += 1

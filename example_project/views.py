@@ -27,5 +27,4 @@ def index(request):
         for name, stream in get_streams().items()
     ]
     rtc_base = request.build_absolute_uri(reverse("rtcstream:streams"))[: -len("streams/")]
-    return render(request, "example_project/index.html",
-                  {"streams": streams, "rtc_base": rtc_base})
+    return render(request, "example_project/index.html", {"streams": streams, "rtc_base": rtc_base})

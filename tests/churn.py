@@ -68,30 +68,54 @@ class Server:
         self.dump_file = workdir / "dump.json"
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}/rtc/"
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-                    "PYTHONPATH": str(ROOT), "RTCSTREAM_TEST_SQLITE": str(self.db),
-                    "PYTHONUNBUFFERED": "1", "RTCSTREAM_TEST_DEBUG_DUMP": str(self.dump_file),
-                    **(env or {})}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONPATH": str(ROOT),
+            "RTCSTREAM_TEST_SQLITE": str(self.db),
+            "PYTHONUNBUFFERED": "1",
+            "RTCSTREAM_TEST_DEBUG_DUMP": str(self.dump_file),
+            **(env or {}),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
     def start(self, timeout: float = 60) -> None:
-        migrate = subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
-                                 cwd=ROOT, env=self.env, capture_output=True, text=True,
-                                 timeout=120, check=False)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if migrate.returncode != 0:
             raise RuntimeError(migrate.stdout + migrate.stderr)
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "uvicorn"), "tests.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    str(BIN / "uvicorn"),
+                    "tests.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.ps = psutil.Process(self.process.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(
+                    f"the server exited with {self.process.returncode}:\n{self.tail()}"
+                )
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"{self.base}streams/", timeout=2).read()
                 return
@@ -110,13 +134,18 @@ class Server:
         with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as connection:
             return connection.execute(
                 "SELECT COUNT(*) FROM django_rtcstream_streamsession WHERE state IN (?, ?, ?)",
-                LIVE_STATES).fetchone()[0]
+                LIVE_STATES,
+            ).fetchone()[0]
 
     def sample(self) -> dict[str, int]:
         assert self.ps is not None
-        return {"rss": self.ps.memory_info().rss, "threads": self.ps.num_threads(),
-                "fds": self.ps.num_fds(), "udp": len(self.ps.net_connections(kind="udp")),
-                "live": self.live_rows()}
+        return {
+            "rss": self.ps.memory_info().rss,
+            "threads": self.ps.num_threads(),
+            "fds": self.ps.num_fds(),
+            "udp": len(self.ps.net_connections(kind="udp")),
+            "live": self.live_rows(),
+        }
 
     async def settle(self, udp: int = 0, timeout: float = 30) -> dict[str, int]:
         """Wait until no row is live and at most ``udp`` UDP sockets are open."""
@@ -172,8 +201,14 @@ class Ctx:
 
 
 def _client(ctx: Ctx, stream: str, signaling: str = "http") -> StreamClient:
-    return StreamClient(ctx.base, stream, video=SyntheticVideoTrack(), audio=ToneAudioTrack(),
-                        signaling=signaling, ice_host_addresses=["127.0.0.1"])
+    return StreamClient(
+        ctx.base,
+        stream,
+        video=SyntheticVideoTrack(),
+        audio=ToneAudioTrack(),
+        signaling=signaling,
+        ice_host_addresses=["127.0.0.1"],
+    )
 
 
 async def _offer(ctx: Ctx, client: StreamClient) -> dict[str, Any]:
@@ -276,8 +311,10 @@ async def close_before_connect(ctx: Ctx, stream: str) -> None:
             return reply
 
         reply = await _admitted(ctx, post)
-        status, _ = await http_json(client.url("webrtc/offer"), {
-            "type": "close", "webrtc_id": reply["webrtc_id"], "token": reply["token"]})
+        status, _ = await http_json(
+            client.url("webrtc/offer"),
+            {"type": "close", "webrtc_id": reply["webrtc_id"], "token": reply["token"]},
+        )
         if status != 200:
             ctx.note(f"close_answered_{status}")
     finally:
@@ -314,8 +351,9 @@ async def ws_dropped_mid_offer(ctx: Ctx, stream: str) -> None:
     client = _client(ctx, stream, "websocket")
     try:
         body = await _offer(ctx, client)
-        ws = await websockets.connect(f"{ctx.ws_base.replace('/rtc', '/ws/rtc')}/{stream}/",
-                                      origin=ctx.origin, max_size=2**22)
+        ws = await websockets.connect(
+            f"{ctx.ws_base.replace('/rtc', '/ws/rtc')}/{stream}/", origin=ctx.origin, max_size=2**22
+        )
         await ws.send(json.dumps(body))
         await asyncio.sleep(0.005)
         ws.transport.abort()
@@ -351,16 +389,19 @@ async def audio_ws_dropped(ctx: Ctx, stream: str) -> None:
 
     async def start() -> Any:
         ws = await websockets.connect(url, origin=ctx.origin)
-        await ws.send(json.dumps({"event": "start", "websocket_id": os.urandom(8).hex(),
-                                  "sample_rate": 8000}))
+        await ws.send(
+            json.dumps({"event": "start", "websocket_id": os.urandom(8).hex(), "sample_rate": 8000})
+        )
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if message.get("type") == "session":
                 return ws
             if message.get("status") == "failed":
                 await ws.close()
-                raise SignalingFailed(429 if message["meta"].get("error") ==
-                                      "concurrency_limit_reached" else 400, message)
+                raise SignalingFailed(
+                    429 if message["meta"].get("error") == "concurrency_limit_reached" else 400,
+                    message,
+                )
 
     ws = await _admitted(ctx, start)
     try:
@@ -381,14 +422,41 @@ async def phone_call_dropped(ctx: Ctx, stream: str) -> None:
     ws = await websockets.connect(url)
     try:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "streamSid": sid, "start": {
-            "streamSid": sid, "callSid": "CA" + os.urandom(16).hex(), "accountSid": "AC00",
-            "tracks": ["inbound"], "customParameters": {},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "streamSid": sid,
+                    "start": {
+                        "streamSid": sid,
+                        "callSid": "CA" + os.urandom(16).hex(),
+                        "accountSid": "AC00",
+                        "tracks": ["inbound"],
+                        "customParameters": {},
+                        "mediaFormat": {
+                            "encoding": "audio/x-mulaw",
+                            "sampleRate": 8000,
+                            "channels": 1,
+                        },
+                    },
+                }
+            )
+        )
         for i in range(15):
-            await ws.send(json.dumps({"event": "media", "streamSid": sid, "media": {
-                "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20),
-                "payload": payload}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "event": "media",
+                        "streamSid": sid,
+                        "media": {
+                            "track": "inbound",
+                            "chunk": str(i + 1),
+                            "timestamp": str(i * 20),
+                            "payload": payload,
+                        },
+                    }
+                )
+            )
             await asyncio.sleep(0.02)
     finally:
         ws.transport.abort()
@@ -438,21 +506,29 @@ async def limited_admits(ctx: Ctx) -> bool:
         await _quiet_close(client)
 
 
-def server_env(consent_interval: float = 1.0, connect_timeout: float = 3.0,
-               heartbeat: float = 1.0, tracemalloc: bool = False) -> dict[str, str]:
+def server_env(
+    consent_interval: float = 1.0,
+    connect_timeout: float = 3.0,
+    heartbeat: float = 1.0,
+    tracemalloc: bool = False,
+) -> dict[str, str]:
     """A killed client found in ~6 s, a vanished one in 3 s, and the memory of ended
     sessions released (TRIM_MEMORY) within a second of the last one."""
-    env = {"RTCSTREAM_TEST_CONSENT_INTERVAL": str(consent_interval),
-           "RTCSTREAM_TEST_CONNECT_TIMEOUT": str(connect_timeout),
-           "RTCSTREAM_TEST_HEARTBEAT_INTERVAL": str(heartbeat)}
+    env = {
+        "RTCSTREAM_TEST_CONSENT_INTERVAL": str(consent_interval),
+        "RTCSTREAM_TEST_CONNECT_TIMEOUT": str(connect_timeout),
+        "RTCSTREAM_TEST_HEARTBEAT_INTERVAL": str(heartbeat),
+    }
     if tracemalloc:
         env["PYTHONTRACEMALLOC"] = "1"
     return env
 
 
 def _line(done: int, now: dict[str, int], took: float = 0.0) -> str:
-    return (f"cycles {done:4d}  rss {now['rss'] / 2**20:6.1f} MB  threads {now['threads']:3d}  "
-            f"fds {now['fds']:3d}  udp {now['udp']:2d}  live {now['live']:2d}  ({took:.0f} s)")
+    return (
+        f"cycles {done:4d}  rss {now['rss'] / 2**20:6.1f} MB  threads {now['threads']:3d}  "
+        f"fds {now['fds']:3d}  udp {now['udp']:2d}  live {now['live']:2d}  ({took:.0f} s)"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -483,18 +559,31 @@ async def main(args: argparse.Namespace) -> None:
             print(line, flush=True)
             if args.dump:
                 report = await server.dump()
-                print("   ", {k: v for k, v in report["watched"].items() if v},
-                      "objects", report["gc_objects"], "collected", report["gc_collect"],
-                      "threads", report["threads"], "tasks", report["tasks"],
-                      report.get("traced", ""), flush=True)
+                print(
+                    "   ",
+                    {k: v for k, v in report["watched"].items() if v},
+                    "objects",
+                    report["gc_objects"],
+                    "collected",
+                    report["gc_collect"],
+                    "threads",
+                    report["threads"],
+                    "tasks",
+                    report["tasks"],
+                    report.get("traced", ""),
+                    flush=True,
+                )
         await server.settle()
         await asyncio.sleep(2 * args.heartbeat + 0.5)  # TRIM_MEMORY's beat
         print("settled", _line(done, server.sample()), flush=True)
         report = await server.dump()
         server.trim()
         await asyncio.sleep(0.5)
-        print(f"after gc.collect() ({report['gc_collect']}) and malloc_trim: "
-              f"{server.sample()['rss'] / 2**20:.1f} MB", flush=True)
+        print(
+            f"after gc.collect() ({report['gc_collect']}) and malloc_trim: "
+            f"{server.sample()['rss'] / 2**20:.1f} MB",
+            flush=True,
+        )
         print("outcomes", ctx.outcomes, flush=True)
         print("limited admits:", await limited_admits(ctx), flush=True)
     finally:
@@ -506,15 +595,29 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
-    parser.add_argument("--settle", action="store_true",
-                        help="let every session end before each sample (default: sample mid-churn)")
+    parser.add_argument(
+        "--settle",
+        action="store_true",
+        help="let every session end before each sample (default: sample mid-churn)",
+    )
     parser.add_argument("--dump", action="store_true", help="print the server's object counts")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="trace allocations in the server (snapshots beside the dump)")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace allocations in the server (snapshots beside the dump)",
+    )
     parser.add_argument("--trim", action="store_true", help="malloc_trim after each sample")
     parser.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for the server")
-    parser.add_argument("--heartbeat", type=float, default=5.0,
-                        help="the server's HEARTBEAT_INTERVAL (TRIM_MEMORY acts on a beat)")
-    parser.add_argument("--no-trim-memory", dest="trim_memory", action="store_false",
-                        help="RTCSTREAM['TRIM_MEMORY'] = False in the server")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=5.0,
+        help="the server's HEARTBEAT_INTERVAL (TRIM_MEMORY acts on a beat)",
+    )
+    parser.add_argument(
+        "--no-trim-memory",
+        dest="trim_memory",
+        action="store_false",
+        help="RTCSTREAM['TRIM_MEMORY'] = False in the server",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -25,11 +25,29 @@ import time
 import tracemalloc
 
 WATCHED = (
-    "RTCPeerConnection", "RTCRtpReceiver", "RTCRtpSender", "RTCRtpTransceiver",
-    "RTCDtlsTransport", "RTCIceTransport", "RTCSctpTransport", "RTCDataChannel",
-    "Connection", "StunProtocol", "RemoteStreamTrack", "VideoFrame", "AudioFrame",
-    "Packet", "CodecContext", "Session", "OwnThread", "AudioSocketConsumer",
-    "SignalingConsumer", "MediaStreamConsumer", "Task", "Future", "ThreadPoolExecutor",
+    "RTCPeerConnection",
+    "RTCRtpReceiver",
+    "RTCRtpSender",
+    "RTCRtpTransceiver",
+    "RTCDtlsTransport",
+    "RTCIceTransport",
+    "RTCSctpTransport",
+    "RTCDataChannel",
+    "Connection",
+    "StunProtocol",
+    "RemoteStreamTrack",
+    "VideoFrame",
+    "AudioFrame",
+    "Packet",
+    "CodecContext",
+    "Session",
+    "OwnThread",
+    "AudioSocketConsumer",
+    "SignalingConsumer",
+    "MediaStreamConsumer",
+    "Task",
+    "Future",
+    "ThreadPoolExecutor",
 )
 
 
@@ -43,7 +61,9 @@ def _describe(obj: object) -> str:
     if type(obj).__name__ in ("function", "method", "cell"):
         return f"{name}:{getattr(obj, '__qualname__', '')}"
     if type(obj).__name__ == "frame":
-        return f"frame:{obj.f_code.co_name}@{obj.f_code.co_filename.rsplit('/', 2)[-1]}:{obj.f_lineno}"
+        return (
+            f"frame:{obj.f_code.co_name}@{obj.f_code.co_filename.rsplit('/', 2)[-1]}:{obj.f_lineno}"
+        )
     return name
 
 
@@ -85,7 +105,8 @@ def _dump(path: str, seq: list[int]) -> None:
     except RuntimeError:
         tasks = set()
     task_names = collections.Counter(
-        re.sub(r"rtcstream:[^:]+:", "rtcstream:<id>:", t.get_name()) for t in tasks)
+        re.sub(r"rtcstream:[^:]+:", "rtcstream:<id>:", t.get_name()) for t in tasks
+    )
     threads = collections.Counter(re.sub(r"\d+", "N", t.name) for t in threading.enumerate())
     report = {
         "seq": seq[0],

@@ -53,8 +53,13 @@ def failure_body(ctx, response, case) -> None:
 # valid SDP offer or ICE candidate is (400 invalid_offer / invalid_candidate).
 LOOSE = {"postOffer"}
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, failure_body]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    failure_body,
+]
 
 
 def aim(case, target: tuple[str, str, str] | None, n: int) -> None:
@@ -72,8 +77,13 @@ def aim(case, target: tuple[str, str, str] | None, n: int) -> None:
     case.body = {**case.body, "webrtc_id": webrtc_id, "token": token}
 
 
-def fuzz(base: str, headers: dict[str, str], examples: int, only: str | None,
-         target: tuple[str, str, str] | None = None) -> dict:
+def fuzz(
+    base: str,
+    headers: dict[str, str],
+    examples: int,
+    only: str | None,
+    target: tuple[str, str, str] | None = None,
+) -> dict:
     schema = schemathesis.openapi.from_url(f"{base}/rtc/openapi.json", timeout=20)
     failures: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
@@ -85,24 +95,38 @@ def fuzz(base: str, headers: dict[str, str], examples: int, only: str | None,
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             label = f"{operation.label} [{mode.value}]"
-            checks = CHECKS + ([negative_data_rejection] if mode.is_negative
-                               else [] if operation.definition.raw.get("operationId") in LOOSE
-                               else [positive_data_acceptance])
+            checks = CHECKS + (
+                [negative_data_rejection]
+                if mode.is_negative
+                else []
+                if operation.definition.raw.get("operationId") in LOOSE
+                else [positive_data_acceptance]
+            )
 
-            @settings(derandomize=True, database=None, deadline=None, max_examples=examples,
-                      phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                      suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+            @settings(
+                derandomize=True,
+                database=None,
+                deadline=None,
+                max_examples=examples,
+                phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck),
+                report_multiple_bugs=False,
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case) -> None:
                 counts[operation.label] = counts.get(operation.label, 0) + 1
                 aim(case, target, counts[operation.label])
                 started = time.monotonic()
                 response = case.call(base_url=base, session=session, headers=headers, timeout=20)
-                log.append((started, round(time.monotonic() - started, 3), label,
-                            response.status_code))
-                case.validate_response(response, checks=checks, headers=headers,
-                                       transport_kwargs={"base_url": base, "session": session,
-                                                         "headers": headers})
+                log.append(
+                    (started, round(time.monotonic() - started, 3), label, response.status_code)
+                )
+                case.validate_response(
+                    response,
+                    checks=checks,
+                    headers=headers,
+                    transport_kwargs={"base_url": base, "session": session, "headers": headers},
+                )
 
             try:
                 run()

@@ -45,8 +45,13 @@ class EchoWatch:
         else:
             took = time.monotonic() - self._gc_started
             if took > 0.02:
-                self.collections.append((round(self._gc_started - self.started, 2),
-                                         info["generation"], round(took * 1000)))
+                self.collections.append(
+                    (
+                        round(self._gc_started - self.started, 2),
+                        info["generation"],
+                        round(took * 1000),
+                    )
+                )
 
     @property
     def webrtc_id(self) -> str:
@@ -60,6 +65,7 @@ class EchoWatch:
     async def _tick(self) -> None:
         """Diagnostics: stalls of this loop over 100 ms, with the CPU its thread used
         meanwhile (about the stall: code blocked the loop; far less: the host was busy)."""
+
         def others() -> float:
             total = 0.0
             for ident in self.threads:
@@ -72,8 +78,14 @@ class EchoWatch:
             await asyncio.sleep(0.01)
             now, used, other_now = time.monotonic(), time.thread_time(), others()
             if now - wall > 0.1:
-                self.stalls.append((round(wall - self.started, 2), round((now - wall) * 1000),
-                                    round((used - cpu) * 1000), round((other_now - other) * 1000)))
+                self.stalls.append(
+                    (
+                        round(wall - self.started, 2),
+                        round((now - wall) * 1000),
+                        round((used - cpu) * 1000),
+                        round((other_now - other) * 1000),
+                    )
+                )
             wall, cpu, other = now, used, other_now
 
     async def observed(self, seconds: float) -> None:
@@ -99,10 +111,16 @@ class EchoWatch:
         gaps = [(b - a, a) for a, b in zip(points, points[1:])] or [(seconds, self.started)]
         gap, at = max(gaps)
         expected = seconds * FRAMES_PER_SECOND
-        return {"seconds": round(seconds, 2), "frames": len(self.stamps),
-                "expected": round(expected), "share": round(len(self.stamps) / max(expected, 1), 3),
-                "max_gap_ms": round(gap * 1000), "max_gap_at_s": round(at - self.started, 2),
-                "loop_stalls": self.stalls[:10], "gc_pauses": self.collections[:10]}
+        return {
+            "seconds": round(seconds, 2),
+            "frames": len(self.stamps),
+            "expected": round(expected),
+            "share": round(len(self.stamps) / max(expected, 1), 3),
+            "max_gap_ms": round(gap * 1000),
+            "max_gap_at_s": round(at - self.started, 2),
+            "loop_stalls": self.stalls[:10],
+            "gc_pauses": self.collections[:10],
+        }
 
     def disturbed(self) -> str | None:
         """Why the echo noticed the fuzzing, or None."""
@@ -110,8 +128,10 @@ class EchoWatch:
         s = self.summary()
         if s["share"] >= MIN_SHARE and s["max_gap_ms"] <= MAX_GAP * 1000:
             return None
-        return (f"the live echo noticed: {s} (loop_stalls: (at s, wall ms, loop-thread CPU ms, "
-                f"fuzzing threads' CPU ms); gc_pauses: (at s, generation, ms))")
+        return (
+            f"the live echo noticed: {s} (loop_stalls: (at s, wall ms, loop-thread CPU ms, "
+            f"fuzzing threads' CPU ms); gc_pauses: (at s, generation, ms))"
+        )
 
     def assert_undisturbed(self) -> None:
         why = self.disturbed()
@@ -145,8 +165,11 @@ async def assert_nothing_left(keep: set[str] = frozenset(), timeout: float = 10.
     """Within ``timeout``: no live record and no session of this process but ``keep``'s."""
     deadline = time.monotonic() + timeout
     while True:
-        live = [r.webrtc_id async for r in StreamSession.objects.filter(state__in=ACTIVE_STATES)
-                if r.webrtc_id not in keep]
+        live = [
+            r.webrtc_id
+            async for r in StreamSession.objects.filter(state__in=ACTIVE_STATES)
+            if r.webrtc_id not in keep
+        ]
         running = set(manager().sessions) - set(keep)
         if not live and not running:
             return

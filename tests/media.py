@@ -44,9 +44,11 @@ async def collect(queue, n, timeout=10.0):
     import asyncio
 
     out = []
+
     async def take():
         while len(out) < n:
             out.append(await queue.get())
+
     await asyncio.wait_for(take(), timeout)
     return out
 

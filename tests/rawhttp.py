@@ -26,20 +26,27 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
 
-def _encode(method: str, url: str, body: Any, headers: dict[str, str] | None,
-            keep_alive: bool) -> tuple[str, int, bytes]:
+def _encode(
+    method: str, url: str, body: Any, headers: dict[str, str] | None, keep_alive: bool
+) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     if isinstance(body, (dict, list)):
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
     else:
         data = body if isinstance(body, bytes) else (body or "").encode()
-    lines = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-             f"Host: {parts.netloc}", f"Content-Length: {len(data)}",
-             f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    lines = [
+        f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        f"Content-Length: {len(data)}",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return parts.hostname or "127.0.0.1", parts.port or 80, \
-        ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+    return (
+        parts.hostname or "127.0.0.1",
+        parts.port or 80,
+        ("\r\n".join(lines) + "\r\n\r\n").encode() + data,
+    )
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -71,8 +78,13 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return await reader.read()
 
 
-async def request(url: str, method: str = "GET", body: Any = None,
-                  headers: dict[str, str] | None = None, timeout: float = 15.0) -> Response:
+async def request(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15.0,
+) -> Response:
     """One request on its own connection."""
     host, port, raw = _encode(method, url, body, headers, keep_alive=False)
 
@@ -85,17 +97,22 @@ async def request(url: str, method: str = "GET", body: Any = None,
             return Response(status, head, await _read_body(reader, head))
         finally:
             writer.close()
+
     return await asyncio.wait_for(go(), timeout)
 
 
-async def simultaneous(requests: list[tuple[str, str, Any, dict[str, str] | None]],
-                       timeout: float = 30.0) -> list[Response]:
+async def simultaneous(
+    requests: list[tuple[str, str, Any, dict[str, str] | None]], timeout: float = 30.0
+) -> list[Response]:
     """Send every ``(url, method, body, headers)`` at once: all connections are open
     before the first request is written, and all are written before any is read."""
-    encoded = [_encode(method, url, body, headers, keep_alive=False)
-               for url, method, body, headers in requests]
-    streams = await asyncio.gather(*[asyncio.open_connection(host, port)
-                                     for host, port, _ in encoded])
+    encoded = [
+        _encode(method, url, body, headers, keep_alive=False)
+        for url, method, body, headers in requests
+    ]
+    streams = await asyncio.gather(
+        *[asyncio.open_connection(host, port) for host, port, _ in encoded]
+    )
     for (_, writer), (_, _, raw) in zip(streams, encoded):
         writer.write(raw)
 
@@ -106,6 +123,7 @@ async def simultaneous(requests: list[tuple[str, str, Any, dict[str, str] | None
             return Response(status, head, await _read_body(reader, head))
         finally:
             writer.close()
+
     return await asyncio.wait_for(asyncio.gather(*[read(r, w) for r, w in streams]), timeout)
 
 
@@ -117,8 +135,9 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, url: str, method: str = "GET", body: Any = None,
-                      headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self, url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
+    ) -> Response:
         host, port, raw = _encode(method, url, body, headers, keep_alive=True)
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(host, port)
@@ -170,8 +189,9 @@ class SSE:
         self.writer.close()
 
 
-async def open_sse(url: str, headers: dict[str, str] | None = None,
-                   timeout: float = 15.0) -> SSE | Response:
+async def open_sse(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 15.0
+) -> SSE | Response:
     """Open an SSE stream: an ``SSE`` on 200, else the refusal's ``Response``."""
     host, port, raw = _encode("GET", url, None, headers, keep_alive=False)
 
@@ -186,11 +206,13 @@ async def open_sse(url: str, headers: dict[str, str] | None = None,
             finally:
                 writer.close()
         return SSE(status, head, reader, writer)
+
     return await asyncio.wait_for(go(), timeout)
 
 
-async def input_posts(url: str, webrtc_id: str, token: str, values: list[float],
-                      workers: int) -> list[tuple[float, int, Any]]:
+async def input_posts(
+    url: str, webrtc_id: str, token: str, values: list[float], workers: int
+) -> list[tuple[float, int, Any]]:
     """POST each value to an input hook as ``level``, ``workers`` keep-alive connections
     at a time; ``(value, status, answered inputs or None)`` per post."""
     results: list[tuple[float, int, Any]] = []
@@ -199,8 +221,12 @@ async def input_posts(url: str, webrtc_id: str, token: str, values: list[float],
         connection = Connection(url)
         try:
             for value in share:
-                reply = await connection.request(url, "POST", {"webrtc_id": webrtc_id, "level": value},
-                                                 {"X-Session-Token": token})
+                reply = await connection.request(
+                    url,
+                    "POST",
+                    {"webrtc_id": webrtc_id, "level": value},
+                    {"X-Session-Token": token},
+                )
                 try:
                     inputs = reply.json().get("inputs")
                 except ValueError:
@@ -211,4 +237,3 @@ async def input_posts(url: str, webrtc_id: str, token: str, values: list[float],
 
     await asyncio.gather(*[worker(values[k::workers]) for k in range(workers)])
     return results
-

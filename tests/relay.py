@@ -30,8 +30,9 @@ class _Side(asyncio.DatagramProtocol):
 
 
 class JitteryRelay:
-    def __init__(self, *, max_delay: float = 0.04, loss: float = 0.01, seed: int = 1,
-                 reorder: bool = True) -> None:
+    def __init__(
+        self, *, max_delay: float = 0.04, loss: float = 0.01, seed: int = 1, reorder: bool = True
+    ) -> None:
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.max_delay, self.loss, self.reorder = max_delay, loss, reorder
@@ -44,9 +45,11 @@ class JitteryRelay:
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
         self.front, self._front = await loop.create_datagram_endpoint(
-            lambda: _Side(self, "front"), local_addr=("127.0.0.1", 0))
+            lambda: _Side(self, "front"), local_addr=("127.0.0.1", 0)
+        )
         self.back, self._back = await loop.create_datagram_endpoint(
-            lambda: _Side(self, "back"), local_addr=("127.0.0.1", 0))
+            lambda: _Side(self, "back"), local_addr=("127.0.0.1", 0)
+        )
         self.front_port = self.front.get_extra_info("sockname")[1]
         self.back_port = self.back.get_extra_info("sockname")[1]
         return self.front_port
@@ -69,7 +72,9 @@ class JitteryRelay:
         handle = loop.call_at(due, self._send, out, data, dest)
         self._pending.append(handle)
         if len(self._pending) > 1000:
-            self._pending = [h for h in self._pending if not h.cancelled() and h.when() > loop.time()]
+            self._pending = [
+                h for h in self._pending if not h.cancelled() and h.when() > loop.time()
+            ]
 
     def _send(self, out, data: bytes, dest) -> None:  # type: ignore[no-untyped-def]
         if not out.is_closing():

@@ -34,24 +34,32 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "APP_DIRS": True,
-    "OPTIONS": {"context_processors": [
-        "django.template.context_processors.request",
-        "django.contrib.auth.context_processors.auth",
-        "django.contrib.messages.context_processors.messages",
-    ]},
-}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 STATIC_URL = "/static/"
 # On disk, so that the in-process server's threads and the tests share it.
-DATABASES = {"default": {
-    "ENGINE": "django.db.backends.sqlite3",
-    # RTCSTREAM_TEST_SQLITE: a server subprocess's own database (tests/test_shutdown.py).
-    "NAME": os.environ.get("RTCSTREAM_TEST_SQLITE")
-    or os.path.join(tempfile.gettempdir(), "rtcstream-tests.sqlite3"),
-    "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"rtcstream-test-{os.getpid()}.sqlite3")},
-}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        # RTCSTREAM_TEST_SQLITE: a server subprocess's own database (tests/test_shutdown.py).
+        "NAME": os.environ.get("RTCSTREAM_TEST_SQLITE")
+        or os.path.join(tempfile.gettempdir(), "rtcstream-tests.sqlite3"),
+        "TEST": {
+            "NAME": os.path.join(tempfile.gettempdir(), f"rtcstream-test-{os.getpid()}.sqlite3")
+        },
+    }
+}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}  # tests only
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # tests only
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

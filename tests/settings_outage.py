@@ -6,5 +6,7 @@ That test gives the workers a Redis of its own (REDIS_URL), which it kills and r
 from tests.settings_multi import *  # noqa: F401,F403
 from tests.settings_multi import RTCSTREAM
 
-RTCSTREAM = {**RTCSTREAM, "STREAMS": {**RTCSTREAM["STREAMS"],
-                                      "echo-report": "tests.streams_outage.echo_report"}}
+RTCSTREAM = {
+    **RTCSTREAM,
+    "STREAMS": {**RTCSTREAM["STREAMS"], "echo-report": "tests.streams_outage.echo_report"},
+}

@@ -53,11 +53,15 @@ def _record_signals(path: str) -> None:
 
     def writer(name):
         def receive(sender, **kwargs):
-            line = {"signal": name, "worker": os.environ.get("RTCSTREAM_WORKER_NAME"),
-                    "stream": sender.name, **{k: v for k, v in kwargs.items()
-                                              if k not in ("signal", "stream")}}
+            line = {
+                "signal": name,
+                "worker": os.environ.get("RTCSTREAM_WORKER_NAME"),
+                "stream": sender.name,
+                **{k: v for k, v in kwargs.items() if k not in ("signal", "stream")},
+            }
             with open(path, "a") as out:
                 out.write(json.dumps(line, default=str) + "\n")
+
         return receive
 
     for name in ("session_started", "session_ended", "inputs_changed"):
@@ -264,17 +268,32 @@ def slow_flip(frame):
 
 slow = Stream(slow_flip, modality="video", mode="send-receive")
 flip = Stream(flip_frame, modality="video", mode="send-receive")
-gain = Stream(scale, modality="video", mode="send-receive",
-              additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Level")])
+gain = Stream(
+    scale,
+    modality="video",
+    mode="send-receive",
+    additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Level")],
+)
 video_send = Stream(count_frames, modality="video", mode="send")
-video_receive = Stream(gray_pattern, modality="video", mode="receive",
-                       additional_inputs=[Slider(minimum=0, maximum=255, step=1, value=200,
-                                                 label="Level")])
-echo = Stream(Echo(), modality="audio", mode="send-receive",
-              additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Gain")])
+video_receive = Stream(
+    gray_pattern,
+    modality="video",
+    mode="receive",
+    additional_inputs=[Slider(minimum=0, maximum=255, step=1, value=200, label="Level")],
+)
+echo = Stream(
+    Echo(),
+    modality="audio",
+    mode="send-receive",
+    additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Gain")],
+)
 audio_send = Stream(AsyncCounter(), modality="audio", mode="send")
-tone = Stream(tone_generator, modality="audio", mode="receive",
-              additional_inputs=[Slider(minimum=50, maximum=4000, value=440, label="Frequency")])
+tone = Stream(
+    tone_generator,
+    modality="audio",
+    mode="receive",
+    additional_inputs=[Slider(minimum=50, maximum=4000, value=440, label="Frequency")],
+)
 av = Stream(AVEcho(), modality="audio-video", mode="send-receive")
 av_send = Stream(AVEcho(), modality="audio-video", mode="send")
 av_receive = Stream(AVEcho(), modality="audio-video", mode="receive")
@@ -283,9 +302,15 @@ limited = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limi
 limited_ten = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=10)
 timed = Stream(Echo(), modality="audio", mode="send-receive", time_limit=1.5)
 faulty = Stream(faulty_frame, modality="video", mode="send-receive")
-mixer = Stream(mix, modality="video", mode="send-receive",
-               additional_inputs=[Slider(minimum=0, maximum=1, value=0.5, label="A"),
-                                  Slider(minimum=0, maximum=1, value=0.5, label="B")])
+mixer = Stream(
+    mix,
+    modality="video",
+    mode="send-receive",
+    additional_inputs=[
+        Slider(minimum=0, maximum=1, value=0.5, label="A"),
+        Slider(minimum=0, maximum=1, value=0.5, label="B"),
+    ],
+)
 faulty_audio = Stream(FaultyEcho(), modality="audio", mode="send-receive")
 
 
@@ -400,7 +425,12 @@ slow_start = Stream(SlowStartEcho(), modality="audio", mode="send-receive")
 failing_start = Stream(FailingStart(), modality="audio", mode="send-receive")
 chunky_reply = Stream(ChunkyReply(), modality="audio", mode="send-receive")
 refuse = Stream(refuse_frame, modality="video", mode="send-receive")
-int_steps = Stream(steps, modality="video", mode="receive",
-                   additional_inputs=[Slider(minimum=1, maximum=5, step=1, value=2, label="Steps")])
-in_order = Stream(VideoStreamHandler(slow_flip, skip_frames=False), modality="video",
-                  mode="send-receive")
+int_steps = Stream(
+    steps,
+    modality="video",
+    mode="receive",
+    additional_inputs=[Slider(minimum=1, maximum=5, step=1, value=2, label="Steps")],
+)
+in_order = Stream(
+    VideoStreamHandler(slow_flip, skip_frames=False), modality="video", mode="send-receive"
+)

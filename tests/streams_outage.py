@@ -28,5 +28,9 @@ class ReportingEcho(Echo):
         return chunk
 
 
-echo_report = Stream(ReportingEcho(), modality="audio", mode="send-receive",
-                     additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Gain")])
+echo_report = Stream(
+    ReportingEcho(),
+    modality="audio",
+    mode="send-receive",
+    additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Gain")],
+)

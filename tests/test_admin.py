@@ -34,8 +34,15 @@ def make(stream, state, **fields):
 @pytest.fixture
 def rows(db):
     return {
-        "live": make("echo", "connected", worker="host-a:1", inputs=[0.5], frames_in=12,
-                     frames_out=11, token_hash=SECRET_HASH),
+        "live": make(
+            "echo",
+            "connected",
+            worker="host-a:1",
+            inputs=[0.5],
+            frames_in=12,
+            frames_out=11,
+            token_hash=SECRET_HASH,
+        ),
         "new": make("tone", "new", worker="host-b:2", inputs=[{"text": "x" * 200}]),
         "closed": make("echo", "closed", channel="websocket", close_reason="client_hangup"),
         "failed": make("flip", "failed", close_reason="worker_lost", call_sid="CA123"),
@@ -51,8 +58,11 @@ def messages_of(response):
 
 
 def action(client, name, sessions, **extra):
-    return client.post(CHANGELIST, {"action": name, "_selected_action": [s.pk for s in sessions],
-                                    **extra}, follow=True)
+    return client.post(
+        CHANGELIST,
+        {"action": name, "_selected_action": [s.pk for s in sessions], **extra},
+        follow=True,
+    )
 
 
 def test_changelist_shows_sessions_of_every_state(admin_client, rows):
@@ -60,24 +70,33 @@ def test_changelist_shows_sessions_of_every_state(admin_client, rows):
     assert response.status_code == 200
     assert listed(response) == {r.webrtc_id for r in rows.values()}
     html = response.content.decode()
-    for text in ["host-a:1", "client_hangup", "worker_lost", "[0.5]", "Terminate selected sessions",
-                 "By live / finished"]:
+    for text in [
+        "host-a:1",
+        "client_hangup",
+        "worker_lost",
+        "[0.5]",
+        "Terminate selected sessions",
+        "By live / finished",
+    ]:
         assert text in html, text
     assert "x" * 100 not in html  # long inputs are shortened
     assert "Add stream session" not in html
     assert SECRET_HASH not in html
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("stream=echo", {"live", "closed"}),
-    ("state=failed", {"failed"}),
-    ("channel=websocket", {"closed"}),
-    ("live=yes", {"live", "new"}),
-    ("live=no", {"closed", "failed"}),
-    ("live=yes&stream=echo", {"live"}),
-    ("q=host-b", {"new"}),
-    ("q=CA123", {"failed"}),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("stream=echo", {"live", "closed"}),
+        ("state=failed", {"failed"}),
+        ("channel=websocket", {"closed"}),
+        ("live=yes", {"live", "new"}),
+        ("live=no", {"closed", "failed"}),
+        ("live=yes&stream=echo", {"live"}),
+        ("q=host-b", {"new"}),
+        ("q=CA123", {"failed"}),
+    ],
+)
 def test_filters_and_search(admin_client, rows, query, expected):
     response = admin_client.get(f"{CHANGELIST}?{query}")
     assert response.status_code == 200
@@ -89,12 +108,17 @@ def test_age_is_humanized_up_to_close_or_now(admin_client, db):
     running = make("echo", "connected", webrtc_id="running")
     done = make("echo", "closed", webrtc_id="done")
     StreamSession.objects.filter(pk=running.pk).update(created_at=now - timedelta(minutes=3))
-    StreamSession.objects.filter(pk=done.pk).update(created_at=now - timedelta(days=2, hours=5),
-                                                   closed_at=now - timedelta(days=1))
+    StreamSession.objects.filter(pk=done.pk).update(
+        created_at=now - timedelta(days=2, hours=5), closed_at=now - timedelta(days=1)
+    )
     html = admin_client.get(CHANGELIST).content.decode()
     assert "3m 0" in html and "1d 5h" in html
-    assert [humanize_duration(timedelta(seconds=s)) for s in (7, 65, 3720, 90000)] == \
-        ["7s", "1m 05s", "1h 02m", "1d 1h"]
+    assert [humanize_duration(timedelta(seconds=s)) for s in (7, 65, 3720, 90000)] == [
+        "7s",
+        "1m 05s",
+        "1h 02m",
+        "1d 1h",
+    ]
 
 
 def test_change_view_is_read_only_and_never_shows_the_token_hash(admin_client, rows):
@@ -119,8 +143,10 @@ def test_only_finished_sessions_can_be_deleted(admin_client, rows):
     assert "1 live session(s) skipped" in confirm.content.decode()
     done = action(admin_client, "delete_selected", selected, post="yes")
     assert "Successfully deleted 2" in " ".join(messages_of(done))
-    assert set(StreamSession.objects.values_list("webrtc_id", flat=True)) == \
-        {rows["live"].webrtc_id, rows["new"].webrtc_id}
+    assert set(StreamSession.objects.values_list("webrtc_id", flat=True)) == {
+        rows["live"].webrtc_id,
+        rows["new"].webrtc_id,
+    }
 
 
 def test_terminate_reports_sessions_already_finished(admin_client, rows):
@@ -145,6 +171,7 @@ async def wait_closed(webrtc_id, timeout=5.0):
             if record is not None and not record.is_live:
                 return record
             await asyncio.sleep(0.05)
+
     return await asyncio.wait_for(poll(), timeout)
 
 

@@ -28,7 +28,9 @@ def tone(frequency, rate, seconds, amplitude=0.5):
 def dominant(samples, rate):
     x = samples.astype(np.float32) / 32768
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]), float(np.sqrt(np.mean(x**2)))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]), float(
+        np.sqrt(np.mean(x**2))
+    )
 
 
 class AudioSocket:
@@ -84,12 +86,16 @@ class AudioSocket:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i in range(0, len(samples) - step + 1, step):
-            chunk = samples[i:i + step]
+            chunk = samples[i : i + step]
             if pcm16:
                 await self.send(chunk.astype("<i2").tobytes())
             else:
-                await self.send({"event": "media", "media": {
-                    "payload": base64.b64encode(mulaw.encode(chunk)).decode()}})
+                await self.send(
+                    {
+                        "event": "media",
+                        "media": {"payload": base64.b64encode(mulaw.encode(chunk)).decode()},
+                    }
+                )
             await asyncio.sleep(max(0, start + (i // step + 1) * 0.02 - loop.time()))
 
     def received(self):
@@ -136,7 +142,11 @@ async def test_stop_ends_the_session_and_shutdown_runs(asgi_server):
         await client.send({"event": "stop"})
         await asyncio.sleep(0.5)
     record = await StreamSession.objects.aget(webrtc_id=session["webrtc_id"])
-    assert (record.channel, record.state, record.close_reason) == ("websocket", "closed", "client_stopped")
+    assert (record.channel, record.state, record.close_reason) == (
+        "websocket",
+        "closed",
+        "client_stopped",
+    )
     assert [e for i, e in streams.EVENTS if i == "ws-stop"] == ["start_up", "shutdown"]
 
 
@@ -153,7 +163,10 @@ async def test_stop_or_disconnect_before_start_is_harmless(asgi_server):
 
 
 async def test_a_duplicate_id_is_refused_not_overwritten(asgi_server):
-    async with AudioSocket(asgi_server, "echo") as first, AudioSocket(asgi_server, "echo") as second:
+    async with (
+        AudioSocket(asgi_server, "echo") as first,
+        AudioSocket(asgi_server, "echo") as second,
+    ):
         await first.start("dup1", sample_rate=16000)
         await second.start("dup1")
         await asyncio.sleep(0.2)
@@ -176,9 +189,14 @@ async def test_limits_count_websocket_and_webrtc_sessions_together(asgi_server, 
         async with AudioSocket(asgi_server, "limited") as refused:
             await refused.start("ws-limit2")
             await asyncio.sleep(0.2)
-            assert refused.messages[-1] == {"status": "failed", "meta": {
-                "error": "concurrency_limit_reached", "limit": 1,
-                "message": refused.messages[-1]["meta"]["message"]}}
+            assert refused.messages[-1] == {
+                "status": "failed",
+                "meta": {
+                    "error": "concurrency_limit_reached",
+                    "limit": 1,
+                    "message": refused.messages[-1]["meta"]["message"],
+                },
+            }
             assert refused.ws.close_code == 4429
 
 
@@ -186,8 +204,10 @@ async def test_inputs_and_outputs_through_the_hooks(asgi_server, rtc_url):
     async with AudioSocket(asgi_server, "echo") as client:
         session = await client.start("ws-input", sample_rate=16000)
         await client.play(tone(1000, 16000, 0.6), 16000)
-        status, reply = await http_json(f"{rtc_url}echo/input", {
-            "webrtc_id": "ws-input", "token": session["token"], "gain": 0.0})
+        status, reply = await http_json(
+            f"{rtc_url}echo/input",
+            {"webrtc_id": "ws-input", "token": session["token"], "gain": 0.0},
+        )
         assert status == 200, reply
         client.audio.clear()
         await client.play(tone(1000, 16000, 0.8), 16000)
@@ -211,8 +231,12 @@ BAD = [
     (json.dumps({"event": "media", "media": {}}), "base64 string"),
     (b"\x00\x01\x02", "Binary frames carry PCM16"),
     ("x" * 300_000, "the limit is"),
-    (json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 40000).decode()}}),
-     "at most 2 s of audio"),
+    (
+        json.dumps(
+            {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 40000).decode()}}
+        ),
+        "at most 2 s of audio",
+    ),
 ]
 
 

@@ -25,11 +25,16 @@ NON_STRING_TOKENS = [3.14, True, False, 0, 10**30, [], ["x"], {}, {"token": "x"}
 ODD_TOKENS = [*NON_STRING_TOKENS, "\ud800"]  # and a lone surrogate, which UTF-8 cannot encode
 
 
-def post_raw(url: str, body: bytes, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+def post_raw(
+    url: str,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict]:
     """POST bytes as they are; (status, JSON body) whatever the status."""
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type, **(headers or {})})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -51,7 +56,11 @@ def no_server_errors(caplog):
 
 
 def assert_refused(status: int, body: dict, expected: tuple[int, str]) -> None:
-    assert (status, body["status"], body["meta"]["error"]) == (expected[0], "failed", expected[1]), body
+    assert (status, body["status"], body["meta"]["error"]) == (
+        expected[0],
+        "failed",
+        expected[1],
+    ), body
     assert body["meta"]["message"]
 
 
@@ -63,31 +72,42 @@ def test_a_non_string_token_is_no_token(token):
     """Whatever carries it (a JSON body, Gradio's event data), a token that is not a
     string authorises nothing and raises nothing."""
     record = SimpleNamespace(token_hash="0" * 64, user_id=None)
-    for request in [SimpleNamespace(META={}, GET={}, rtc_token=token),
-                    SimpleNamespace(META={TOKEN_HEADER: token}, GET={}),
-                    SimpleNamespace(META={}, GET={"token": token})]:
+    for request in [
+        SimpleNamespace(META={}, GET={}, rtc_token=token),
+        SimpleNamespace(META={TOKEN_HEADER: token}, GET={}),
+        SimpleNamespace(META={}, GET={"token": token}),
+    ]:
         assert HoldsSessionToken().has_object_permission(request, None, record) is False
 
 
 @pytest.mark.media
-async def test_non_string_tokens_are_refused_on_every_endpoint(rtc_url, asgi_server, no_server_errors):
+async def test_non_string_tokens_are_refused_on_every_endpoint(
+    rtc_url, asgi_server, no_server_errors
+):
     async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as client:
         await collect(client.video_frames, 2)
         denied = (403, "permission_denied")
         for token in ODD_TOKENS:
-            status, body = await http_json(client.url("input"),
-                                           {"webrtc_id": client.webrtc_id, "token": token, "level": 0.5})
+            status, body = await http_json(
+                client.url("input"), {"webrtc_id": client.webrtc_id, "token": token, "level": 0.5}
+            )
             assert_refused(status, body, denied)
-            status, body = await http_json(client.url("webrtc/offer"),
-                                           {"type": "close", "webrtc_id": client.webrtc_id, "token": token})
+            status, body = await http_json(
+                client.url("webrtc/offer"),
+                {"type": "close", "webrtc_id": client.webrtc_id, "token": token},
+            )
             assert_refused(status, body, denied)
         # A query string only carries text: odd spellings of a token are plain wrong tokens.
         for query in ["token=3.14", "token=true", "token[]=x", "token=x&token=y", "token="]:
-            status, body = await http_json(client.url(f"outputs?webrtc_id={client.webrtc_id}&{query}"))
+            status, body = await http_json(
+                client.url(f"outputs?webrtc_id={client.webrtc_id}&{query}")
+            )
             assert_refused(status, body, denied)
         # WebSocket signaling reads no token from its messages; one there changes nothing.
         port = asgi_server.rsplit(":", 1)[1]
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server
+        ) as ws:
             for token in NON_STRING_TOKENS:
                 await ws.send(json.dumps({"type": "offer", "sdp": "nonsense", "token": token}))
                 reply = json.loads(await ws.recv())
@@ -120,16 +140,24 @@ def test_deep_json_is_invalid_json(body):
 
 
 @pytest.mark.media
-async def test_deep_json_is_refused_over_http_and_websockets(rtc_url, asgi_server, no_server_errors):
+async def test_deep_json_is_refused_over_http_and_websockets(
+    rtc_url, asgi_server, no_server_errors
+):
     invalid = (400, "invalid_json")
     async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as client:
         await collect(client.video_frames, 2)
-        for body in [DEEP.encode(), f'{{"webrtc_id": "{client.webrtc_id}", "level": {DEEP}}}'.encode()]:
-            assert_refused(*await asyncio.to_thread(post_raw, client.url("webrtc/offer"), body), invalid)
+        for body in [
+            DEEP.encode(),
+            f'{{"webrtc_id": "{client.webrtc_id}", "level": {DEEP}}}'.encode(),
+        ]:
+            assert_refused(
+                *await asyncio.to_thread(post_raw, client.url("webrtc/offer"), body), invalid
+            )
             assert_refused(*await asyncio.to_thread(post_raw, client.url("input"), body), invalid)
         port = asgi_server.rsplit(":", 1)[1]
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server,
-                                      max_size=None) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/rtc/gain/", origin=asgi_server, max_size=None
+        ) as ws:
             await ws.send(DEEP)
             reply = json.loads(await ws.recv())
             assert (reply["type"], reply["meta"]["error"]) == ("failed", "invalid_json")
@@ -140,8 +168,9 @@ async def test_deep_json_is_refused_over_http_and_websockets(rtc_url, asgi_serve
                 assert reply["type"] in ("pong", "failed"), reply
             await ws.send('{"type": "ping", "data": 1}')
             assert json.loads(await ws.recv()) == {"type": "pong", "data": 1}
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/rtc/echo/websocket/offer",
-                                      origin=asgi_server, max_size=None) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/rtc/echo/websocket/offer", origin=asgi_server, max_size=None
+        ) as ws:
             await ws.send(DEEP)
             reply = json.loads(await ws.recv())
             assert reply["type"] == "error" and "JSON" in reply["data"], reply
@@ -156,6 +185,7 @@ async def test_deep_json_is_refused_over_http_and_websockets(rtc_url, asgi_serve
                 message = await client.messages.get()
                 if message.get("type") == "pong":
                     return message
+
         assert (await asyncio.wait_for(pong(), 5))["data"] == 2
         assert list(manager().sessions) == [client.webrtc_id]
 
@@ -179,15 +209,29 @@ async def test_bodies_django_will_not_read_get_413_or_400(rtc_url, direct, no_se
         cases = [
             ("echo/telephone/incoming", BIG_FORM, FORM, too_large),
             ("echo/telephone/incoming", MANY_FIELDS, FORM, too_many),
-            ("gain/input", json.dumps({"webrtc_id": "x", "pad": "x" * 20_000}).encode(),
-             "application/json", too_large),
+            (
+                "gain/input",
+                json.dumps({"webrtc_id": "x", "pad": "x" * 20_000}).encode(),
+                "application/json",
+                too_large,
+            ),
             ("gain/input", BIG_FORM, FORM, too_large),
             ("gain/input", MANY_FIELDS, FORM, too_many),
-            ("gain/input", b"--b\r\nContent-Disposition: form-data; name=\"pad\"\r\n\r\n"
-             + b"x" * 20_000 + b"\r\n--b--\r\n", "multipart/form-data; boundary=b", too_large),
+            (
+                "gain/input",
+                b'--b\r\nContent-Disposition: form-data; name="pad"\r\n\r\n'
+                + b"x" * 20_000
+                + b"\r\n--b--\r\n",
+                "multipart/form-data; boundary=b",
+                too_large,
+            ),
             # Over DATA_UPLOAD_MAX_MEMORY_SIZE, under MAX_SIGNALING_BYTES.
-            ("flip/webrtc/offer", json.dumps({"type": "offer", "sdp": "x" * 20_000}).encode(),
-             "application/json", too_large),
+            (
+                "flip/webrtc/offer",
+                json.dumps({"type": "offer", "sdp": "x" * 20_000}).encode(),
+                "application/json",
+                too_large,
+            ),
         ]
         for path, body, content_type, expected in cases:
             reply = await asyncio.to_thread(post_raw, f"{rtc_url}{path}", body, content_type)

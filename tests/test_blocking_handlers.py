@@ -55,8 +55,9 @@ def test_a_call_stuck_past_the_limit_gives_up_its_place():
         while pool.stats()["over_time"] and time.monotonic() < deadline:
             time.sleep(0.01)
         assert pool.stats()["over_time"] == 0 and pool.stats()["threads"] <= 4
-        assert [pool.submit(lambda i=i: i * 2).result(timeout=5) for i in range(20)] == \
-            [i * 2 for i in range(20)]
+        assert [pool.submit(lambda i=i: i * 2).result(timeout=5) for i in range(20)] == [
+            i * 2 for i in range(20)
+        ]
     finally:
         release.set()
         pool.shutdown()
@@ -144,8 +145,9 @@ async def test_ten_abandoned_blocking_emit_sessions_starve_nobody(rtc_url, small
         assert received >= 0.9 * 30 * elapsed, (received, elapsed)
         # Each abandoned emit() is still blocked, on a thread of its own session, and counted.
         stuck = [s async for s in StreamSession.objects.filter(webrtc_id__in=ids)]
-        assert len(stuck) == 10 and all(s.stuck_calls == 1 for s in stuck), \
-            [(s.webrtc_id, s.stuck_calls, s.close_reason) for s in stuck]
+        assert len(stuck) == 10 and all(s.stuck_calls == 1 for s in stuck), [
+            (s.webrtc_id, s.stuck_calls, s.close_reason) for s in stuck
+        ]
         assert runtime.manager().executor.stats()["stuck"] >= 10
     finally:
         await video.close()
@@ -164,8 +166,11 @@ async def test_media_flows_while_start_up_is_still_running(rtc_url):
         webrtc_id = client.webrtc_id
     await _until(lambda: runtime.manager().get(webrtc_id) is None, 10, "the session to close")
     # Closing cancelled the unfinished start_up, and shutdown() ran all the same.
-    assert [e for i, e in streams.EVENTS if i == webrtc_id] == \
-        ["start_up", "start_up_cancelled", "shutdown"]
+    assert [e for i, e in streams.EVENTS if i == webrtc_id] == [
+        "start_up",
+        "start_up_cancelled",
+        "shutdown",
+    ]
 
 
 @pytest.mark.media

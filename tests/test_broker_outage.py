@@ -44,10 +44,12 @@ if os.environ.get("CI") and REDIS_URL and DATABASE_URL and not REDIS_SERVER:
     raise RuntimeError("CI must install redis-server for tests/test_broker_outage.py")
 needs_services = pytest.mark.skipif(
     not (REDIS_URL and DATABASE_URL and REDIS_SERVER),
-    reason="REDIS_URL and DATABASE_URL are not set (or redis-server is not installed)")
+    reason="REDIS_URL and DATABASE_URL are not set (or redis-server is not installed)",
+)
 
 
 # -- the services --------------------------------------------------------------------------
+
 
 class RedisServer:
     """A throw-away redis-server on a fixed port, which the test may kill and restart."""
@@ -63,9 +65,24 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while not self.ping():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -96,8 +113,14 @@ def pg_connect(dbname):
     import psycopg
 
     url = urlsplit(DATABASE_URL)
-    return psycopg.connect(host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                           password=url.password or None, dbname=dbname, autocommit=True)
+    return psycopg.connect(
+        host=url.hostname,
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or None,
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 @pytest.fixture
@@ -115,10 +138,20 @@ def outage_cluster():
             admin.execute(f'CREATE DATABASE "{name}"')
         created = True
         cluster["env"] = env = {
-            **os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_outage", "REDIS_URL": redis.url,
-            "RTCSTREAM_TEST_DB": name, "RTCSTREAM_TEST_PREFIX": name, "PYTHONPATH": ROOT}
-        subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT,
-                       check=True, timeout=120)
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings_outage",
+            "REDIS_URL": redis.url,
+            "RTCSTREAM_TEST_DB": name,
+            "RTCSTREAM_TEST_PREFIX": name,
+            "PYTHONPATH": ROOT,
+        }
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "-v0"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+        )
         for worker in ("A", "B"):
             spawn_worker(cluster, worker)
         yield cluster
@@ -151,16 +184,23 @@ def base(cluster, worker):
 
 def session_row(cluster, webrtc_id):
     with pg_connect(cluster["name"]) as db:
-        return db.execute("SELECT state, close_reason FROM django_rtcstream_streamsession "
-                          "WHERE webrtc_id = %s", (webrtc_id,)).fetchone()
+        return db.execute(
+            "SELECT state, close_reason FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
+            (webrtc_id,),
+        ).fetchone()
 
 
 # -- HTTP helpers ------------------------------------------------------------------------
 
+
 def post(url, data, timeout=10.0):
     """(status, JSON body, headers) of a POST; never raises for an HTTP error status."""
-    request = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(data).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -261,14 +301,16 @@ async def until(check, timeout: float, what: str, interval: float = 0.2):
 
 # -- the outage ------------------------------------------------------------------------------
 
+
 @needs_services
 @pytest.mark.media
 @pytest.mark.timeout(150)
 async def test_a_redis_outage_is_survived_by_media_and_the_control_plane(outage_cluster):
     cluster, redis = outage_cluster, outage_cluster["redis"]
     a, b = base(cluster, "A"), base(cluster, "B")
-    client = StreamClient(a, "echo-report", audio=ToneAudioTrack(),
-                          ice_host_addresses=["127.0.0.1"])
+    client = StreamClient(
+        a, "echo-report", audio=ToneAudioTrack(), ice_host_addresses=["127.0.0.1"]
+    )
     await client.connect()
     sse = fresh = None
     try:
@@ -279,8 +321,10 @@ async def test_a_redis_outage_is_survived_by_media_and_the_control_plane(outage_
         assert first[1] == 1.0
 
         def input_via(worker, gain):
-            return post(f"{base(cluster, worker)}echo-report/input",
-                        {"webrtc_id": webrtc_id, "token": token, "gain": gain})
+            return post(
+                f"{base(cluster, worker)}echo-report/input",
+                {"webrtc_id": webrtc_id, "token": token, "gain": gain},
+            )
 
         # -- Redis goes away ----------------------------------------------------------------
         redis.kill()
@@ -289,20 +333,29 @@ async def test_a_redis_outage_is_survived_by_media_and_the_control_plane(outage_
 
         # Through B the input needs the broker: 503 with a clear body, soon, never a 500.
         status, body, headers = await until(
-            lambda: (lambda r: (r[0] != 200, r))(input_via("B", 0.5)), 6, "input hook refusal")
+            lambda: (lambda r: (r[0] != 200, r))(input_via("B", 0.5)), 6, "input hook refusal"
+        )
         assert status == 503, (status, body)
         assert body["status"] == "failed" and body["meta"]["error"] == "broker_unavailable"
         assert "channel layer" in body["meta"]["message"]
         assert int(headers["Retry-After"]) >= 1
         # The SSE hook and a hang-up through B refuse the same way.
         status, body, headers = await asyncio.to_thread(get_status, outputs_url)
-        assert status == 503 and body["meta"]["error"] == "broker_unavailable" and \
-            "Retry-After" in headers
+        assert (
+            status == 503
+            and body["meta"]["error"] == "broker_unavailable"
+            and "Retry-After" in headers
+        )
         status, body, headers = await asyncio.to_thread(
-            post, f"{b}echo-report/webrtc/offer",
-            {"type": "close", "webrtc_id": webrtc_id, "token": token})
-        assert status == 503 and body["meta"]["error"] == "broker_unavailable" and \
-            "Retry-After" in headers
+            post,
+            f"{b}echo-report/webrtc/offer",
+            {"type": "close", "webrtc_id": webrtc_id, "token": token},
+        )
+        assert (
+            status == 503
+            and body["meta"]["error"] == "broker_unavailable"
+            and "Retry-After" in headers
+        )
         # On A, the session's own worker, inputs need no broker at all.
         status, body, _ = await asyncio.to_thread(input_via, "A", 0.5)
         assert (status, body["inputs"]) == (200, {"gain": 0.5}), body
@@ -342,11 +395,14 @@ async def test_a_redis_outage_is_survived_by_media_and_the_control_plane(outage_
 
         # A hang-up through B reaches A; both subscribers get the end.
         status, body, _ = await asyncio.to_thread(
-            post, f"{b}echo-report/webrtc/offer",
-            {"type": "close", "webrtc_id": webrtc_id, "token": token})
+            post,
+            f"{b}echo-report/webrtc/offer",
+            {"type": "close", "webrtc_id": webrtc_id, "token": token},
+        )
         assert status == 200, body
-        await until(lambda: (session_row(cluster, webrtc_id)[0] == "closed", True), 10,
-                    "the hang-up")
+        await until(
+            lambda: (session_row(cluster, webrtc_id)[0] == "closed", True), 10, "the hang-up"
+        )
         assert session_row(cluster, webrtc_id) == ("closed", "client_hangup")
         for reader in (sse, fresh):
             while (event := await reader.next_event(10))[0] == "output":
@@ -357,8 +413,9 @@ async def test_a_redis_outage_is_survived_by_media_and_the_control_plane(outage_
         log_a = worker_log(cluster, "A")
         assert "Handler error" not in log_a and "Traceback" not in log_a, log_a[-3000:]
         assert "Traceback" not in worker_log(cluster, "B")
-        assert log_a.count(f"Outputs of session {webrtc_id} cannot reach the channel layer") == 1, \
+        assert log_a.count(f"Outputs of session {webrtc_id} cannot reach the channel layer") == 1, (
             log_a[-3000:]
+        )
     except BaseException:
         for worker in ("A", "B"):
             print(f"--- worker {worker} log ---\n{worker_log(cluster, worker)[-6000:]}")
@@ -399,7 +456,8 @@ async def test_a_hung_redis_stalls_no_media_and_reaps_no_live_session(outage_clu
                 "state, worker, inputs, created_at, close_reason, heartbeat_at, token_hash, "
                 "call_sid, frames_in, frames_out, messages_out, stuck_calls) VALUES "
                 "(gen_random_uuid(), 'ghost', 'echo', 'webrtc', 'connected', 'dead', '[]', now(), "
-                "'', now() - interval '1 minute', '', '', 0, 0, 0, 0)")
+                "'', now() - interval '1 minute', '', '', 0, 0, 0, 0)"
+            )
         redis.process.send_signal(signal.SIGSTOP)
         stopped = True
         stopped_at = time.monotonic()
@@ -407,8 +465,11 @@ async def test_a_hung_redis_stalls_no_media_and_reaps_no_live_session(outage_clu
         # A request that needs the broker is refused within its timeout, not left hanging.
         started = time.monotonic()
         status, body, headers = await asyncio.to_thread(
-            post, f"{b}echo-report/input",
-            {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.5}, 15)
+            post,
+            f"{b}echo-report/input",
+            {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.5},
+            15,
+        )
         assert status == 503 and body["meta"]["error"] == "broker_unavailable", (status, body)
         assert time.monotonic() - started < 6 and "Retry-After" in headers
         # Media flows on both workers for three leases and more.
@@ -425,15 +486,18 @@ async def test_a_hung_redis_stalls_no_media_and_reaps_no_live_session(outage_clu
         stopped = False
         # Inputs through the other worker work again for both sessions.
         for client, worker, stream in ((on_a, "B", "echo-report"), (on_b, "A", "echo")):
+
             def input_ok(client=client, worker=worker, stream=stream):
-                status, body, _ = post(f"{base(cluster, worker)}{stream}/input",
-                                       {"webrtc_id": client.webrtc_id, "token": client.token,
-                                        "gain": 0.25})
+                status, body, _ = post(
+                    f"{base(cluster, worker)}{stream}/input",
+                    {"webrtc_id": client.webrtc_id, "token": client.token, "gain": 0.25},
+                )
                 assert status in (200, 503), (status, body)
                 return status == 200, body
 
-            assert (await until(input_ok, 20, f"input through {worker}"))["inputs"] == \
-                {"gain": 0.25}
+            assert (await until(input_ok, 20, f"input through {worker}"))["inputs"] == {
+                "gain": 0.25
+            }
         await sse.output_where(lambda data: data[1] == 0.25, 15)
         log_a, log_b = worker_log(cluster, "A"), worker_log(cluster, "B")
         assert "was reaped while it ran" not in log_a + log_b  # no lease ran out at all
@@ -452,6 +516,7 @@ async def test_a_hung_redis_stalls_no_media_and_reaps_no_live_session(outage_clu
 
 
 # -- without services: a channel layer that raises ------------------------------------------
+
 
 class BrokerDown:
     """Stands in for the channel layer's connection errors (redis-py's own class)."""
@@ -489,8 +554,13 @@ def live_record(transactional_db):
     from django_rtcstream.models import StreamSession
 
     token, token_hash = new_token()
-    record = StreamSession.objects.create(stream="echo", webrtc_id="elsewhere", state="connected",
-                                          worker="other", token_hash=token_hash)
+    record = StreamSession.objects.create(
+        stream="echo",
+        webrtc_id="elsewhere",
+        state="connected",
+        worker="other",
+        token_hash=token_hash,
+    )
     return record, token
 
 
@@ -511,22 +581,30 @@ def assert_broker_unavailable(response):
     assert response.headers["Retry-After"] == "2"
 
 
-def test_hooks_answer_503_with_retry_after_when_the_channel_layer_is_away(live_record,
-                                                                         broker_down):
+def test_hooks_answer_503_with_retry_after_when_the_channel_layer_is_away(live_record, broker_down):
     from django.contrib.auth.models import User
     from django.test import Client
     from rest_framework.test import APIClient
 
     record, token = live_record
     client = Client()
-    assert_broker_unavailable(client.post(
-        "/rtc/echo/input", {"webrtc_id": "elsewhere", "token": token, "gain": 0.5},
-        content_type="application/json"))
-    assert_broker_unavailable(client.get(
-        "/rtc/echo/outputs", {"webrtc_id": "elsewhere", "token": token}))
-    assert_broker_unavailable(client.post(
-        "/rtc/echo/webrtc/offer", {"type": "close", "webrtc_id": "elsewhere", "token": token},
-        content_type="application/json"))
+    assert_broker_unavailable(
+        client.post(
+            "/rtc/echo/input",
+            {"webrtc_id": "elsewhere", "token": token, "gain": 0.5},
+            content_type="application/json",
+        )
+    )
+    assert_broker_unavailable(
+        client.get("/rtc/echo/outputs", {"webrtc_id": "elsewhere", "token": token})
+    )
+    assert_broker_unavailable(
+        client.post(
+            "/rtc/echo/webrtc/offer",
+            {"type": "close", "webrtc_id": "elsewhere", "token": token},
+            content_type="application/json",
+        )
+    )
     staff = APIClient()
     staff.force_authenticate(User.objects.create_user("staff", is_staff=True))
     assert_broker_unavailable(staff.post(f"/rtc/sessions/{record.pk}/close/"))
@@ -537,8 +615,9 @@ def test_hooks_answer_503_with_retry_after_when_the_channel_layer_is_away(live_r
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.media
-async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(rtc_url, monkeypatch,
-                                                                       caplog):
+async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(
+    rtc_url, monkeypatch, caplog
+):
     """Publishing fails for a while: the handler and media go on, the newest outputs are
     kept and published in order once the broker is back, one warning says so."""
     from django_rtcstream.registry import get_stream
@@ -574,6 +653,7 @@ async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(rtc_url,
             got.append((await asyncio.wait_for(outputs.__anext__(), 5)).args[0])
         assert got == list(range(9, 41))  # the newest 32, in order
         await outputs.aclose()
-    warnings = [r.getMessage() for r in caplog.records
-                if "cannot reach the channel layer" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if "cannot reach the channel layer" in r.getMessage()
+    ]
     assert len(warnings) == 1, warnings

@@ -14,37 +14,66 @@ pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 
 BASE = dict(settings.RTCSTREAM)
 REDIS = {"BACKEND": "channels_redis.core.RedisChannelLayer"}
-REDIS_OK = {"default": {**REDIS, "CONFIG": {"hosts": [
-    {"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]}}}
+REDIS_OK = {
+    "default": {
+        **REDIS,
+        "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]},
+    }
+}
 REDIS_SHORT = {"default": {**REDIS, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
 POSTGRES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}
-REDIS_CACHE = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                           "LOCATION": "redis://127.0.0.1:6379/1"}}
+REDIS_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/1",
+    }
+}
 # A deployment-ready configuration: no deploy warning fires for it.
-READY = {**BASE, "RTC_CONFIGURATION": {"iceServers": [{"urls": "stun:stun.example.org"}]},
-         "ICE_HOST_ADDRESSES": None, "TWILIO_AUTH_TOKEN": "secret"}
+READY = {
+    **BASE,
+    "RTC_CONFIGURATION": {"iceServers": [{"urls": "stun:stun.example.org"}]},
+    "ICE_HOST_ADDRESSES": None,
+    "TWILIO_AUTH_TOKEN": "secret",
+}
 
 
 def ours(deploy: bool = False) -> list[str]:
-    return sorted(m.id for m in run_checks(include_deployment_checks=deploy)
-                  if m.id and m.id.startswith("django_rtcstream"))
+    return sorted(
+        m.id
+        for m in run_checks(include_deployment_checks=deploy)
+        if m.id and m.id.startswith("django_rtcstream")
+    )
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    ({"RTCSTREAM": []}, [Codes.NOT_A_DICT]),
-    ({"RTCSTREAM": {**BASE, "STREMS": {}}}, [Codes.UNKNOWN_KEY]),
-    ({"RTCSTREAM": {**BASE, "STREAMS": {"x": "tests.streams.does_not_exist"}}}, [Codes.STREAM_IMPORT]),
-    ({"RTCSTREAM": {**BASE, "STREAMS": {"Bad Name": "tests.streams.flip"}}}, [Codes.STREAM_NAME]),
-    ({"CHANNEL_LAYERS": {}}, [Codes.NO_CHANNEL_LAYER]),
-    ({"INSTALLED_APPS": [a for a in settings.INSTALLED_APPS if a != "rest_framework"]},
-     [Codes.NO_DRF]),
-    ({"RTCSTREAM": {**BASE, "CONNECT_TIMEOUT": -1}}, [Codes.BAD_NUMBER]),
-    ({"RTCSTREAM": {**BASE, "UDP_PORT_RANGE": (10, 5)}}, [Codes.BAD_ICE]),
-    ({"RTCSTREAM": {**BASE, "SESSION_LEASE": 1, "HEARTBEAT_INTERVAL": 5}}, [Codes.BAD_LEASE]),
-    ({"RTCSTREAM": {**BASE, "PERMISSION_CLASSES": {"read": []}}}, [Codes.BAD_PERMISSIONS]),
-    ({"CHANNEL_LAYERS": REDIS_SHORT}, [Codes.REDIS_SOCKET_TIMEOUT]),
-    ({"MIDDLEWARE": ["corsheaders.middleware.CorsMiddleware"]}, [Codes.DIRECT_OFFERS_SKIP_CORS]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"RTCSTREAM": []}, [Codes.NOT_A_DICT]),
+        ({"RTCSTREAM": {**BASE, "STREMS": {}}}, [Codes.UNKNOWN_KEY]),
+        (
+            {"RTCSTREAM": {**BASE, "STREAMS": {"x": "tests.streams.does_not_exist"}}},
+            [Codes.STREAM_IMPORT],
+        ),
+        (
+            {"RTCSTREAM": {**BASE, "STREAMS": {"Bad Name": "tests.streams.flip"}}},
+            [Codes.STREAM_NAME],
+        ),
+        ({"CHANNEL_LAYERS": {}}, [Codes.NO_CHANNEL_LAYER]),
+        (
+            {"INSTALLED_APPS": [a for a in settings.INSTALLED_APPS if a != "rest_framework"]},
+            [Codes.NO_DRF],
+        ),
+        ({"RTCSTREAM": {**BASE, "CONNECT_TIMEOUT": -1}}, [Codes.BAD_NUMBER]),
+        ({"RTCSTREAM": {**BASE, "UDP_PORT_RANGE": (10, 5)}}, [Codes.BAD_ICE]),
+        ({"RTCSTREAM": {**BASE, "SESSION_LEASE": 1, "HEARTBEAT_INTERVAL": 5}}, [Codes.BAD_LEASE]),
+        ({"RTCSTREAM": {**BASE, "PERMISSION_CLASSES": {"read": []}}}, [Codes.BAD_PERMISSIONS]),
+        ({"CHANNEL_LAYERS": REDIS_SHORT}, [Codes.REDIS_SOCKET_TIMEOUT]),
+        (
+            {"MIDDLEWARE": ["corsheaders.middleware.CorsMiddleware"]},
+            [Codes.DIRECT_OFFERS_SKIP_CORS],
+        ),
+    ],
+)
 def test_each_check_fires_alone(overrides, expected):
     with override_settings(**overrides):
         assert ours() == expected
@@ -56,40 +85,63 @@ def test_the_test_project_passes_the_checks():
 
 def test_deploy_checks_on_the_embedded_defaults():
     # The test project runs like `make run`: one process, in memory, loopback only.
-    assert ours(deploy=True) == sorted([
-        Codes.DEPLOY_IN_MEMORY_LAYER, Codes.DEPLOY_LOCAL_CACHE, Codes.DEPLOY_UNSIGNED_TELEPHONE,
-        Codes.DEPLOY_NO_ICE_SERVERS, Codes.DEPLOY_LOOPBACK_ICE])
+    assert ours(deploy=True) == sorted(
+        [
+            Codes.DEPLOY_IN_MEMORY_LAYER,
+            Codes.DEPLOY_LOCAL_CACHE,
+            Codes.DEPLOY_UNSIGNED_TELEPHONE,
+            Codes.DEPLOY_NO_ICE_SERVERS,
+            Codes.DEPLOY_LOOPBACK_ICE,
+        ]
+    )
 
 
 def test_a_production_configuration_passes_the_deploy_checks():
-    with override_settings(RTCSTREAM=READY, CHANNEL_LAYERS=REDIS_OK, CACHES=REDIS_CACHE,
-                           DATABASES=POSTGRES):
+    with override_settings(
+        RTCSTREAM=READY, CHANNEL_LAYERS=REDIS_OK, CACHES=REDIS_CACHE, DATABASES=POSTGRES
+    ):
         assert ours(deploy=True) == []
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    ({"CHANNEL_LAYERS": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}},
-     [Codes.DEPLOY_IN_MEMORY_LAYER]),
-    ({"CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}},
-     [Codes.DEPLOY_LOCAL_CACHE]),
-    ({"DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}}},
-     [Codes.DEPLOY_SQLITE_SHARED]),
-    ({"RTCSTREAM": {**READY, "OPEN_SESSIONS": True}}, [Codes.DEPLOY_OPEN_SESSIONS]),
-    ({"RTCSTREAM": {**READY, "TWILIO_AUTH_TOKEN": None}}, [Codes.DEPLOY_UNSIGNED_TELEPHONE]),
-    ({"RTCSTREAM": {**READY, "RTC_CONFIGURATION": None}}, [Codes.DEPLOY_NO_ICE_SERVERS]),
-    ({"RTCSTREAM": {**READY, "ICE_HOST_ADDRESSES": ["127.0.0.1", "::1"]}},
-     [Codes.DEPLOY_LOOPBACK_ICE]),
-    ({"CHANNEL_LAYERS": REDIS_SHORT}, [Codes.REDIS_SOCKET_TIMEOUT]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"CHANNEL_LAYERS": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}},
+            [Codes.DEPLOY_IN_MEMORY_LAYER],
+        ),
+        (
+            {"CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}},
+            [Codes.DEPLOY_LOCAL_CACHE],
+        ),
+        (
+            {"DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}}},
+            [Codes.DEPLOY_SQLITE_SHARED],
+        ),
+        ({"RTCSTREAM": {**READY, "OPEN_SESSIONS": True}}, [Codes.DEPLOY_OPEN_SESSIONS]),
+        ({"RTCSTREAM": {**READY, "TWILIO_AUTH_TOKEN": None}}, [Codes.DEPLOY_UNSIGNED_TELEPHONE]),
+        ({"RTCSTREAM": {**READY, "RTC_CONFIGURATION": None}}, [Codes.DEPLOY_NO_ICE_SERVERS]),
+        (
+            {"RTCSTREAM": {**READY, "ICE_HOST_ADDRESSES": ["127.0.0.1", "::1"]}},
+            [Codes.DEPLOY_LOOPBACK_ICE],
+        ),
+        ({"CHANNEL_LAYERS": REDIS_SHORT}, [Codes.REDIS_SOCKET_TIMEOUT]),
+    ],
+)
 def test_each_deploy_check_fires_alone(overrides, expected):
-    production = {"RTCSTREAM": READY, "CHANNEL_LAYERS": REDIS_OK, "CACHES": REDIS_CACHE,
-                  "DATABASES": POSTGRES}
+    production = {
+        "RTCSTREAM": READY,
+        "CHANNEL_LAYERS": REDIS_OK,
+        "CACHES": REDIS_CACHE,
+        "DATABASES": POSTGRES,
+    }
     with override_settings(**{**production, **overrides}):
         assert ours(deploy=True) == expected
 
 
 def test_telephone_warning_needs_an_audio_stream():
     video_only = {**READY, "TWILIO_AUTH_TOKEN": None, "STREAMS": {"flip": "tests.streams.flip"}}
-    with override_settings(RTCSTREAM=video_only, CHANNEL_LAYERS=REDIS_OK, CACHES=REDIS_CACHE,
-                           DATABASES=POSTGRES):
+    with override_settings(
+        RTCSTREAM=video_only, CHANNEL_LAYERS=REDIS_OK, CACHES=REDIS_CACHE, DATABASES=POSTGRES
+    ):
         assert ours(deploy=True) == []

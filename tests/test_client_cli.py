@@ -14,9 +14,20 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 async def test_cli_streams_and_records_the_flipped_video(rtc_url, tmp_path):
     out = tmp_path / "out.mp4"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "django_rtcstream.client", rtc_url, "flip",
-        "--seconds", "3", "--output", str(out), "--ice-host", "127.0.0.1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "django_rtcstream.client",
+        rtc_url,
+        "flip",
+        "--seconds",
+        "3",
+        "--output",
+        str(out),
+        "--ice-host",
+        "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"connected: session" in stdout

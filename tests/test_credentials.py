@@ -25,8 +25,7 @@ from django_rtcstream.credentials import (
 ICE = {
     "iceServers": [
         {"urls": ["stun:stun.example.test:3478"]},
-        {"urls": ["turn:turn.example.test:3478?transport=udp"], "username": "u",
-         "credential": "c"},
+        {"urls": ["turn:turn.example.test:3478?transport=udp"], "username": "u", "credential": "c"},
     ]
 }
 TWILIO_ANSWER = {
@@ -36,13 +35,21 @@ TWILIO_ANSWER = {
     "password": "p",
     "ice_servers": [
         {"url": "stun:global.stun.twilio.com:3478", "urls": "stun:global.stun.twilio.com:3478"},
-        {"url": "turn:global.turn.twilio.com:3478?transport=udp",
-         "urls": "turn:global.turn.twilio.com:3478?transport=udp", "username": "u",
-         "credential": "p"},
+        {
+            "url": "turn:global.turn.twilio.com:3478?transport=udp",
+            "urls": "turn:global.turn.twilio.com:3478?transport=udp",
+            "username": "u",
+            "credential": "p",
+        },
     ],
 }
-ENV = ["HF_TOKEN", "CLOUDFLARE_TURN_KEY_ID", "CLOUDFLARE_TURN_KEY_API_TOKEN",
-       "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"]
+ENV = [
+    "HF_TOKEN",
+    "CLOUDFLARE_TURN_KEY_ID",
+    "CLOUDFLARE_TURN_KEY_API_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+]
 
 
 class StandIn:
@@ -73,13 +80,15 @@ def service(monkeypatch):
         def _record(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             url = urllib.parse.urlsplit(self.path)
-            state.requests.append({
-                "method": self.command,
-                "path": url.path,
-                "query": urllib.parse.parse_qs(url.query),
-                "headers": dict(self.headers),
-                "body": self.rfile.read(length),
-            })
+            state.requests.append(
+                {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": urllib.parse.parse_qs(url.query),
+                    "headers": dict(self.headers),
+                    "body": self.rfile.read(length),
+                }
+            )
             self.send_response(state.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(state.body)))
@@ -197,8 +206,9 @@ def test_an_answer_without_ice_servers_raises(service, body):
 def test_an_unreachable_service_raises(service, monkeypatch):
     from tests.conftest import free_port
 
-    monkeypatch.setattr(credentials, "CLOUDFLARE_TURN_API_URL",
-                        f"http://127.0.0.1:{free_port()}/v1/turn/keys")
+    monkeypatch.setattr(
+        credentials, "CLOUDFLARE_TURN_API_URL", f"http://127.0.0.1:{free_port()}/v1/turn/keys"
+    )
     with pytest.raises(TurnCredentialsError, match="Failed to get TURN credentials from") as caught:
         get_cloudflare_turn_credentials("key-1", "secret")
     assert caught.value.status is None
@@ -218,8 +228,10 @@ async def test_cloudflare_async_raises_on_an_error_status(service):
 async def test_cloudflare_async_uses_a_given_httpx_client(service):
     httpx = pytest.importorskip("httpx")
     async with httpx.AsyncClient() as client:
-        assert await get_cloudflare_turn_credentials_async(
-            "key-1", "secret", ttl=45, client=client) == ICE
+        assert (
+            await get_cloudflare_turn_credentials_async("key-1", "secret", ttl=45, client=client)
+            == ICE
+        )
         assert_cloudflare_request(service.requests[-1], "key-1", "secret", 45)
         service.reply(403, b"nope")
         with pytest.raises(TurnCredentialsError, match="403 nope"):
@@ -233,8 +245,12 @@ async def test_a_stream_can_fetch_fresh_credentials_per_client(service, monkeypa
 
     monkeypatch.setenv("CLOUDFLARE_TURN_KEY_ID", "env-key")
     monkeypatch.setenv("CLOUDFLARE_TURN_KEY_API_TOKEN", "env-secret")
-    stream = Stream(lambda frame: frame, modality="video", mode="send-receive",
-                    rtc_configuration=get_cloudflare_turn_credentials_async)
+    stream = Stream(
+        lambda frame: frame,
+        modality="video",
+        mode="send-receive",
+        rtc_configuration=get_cloudflare_turn_credentials_async,
+    )
     assert await resolve_rtc_configuration(stream) == ICE
     assert await resolve_rtc_configuration(stream) == ICE
     assert len(service.requests) == 2
@@ -308,15 +324,21 @@ def test_twilio_error_status_raises(service):
 
 
 def test_get_turn_credentials_dispatches_and_drops_other_methods_arguments(service):
-    assert get_turn_credentials(turn_key_id="k", turn_key_api_token="t", ttl=5,
-                                twilio_sid="ignored") == ICE
+    assert (
+        get_turn_credentials(turn_key_id="k", turn_key_api_token="t", ttl=5, twilio_sid="ignored")
+        == ICE
+    )
     assert_cloudflare_request(service.requests[-1], "k", "t", 5)
     with pytest.warns(UserWarning, match="Method 'hf' is deprecated"):
         get_turn_credentials("hf", token="hf_abc", hf_token="ignored")
     assert_hf_request(service.requests[-1], "hf_abc", 600)
     service.reply(201, TWILIO_ANSWER)
-    assert get_turn_credentials("twilio", twilio_sid="AC1", twilio_token="x", ttl=5)[
-        "iceTransportPolicy"] == "relay"
+    assert (
+        get_turn_credentials("twilio", twilio_sid="AC1", twilio_token="x", ttl=5)[
+            "iceTransportPolicy"
+        ]
+        == "relay"
+    )
     with pytest.raises(ValueError, match="Invalid method"):
         get_turn_credentials("stun")  # type: ignore[arg-type]
 

@@ -24,10 +24,13 @@ from django_rtcstream.signaling.direct import DirectOffers
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-def _post(url: str, body: bytes, cookie: str | None = None, method: str = "POST") -> tuple[int, bytes]:
+def _post(
+    url: str, body: bytes, cookie: str | None = None, method: str = "POST"
+) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})}
-    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
-                                     headers=headers)
+    request = urllib.request.Request(
+        url, data=body if method == "POST" else None, method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(request) as response:
             return response.status, response.read()
@@ -42,7 +45,9 @@ async def _offer(rtc_url: str, webrtc_id: str, cookie: str | None = None) -> tup
     pc.addTransceiver("video", direction="sendrecv")
     await pc.setLocalDescription(await pc.createOffer())
     body = json.dumps({"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": webrtc_id})
-    status, reply = await asyncio.to_thread(_post, f"{rtc_url}flip/webrtc/offer", body.encode(), cookie)
+    status, reply = await asyncio.to_thread(
+        _post, f"{rtc_url}flip/webrtc/offer", body.encode(), cookie
+    )
     await pc.close()
     return status, json.loads(reply)
 
@@ -65,7 +70,10 @@ class _CountRequests:
 @pytest.mark.media
 @pytest.mark.parametrize("direct", [True, False])
 async def test_offers_skip_the_django_cycle_only_when_direct(rtc_url, direct):
-    with override_settings(RTCSTREAM={**_rtcstream(), "DIRECT_OFFERS": direct}), _CountRequests() as django:
+    with (
+        override_settings(RTCSTREAM={**_rtcstream(), "DIRECT_OFFERS": direct}),
+        _CountRequests() as django,
+    ):
         status, reply = await _offer(rtc_url, f"direct-{direct}")
         assert status == 200 and reply["type"] == "answer" and reply["token"], reply
         assert django.count == (0 if direct else 1)
@@ -108,7 +116,9 @@ async def test_the_offer_sees_the_logged_in_user_either_way(rtc_url, direct):
 
 
 async def test_a_path_that_only_looks_like_an_offer_goes_to_django(asgi_server):
-    status, body = await asyncio.to_thread(_post, f"{asgi_server}/elsewhere/flip/webrtc/offer", b"{}")
+    status, body = await asyncio.to_thread(
+        _post, f"{asgi_server}/elsewhere/flip/webrtc/offer", b"{}"
+    )
     assert status == 404 and b"status" not in body  # Django's 404, not a signaling failure
     status, body = await asyncio.to_thread(_post, f"{asgi_server}/rtc/nope/webrtc/offer", b"{}")
     assert status == 404 and json.loads(body)["meta"]["error"] == "unknown_stream"
@@ -117,8 +127,10 @@ async def test_a_path_that_only_looks_like_an_offer_goes_to_django(asgi_server):
 async def test_a_client_that_leaves_mid_body_gets_nothing_and_leaves_nothing():
     from tests.asgi import django_app
 
-    app = ApplicationCommunicator(DirectOffers(django_app),
-                                  _scope([(b"host", b"testserver"), (b"content-type", b"application/json")]))
+    app = ApplicationCommunicator(
+        DirectOffers(django_app),
+        _scope([(b"host", b"testserver"), (b"content-type", b"application/json")]),
+    )
     await app.send_input({"type": "http.request", "body": b'{"type": "off', "more_body": True})
     await app.send_input({"type": "http.disconnect"})
     await app.wait(timeout=2)
@@ -155,8 +167,15 @@ def _rtcstream() -> dict:
 
 
 def _scope(headers: list[tuple[bytes, bytes]]) -> dict:
-    return {"type": "http", "method": "POST", "path": "/rtc/flip/webrtc/offer", "root_path": "",
-            "query_string": b"", "scheme": "http", "headers": headers}
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/rtc/flip/webrtc/offer",
+        "root_path": "",
+        "query_string": b"",
+        "scheme": "http",
+        "headers": headers,
+    }
 
 
 async def _exchange(scope: dict, body: bytes) -> tuple[int, dict, bytes]:
@@ -174,20 +193,27 @@ async def _exchange(scope: dict, body: bytes) -> tuple[int, dict, bytes]:
     return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content
 
 
-SECURITY = ["django.middleware.security.SecurityMiddleware",
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.contrib.auth.middleware.AuthenticationMiddleware"]
+SECURITY = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
 OFFER = json.dumps({"type": "offer", "sdp": "v=0", "webrtc_id": "plain"}).encode()
 
 
 async def test_security_middleware_still_redirects_plain_http_offers_and_sets_its_headers():
     host = [(b"host", b"testserver"), (b"content-type", b"application/json")]
-    with override_settings(MIDDLEWARE=SECURITY, SECURE_SSL_REDIRECT=True,
-                           SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+    with override_settings(
+        MIDDLEWARE=SECURITY,
+        SECURE_SSL_REDIRECT=True,
+        SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"),
+    ):
         status, headers, _ = await _exchange(_scope(host), OFFER)
         assert (status, headers["location"]) == (301, "https://testserver/rtc/flip/webrtc/offer")
         # Over HTTPS (as the proxy says) the offer reaches the view, with the headers.
-        status, headers, body = await _exchange(_scope([*host, (b"x-forwarded-proto", b"https")]), OFFER)
+        status, headers, body = await _exchange(
+            _scope([*host, (b"x-forwarded-proto", b"https")]), OFFER
+        )
     assert status == 400 and json.loads(body)["meta"]["error"] == "invalid_offer"
     assert headers["x-content-type-options"] == "nosniff"
     # The refused offer is on record as failed, and nothing stays live.

@@ -50,13 +50,15 @@ def example_env(db_path: Path) -> dict[str, str]:
     # Always the embedded setup: SQLite, in-memory channel layer, loopback ICE.
     for name in ("RTCSTREAM_EXAMPLE_REDIS", "RTCSTREAM_EXAMPLE_POSTGRES"):
         env.pop(name, None)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "example_project.settings",
-        "RTCSTREAM_EXAMPLE_DB": str(db_path),
-        "RTCSTREAM_ICE_HOSTS": "127.0.0.1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "example_project.settings",
+            "RTCSTREAM_EXAMPLE_DB": str(db_path),
+            "RTCSTREAM_ICE_HOSTS": "127.0.0.1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -73,8 +75,9 @@ def get_json(url: str) -> tuple[int, object]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-async def wait_until_serving(url: str, process: subprocess.Popen, log: Path,
-                             timeout: float = 30.0) -> None:
+async def wait_until_serving(
+    url: str, process: subprocess.Popen, log: Path, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -103,8 +106,14 @@ async def test_example_project_serves_streams_and_flips_video(tmp_path):
     from django_rtcstream.client import StreamClient, SyntheticVideoTrack
 
     env = example_env(tmp_path / "example.sqlite3")
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=120)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
     port = free_port()
@@ -112,9 +121,18 @@ async def test_example_project_serves_streams_and_flips_video(tmp_path):
     log = tmp_path / "daphne.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [*daphne_command(), "-b", "127.0.0.1", "-p", str(port),
-             "example_project.asgi:application"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                *daphne_command(),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "example_project.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         await wait_until_serving(f"{base}/rtc/streams/", process, log)
@@ -130,12 +148,14 @@ async def test_example_project_serves_streams_and_flips_video(tmp_path):
         def home() -> str:
             with urllib.request.urlopen(f"{base}/", timeout=10) as response:
                 return response.read().decode()
+
         page = await asyncio.to_thread(home)
         for name in EXPECTED:
             assert f'<a href="/rtc/{name}/">{name}</a>' in page, name
 
-        client = StreamClient(f"{base}/rtc/", "flip", video=SyntheticVideoTrack(),
-                              ice_host_addresses=["127.0.0.1"])
+        client = StreamClient(
+            f"{base}/rtc/", "flip", video=SyntheticVideoTrack(), ice_host_addresses=["127.0.0.1"]
+        )
         try:
             await client.connect()
             # Skip the first frames (the codec is still ramping up) and read a settled one.

@@ -47,9 +47,13 @@ def test_the_example_projects_gradio_ui_builds_under_its_own_settings():
         ui = get_stream("brightness").ui
         print(type(ui).__name__)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**__import__("os").environ,
-                                            "DJANGO_SETTINGS_MODULE": "example_project.settings"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "StreamBlocks"
 
@@ -84,15 +88,32 @@ async def test_an_unregistered_streams_routes_are_served_beside_its_ui(rtc_url):
 
 
 def test_integer_stepped_sliders_and_whole_numbers_give_ints():
-    schema = InputSchema([Slider(1, 10, step=1, value=2), Number(value=1, precision=0),
-                          Slider(0, 1, value=0.5), Slider(0, 100), Number(value=2.5)])
+    schema = InputSchema(
+        [
+            Slider(1, 10, step=1, value=2),
+            Number(value=1, precision=0),
+            Slider(0, 1, value=0.5),
+            Slider(0, 100),
+            Number(value=2.5),
+        ]
+    )
     assert schema.clean_args([3, 4.0, 0.25, 50, 7]) == [3, 4, 0.25, 50, 7]
-    assert [type(v) for v in schema.clean_args(["3", 4.0, 1, 50.0, 7.5])] == \
-        [int, int, float, int, float]
+    assert [type(v) for v in schema.clean_args(["3", 4.0, 1, 50.0, 7.5])] == [
+        int,
+        int,
+        float,
+        int,
+        float,
+    ]
     with pytest.raises(ValueError):
         schema.clean_args([2.5, 1, 0, 0, 0])
-    assert [s.describe()["type"] for s in schema.specs] == \
-        ["integer", "integer", "number", "integer", "number"]
+    assert [s.describe()["type"] for s in schema.specs] == [
+        "integer",
+        "integer",
+        "number",
+        "integer",
+        "number",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -139,8 +160,9 @@ async def test_set_input_for_an_unknown_session_raises_at_once(rtc_url, caplog):
         stream.set_input("no-such-session", 0.5)  # from a running loop: no stray task
     with pytest.raises(UnknownSession):
         await asyncio.to_thread(stream.set_input, "no-such-session", 0.5)  # from sync code
-    status, body = await http_json(f"{rtc_url}gain/input",
-                                   {"webrtc_id": "no-such-session", "level": 0.5})
+    status, body = await http_json(
+        f"{rtc_url}gain/input", {"webrtc_id": "no-such-session", "level": 0.5}
+    )
     assert status == 404 and body["meta"]["error"] == "unknown_connection"
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
@@ -194,11 +216,21 @@ def test_fastrtc_names_are_exported():
     import django_rtcstream
     from django_rtcstream import utils
 
-    for name in ("WebRTCError", "Warning", "wait_for_item", "audio_to_bytes", "audio_to_file",
-                 "audio_to_float32", "audio_to_int16", "aggregate_bytes_to_16bit",
-                 "async_aggregate_bytes_to_16bit", "get_cloudflare_turn_credentials",
-                 "get_cloudflare_turn_credentials_async", "get_twilio_turn_credentials",
-                 "get_hf_turn_credentials"):
+    for name in (
+        "WebRTCError",
+        "Warning",
+        "wait_for_item",
+        "audio_to_bytes",
+        "audio_to_file",
+        "audio_to_float32",
+        "audio_to_int16",
+        "aggregate_bytes_to_16bit",
+        "async_aggregate_bytes_to_16bit",
+        "get_cloudflare_turn_credentials",
+        "get_cloudflare_turn_credentials_async",
+        "get_twilio_turn_credentials",
+        "get_hf_turn_credentials",
+    ):
         assert getattr(django_rtcstream, name) is not None, name
     assert utils.wait_for_item is django_rtcstream.wait_for_item
 

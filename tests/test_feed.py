@@ -31,7 +31,9 @@ def _feed(pool, fn, *, errors=None, after=None):
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     context.run(LABEL.set, "session-7")
-    return SerialFeed(loop, pool, fn, context, [].append if errors is None else errors.append, after)
+    return SerialFeed(
+        loop, pool, fn, context, [].append if errors is None else errors.append, after
+    )
 
 
 async def test_items_are_handled_in_order_one_at_a_time_in_the_session_context(pool):

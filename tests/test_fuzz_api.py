@@ -40,16 +40,26 @@ ONLY = os.environ.get("FUZZ_API_ONLY")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def fuzz(base: str, headers: dict[str, str], only: str | None, target: str,
-               timeout: float = 240) -> dict:
-    args = [sys.executable, "-m", "tests.fuzz_api_client", base, "--examples", str(EXAMPLES),
-            "--target", target]
+async def fuzz(
+    base: str, headers: dict[str, str], only: str | None, target: str, timeout: float = 240
+) -> dict:
+    args = [
+        sys.executable,
+        "-m",
+        "tests.fuzz_api_client",
+        base,
+        "--examples",
+        str(EXAMPLES),
+        "--target",
+        target,
+    ]
     if only:
         args += ["--only", only]
     for key, value in headers.items():
         args += ["--header", f"{key}:{value}"]
-    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT
+    )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except asyncio.TimeoutError:  # (not the builtin TimeoutError on Python 3.10)
@@ -62,17 +72,20 @@ async def fuzz(base: str, headers: dict[str, str], only: str | None, target: str
 
 def in_flight(log: list, at: float, started: float) -> list:
     """The requests running at ``at`` seconds after ``started``."""
-    return [(label, status, took) for t0, took, label, status in log
-            if t0 - started - 0.05 <= at <= t0 - started + took + 0.05]
+    return [
+        (label, status, took)
+        for t0, took, label, status in log
+        if t0 - started - 0.05 <= at <= t0 - started + took + 0.05
+    ]
 
 
-async def run_against_server(rtc_url: str, asgi_server: str, headers: dict[str, str],
-                             only: str | None) -> None:
+async def run_against_server(
+    rtc_url: str, asgi_server: str, headers: dict[str, str], only: str | None
+) -> None:
     # The target: a live session that the input hook and ticket cases are aimed at.
     async with StreamClient(rtc_url, "tone") as target, live_echo(rtc_url) as echo:
         started = time.monotonic()
-        outcome = await fuzz(asgi_server, headers, only,
-                             f"tone:{target.webrtc_id}:{target.token}")
+        outcome = await fuzz(asgi_server, headers, only, f"tone:{target.webrtc_id}:{target.token}")
         elapsed = time.monotonic() - started
         disturbed = echo.disturbed()
         summary = echo.summary()
@@ -81,21 +94,26 @@ async def run_against_server(rtc_url: str, asgi_server: str, headers: dict[str, 
         await target.hang_up()
     await assert_nothing_left()
     log = outcome["log"]
-    print(f"\n{len(log)} requests over {len(outcome['counts'])} operations in {elapsed:.1f} s; "
-          f"echo {summary}")
+    print(
+        f"\n{len(log)} requests over {len(outcome['counts'])} operations in {elapsed:.1f} s; "
+        f"echo {summary}"
+    )
     by_status: dict[str, dict[int, int]] = {}
     for _, _, label, status in log:
         by_status.setdefault(label, {}).setdefault(status, 0)
         by_status[label][status] += 1
     print({label: codes for label, codes in by_status.items() if 200 in codes})
     assert not outcome["failures"], "\n\n".join(
-        f"== {label}\n" + "\n".join(msgs) for label, msgs in outcome["failures"].items())
+        f"== {label}\n" + "\n".join(msgs) for label, msgs in outcome["failures"].items()
+    )
     if disturbed:
         stalls = {at: in_flight(log, at, echo.started) for at, *_ in summary["loop_stalls"]}
         raise AssertionError(f"{disturbed}; requests in flight during the stalls: {stalls}")
     if only is None:  # the cases aimed at the live target did reach it
-        for label in ["POST /rtc/tone/input [positive]",
-                      "POST /rtc/{stream}/outputs/ticket [positive]"]:
+        for label in [
+            "POST /rtc/tone/input [positive]",
+            "POST /rtc/{stream}/outputs/ticket [positive]",
+        ]:
             assert by_status.get(label, {}).get(200), (label, by_status.get(label))
 
 
@@ -110,18 +128,25 @@ async def test_every_operation_as_staff(rtc_url, asgi_server, no_server_errors):
 
     await sync_to_async(User.objects.create_user)("fuzz", password="pw", is_staff=True)
     basic = base64.b64encode(b"fuzz:pw").decode()
-    await run_against_server(rtc_url, asgi_server, {"Authorization": f"Basic {basic}"},
-                             ONLY or "sessions")
+    await run_against_server(
+        rtc_url, asgi_server, {"Authorization": f"Basic {basic}"}, ONLY or "sessions"
+    )
 
 
 # -- what the fuzzing found, kept as plain regression tests -----------------------
 
 
-@pytest.mark.parametrize("path", [
-    "/rtc/E9'\U000a5cc0%j\x87/config",   # schemathesis' first: not a slug, so no route matched
-    "/rtc/a b/webrtc/offer", "/rtc/x.y/input", "/rtc/%C2%A5/outputs?webrtc_id=x",
-    "/rtc/%C2%A5/outputs/ticket", "/rtc/%C2%A5/telephone/incoming",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rtc/E9'\U000a5cc0%j\x87/config",  # schemathesis' first: not a slug, so no route matched
+        "/rtc/a b/webrtc/offer",
+        "/rtc/x.y/input",
+        "/rtc/%C2%A5/outputs?webrtc_id=x",
+        "/rtc/%C2%A5/outputs/ticket",
+        "/rtc/%C2%A5/telephone/incoming",
+    ],
+)
 def test_an_odd_stream_name_gets_the_json_404(path, client):
     """It got the project's HTML 404 page: a name that is no slug matched no route."""
     method = client.get if path.endswith("config") or "outputs?" in path else client.post
@@ -131,8 +156,10 @@ def test_an_odd_stream_name_gets_the_json_404(path, client):
 
 
 @pytest.mark.parametrize("staff", [False, True])
-@pytest.mark.parametrize("path", ["/rtc/sessions/", "/rtc/sessions/0/",
-                                  "/rtc/sessions/e3e70682-c209-1cac-a29f-6fbed82c07cd/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/rtc/sessions/", "/rtc/sessions/0/", "/rtc/sessions/e3e70682-c209-1cac-a29f-6fbed82c07cd/"],
+)
 def test_the_sessions_api_refuses_with_the_failure_body(path, staff, client, django_user_model):
     """DRF answered ``{"detail": ...}`` (and an id that is no UUID the HTML 404 page),
     with none of it in the document; now the app's failure body, ``detail`` kept."""
@@ -147,7 +174,10 @@ def test_the_sessions_api_refuses_with_the_failure_body(path, staff, client, dja
         body = response.json()
         expected = (404, "not_found") if staff else (403, "not_authenticated")
         assert (response.status_code, body["status"], body["meta"]["error"]) == (
-            expected[0], "failed", expected[1]), body
+            expected[0],
+            "failed",
+            expected[1],
+        ), body
         assert body["meta"]["message"] == body["detail"]
 
 

@@ -25,8 +25,11 @@ class Recorder:
                 message = await receive()
                 self.calls.append(message["type"])
                 if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.failed", "message": "boom"}
-                               if self.fail_startup else {"type": "lifespan.startup.complete"})
+                    await send(
+                        {"type": "lifespan.startup.failed", "message": "boom"}
+                        if self.fail_startup
+                        else {"type": "lifespan.startup.complete"}
+                    )
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
@@ -49,9 +52,16 @@ async def run_lifespan(app):
 
 async def test_dispatcher_routes_by_path():
     django, gradio = Recorder("django"), Recorder("gradio")
-    app = PathDispatcher(django, gradio, lambda p: p == "/rtc/flip/ui" or p.startswith("/rtc/flip/ui/"))
-    for path in ("/rtc/flip/ui", "/rtc/flip/ui/gradio_api/queue/join", "/rtc/flip/", "/rtc/flip/uix",
-                 "/ws/rtc/flip/"):
+    app = PathDispatcher(
+        django, gradio, lambda p: p == "/rtc/flip/ui" or p.startswith("/rtc/flip/ui/")
+    )
+    for path in (
+        "/rtc/flip/ui",
+        "/rtc/flip/ui/gradio_api/queue/join",
+        "/rtc/flip/",
+        "/rtc/flip/uix",
+        "/ws/rtc/flip/",
+    ):
         await app({"type": "http", "path": path}, None, None)
     assert gradio.calls == ["/rtc/flip/ui", "/rtc/flip/ui/gradio_api/queue/join"]
     assert django.calls == ["/rtc/flip/", "/rtc/flip/uix", "/ws/rtc/flip/"]
@@ -72,8 +82,12 @@ async def test_failed_startup_fails_the_whole():
     async def send(message):
         sent.append(message)
 
-    await asyncio.wait_for(lifespan_fanout([Recorder("a"), Recorder("b", fail_startup=True)],
-                                           {"type": "lifespan"}, inbox.get, send), 5)
+    await asyncio.wait_for(
+        lifespan_fanout(
+            [Recorder("a"), Recorder("b", fail_startup=True)], {"type": "lifespan"}, inbox.get, send
+        ),
+        5,
+    )
     assert sent == [{"type": "lifespan.startup.failed", "message": "boom"}]
 
 
@@ -81,11 +95,15 @@ def test_the_app_does_not_import_gradio():
     """gradio is an optional extra: only django_rtcstream.contrib.gradio's modules import it."""
     import subprocess
 
-    code = ("import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; "
-            "django.setup(); import django_rtcstream.urls, django_rtcstream.pages, "
-            "django_rtcstream.contrib.gradio; from django_rtcstream.registry import get_streams; "
-            "get_streams(); print('gradio' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; "
+        "django.setup(); import django_rtcstream.urls, django_rtcstream.pages, "
+        "django_rtcstream.contrib.gradio; from django_rtcstream.registry import get_streams; "
+        "get_streams(); print('gradio' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -112,8 +130,9 @@ print(json.dumps({'blocks': isinstance(ui, gr.Blocks), 'same': stream.ui is ui,
                   'stream': ui.rtc_stream is stream, 'media': [m.value for m in media],
                   'sliders': sliders}))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["blocks"] and info["same"] and info["stream"]
     assert len(info["media"]) == 1

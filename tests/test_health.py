@@ -13,8 +13,10 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 async def test_live_and_ready_answer_on_a_healthy_worker(rtc_url):
     assert await http_json(f"{rtc_url}health/live") == (200, {"status": "ok"})
     status, body = await http_json(f"{rtc_url}health/ready")
-    assert (status, body) == (200, {"status": "ready", "checks": {
-        "database": "ok", "channel_layer": "ok", "draining": False}})
+    assert (status, body) == (
+        200,
+        {"status": "ready", "checks": {"database": "ok", "channel_layer": "ok", "draining": False}},
+    )
 
 
 def _break_records_database():

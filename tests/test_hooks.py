@@ -9,7 +9,13 @@ import urllib.request
 
 import pytest
 
-from django_rtcstream.client import SignalingFailed, StreamClient, SyntheticVideoTrack, ToneAudioTrack, http_json
+from django_rtcstream.client import (
+    SignalingFailed,
+    StreamClient,
+    SyntheticVideoTrack,
+    ToneAudioTrack,
+    http_json,
+)
 from django_rtcstream.exceptions import InvalidInput, UnknownSession
 from django_rtcstream.registry import get_stream
 from tests.media import collect, drain, mean_brightness
@@ -154,13 +160,21 @@ async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, ro
             writes = [("a" if i % 2 else "b", (i + 1) / 1000) for i in range(100)]
             loop = asyncio.get_running_loop()
             with ThreadPoolExecutor(max_workers=25) as pool:
-                replies = await asyncio.gather(*[loop.run_in_executor(
-                    pool, _http_json, client.url("input"),
-                    {"webrtc_id": client.webrtc_id, "token": client.token, name: value})
-                    for name, value in writes])
+                replies = await asyncio.gather(
+                    *[
+                        loop.run_in_executor(
+                            pool,
+                            _http_json,
+                            client.url("input"),
+                            {"webrtc_id": client.webrtc_id, "token": client.token, name: value},
+                        )
+                        for name, value in writes
+                    ]
+                )
             assert all(status == 200 for status, _ in replies), replies
-            answers = [(name, value, reply["inputs"])
-                       for (name, value), (_, reply) in zip(writes, replies)]
+            answers = [
+                (name, value, reply["inputs"]) for (name, value), (_, reply) in zip(writes, replies)
+            ]
             assert all(reported[name] == value for name, value, reported in answers)
             session = manager().sessions[client.webrtc_id]
             final = dict(zip(["a", "b"], session.inputs))
@@ -170,8 +184,12 @@ async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, ro
 def _post(url, body, headers=None):
     """POST ``body`` (JSON, or raw bytes) with extra headers; ``(status, JSON answer)``."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -201,7 +219,8 @@ async def test_sse_ticket_opens_the_output_stream_once_without_the_token_in_the_
     async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as client:
         ticket_url = f"{rtc_url}video-send/outputs/ticket"
         status, reply = await asyncio.to_thread(
-            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token})
+            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token}
+        )
         assert status == 200 and reply["expires_in"] == 30, reply
         ticket = reply["ticket"]
         assert isinstance(ticket, str) and len(ticket) >= 40 and client.token not in ticket
@@ -214,14 +233,16 @@ async def test_sse_ticket_opens_the_output_stream_once_without_the_token_in_the_
         # The token may come as a header instead; two requests racing with one ticket:
         # exactly one of them gets the stream.
         status, reply = await asyncio.to_thread(
-            _post, ticket_url, {"webrtc_id": client.webrtc_id}, {"X-Session-Token": client.token})
+            _post, ticket_url, {"webrtc_id": client.webrtc_id}, {"X-Session-Token": client.token}
+        )
         assert status == 200
         url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={reply['ticket']}"
         results = await asyncio.gather(*[asyncio.to_thread(_sse, url, 1) for _ in range(2)])
         assert sorted(status for status, _ in results) == [200, 403], results
         # A ticket opens a stream that ends with the session, as the token's does.
         status, reply = await asyncio.to_thread(
-            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token})
+            _post, ticket_url, {"webrtc_id": client.webrtc_id, "token": client.token}
+        )
         url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={reply['ticket']}"
         reading = asyncio.ensure_future(asyncio.to_thread(_sse, url, 10**6))
         await asyncio.sleep(0.5)
@@ -237,13 +258,15 @@ async def test_sse_ticket_refusals(rtc_url, monkeypatch):
     def outputs(client, ticket):
         return f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}&ticket={ticket}"
 
-    async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as one, \
-            StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as two:
+    async with (
+        StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as one,
+        StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as two,
+    ):
         refused = [
-            ({"webrtc_id": one.webrtc_id}, 403),                      # no token
+            ({"webrtc_id": one.webrtc_id}, 403),  # no token
             ({"webrtc_id": one.webrtc_id, "token": "forged"}, 403),
             ({"webrtc_id": one.webrtc_id, "token": two.token}, 403),  # another session's
-            ({"webrtc_id": one.webrtc_id, "token": 3.14}, 403),       # not strings: no token
+            ({"webrtc_id": one.webrtc_id, "token": 3.14}, 403),  # not strings: no token
             ({"webrtc_id": one.webrtc_id, "token": [one.token]}, 403),
             ({"webrtc_id": one.webrtc_id, "token": {"a": 1}}, 403),
             ({"webrtc_id": ["x"], "token": one.token}, 400),
@@ -257,15 +280,17 @@ async def test_sse_ticket_refusals(rtc_url, monkeypatch):
             status, reply = await asyncio.to_thread(_post, ticket_url, body)
             assert status == expected and "ticket" not in reply, (body, status, reply)
             assert reply["status"] == "failed"
-        status, reply = await http_json(f"{rtc_url}nowhere/outputs/ticket",
-                                        {"webrtc_id": one.webrtc_id, "token": one.token})
+        status, reply = await http_json(
+            f"{rtc_url}nowhere/outputs/ticket", {"webrtc_id": one.webrtc_id, "token": one.token}
+        )
         assert status == 404
         status, _ = await http_json(ticket_url)  # GET
         assert status == 405
 
         # A ticket is bound to its session: another session's is refused, and used up.
         status, reply = await asyncio.to_thread(
-            _post, ticket_url, {"webrtc_id": two.webrtc_id, "token": two.token})
+            _post, ticket_url, {"webrtc_id": two.webrtc_id, "token": two.token}
+        )
         assert status == 200
         status, body = await asyncio.to_thread(_sse, outputs(one, reply["ticket"]))
         assert (status, body["meta"]["error"]) == (403, "permission_denied"), body
@@ -278,7 +303,8 @@ async def test_sse_ticket_refusals(rtc_url, monkeypatch):
         # It expires.
         monkeypatch.setattr(hooks, "TICKET_SECONDS", 1)
         status, reply = await asyncio.to_thread(
-            _post, ticket_url, {"webrtc_id": one.webrtc_id, "token": one.token})
+            _post, ticket_url, {"webrtc_id": one.webrtc_id, "token": one.token}
+        )
         assert status == 200 and reply["expires_in"] == 1
         await asyncio.sleep(1.5)
         status, body = await asyncio.to_thread(_sse, outputs(one, reply["ticket"]))
@@ -286,5 +312,6 @@ async def test_sse_ticket_refusals(rtc_url, monkeypatch):
 
         # FastRTC's ?token= still works.
         status, events = await asyncio.to_thread(
-            _sse, f"{rtc_url}video-send/outputs?webrtc_id={one.webrtc_id}&token={one.token}", 1)
+            _sse, f"{rtc_url}video-send/outputs?webrtc_id={one.webrtc_id}&token={one.token}", 1
+        )
         assert status == 200 and events[0][0] == "output"

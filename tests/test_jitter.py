@@ -20,7 +20,11 @@ class Clock:
 
 
 def packet(seq, ts=None):
-    p = RtpPacket(payload_type=111, sequence_number=seq & 0xFFFF, timestamp=(ts if ts is not None else seq * 960))
+    p = RtpPacket(
+        payload_type=111,
+        sequence_number=seq & 0xFFFF,
+        timestamp=(ts if ts is not None else seq * 960),
+    )
     p._data = bytes([seq & 0xFF])
     return p
 
@@ -94,7 +98,9 @@ def test_the_adaptive_buffer_learns_the_reordering_then_shrinks_back():
 def jittery_arrivals(count, max_delay=0.04, seed=7, start=0):
     """Packets sent every 20 ms, each delayed by a random 0..max_delay: (arrival, seq) in arrival order."""
     rng = random.Random(seed)
-    return sorted((start * 0.02 + i * 0.02 + rng.uniform(0, max_delay), start + i) for i in range(count))
+    return sorted(
+        (start * 0.02 + i * 0.02 + rng.uniform(0, max_delay), start + i) for i in range(count)
+    )
 
 
 def play(buffer, clock, arrivals):
@@ -165,8 +171,10 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
         async with StreamClient(rtc_url, "echo", audio=ToneAudioTrack()) as client:
             await collect(client.audio_frames, 10)
             server = manager().get(client.webrtc_id).jitter_buffer
-            client_buffers = [getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
-                              for t in client.pc.getTransceivers()]
+            client_buffers = [
+                getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
+                for t in client.pc.getTransceivers()
+            ]
     finally:
         stream.audio_prefetch = None
     assert isinstance(server, AudioJitterBuffer) and server.prefetch == 2
@@ -187,9 +195,14 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
     pc.addTrack(ToneAudioTrack(440))
     await pc.setLocalDescription(await pc.createOffer())
     relay.client = host_candidate(pc.localDescription.sdp)
-    status, answer = await http_json(f"{rtc_url}echo/webrtc/offer", {
-        "type": "offer", "sdp": via_relay(pc.localDescription.sdp, relay.back_port),
-        "webrtc_id": webrtc_id})
+    status, answer = await http_json(
+        f"{rtc_url}echo/webrtc/offer",
+        {
+            "type": "offer",
+            "sdp": via_relay(pc.localDescription.sdp, relay.back_port),
+            "webrtc_id": webrtc_id,
+        },
+    )
     assert status == 200
     relay.server = host_candidate(answer["sdp"])
     frames = []
@@ -205,11 +218,13 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
                     frames.append(await track.recv())
             except Exception:
                 return
+
         asyncio.ensure_future(read())
 
     pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
-    await pc.setRemoteDescription(RTCSessionDescription(via_relay(answer["sdp"], relay.front_port),
-                                                        "answer"))
+    await pc.setRemoteDescription(
+        RTCSessionDescription(via_relay(answer["sdp"], relay.front_port), "answer")
+    )
     try:
         await asyncio.wait_for(connected.wait(), 10)
         await asyncio.sleep(seconds)
@@ -304,7 +319,9 @@ def test_a_frame_whose_marker_packet_was_lost_is_completed_by_the_next_frame():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.media
 @pytest.mark.parametrize("release", [True, False])
-async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_off(rtc_url, release):
+async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_off(
+    rtc_url, release
+):
     from aiortc.jitterbuffer import JitterBuffer
     from django.test import override_settings
 
@@ -316,12 +333,18 @@ async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_o
 
     settings = {**rtc_settings.user_settings, "VIDEO_MARKER_RELEASE": release}
     with override_settings(RTCSTREAM=settings):
-        async with StreamClient(rtc_url, "flip", video=SyntheticVideoTrack(),
-                                video_marker_release=release) as client:
+        async with StreamClient(
+            rtc_url, "flip", video=SyntheticVideoTrack(), video_marker_release=release
+        ) as client:
             await collect(client.video_frames, 10)
-            server = getattr(manager().get(client.webrtc_id).pc.getTransceivers()[0].receiver,
-                             "_RTCRtpReceiver__jitter_buffer")
-            mine = [getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
-                    for t in client.pc.getTransceivers() if t.kind == "video"]
+            server = getattr(
+                manager().get(client.webrtc_id).pc.getTransceivers()[0].receiver,
+                "_RTCRtpReceiver__jitter_buffer",
+            )
+            mine = [
+                getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
+                for t in client.pc.getTransceivers()
+                if t.kind == "video"
+            ]
     expected = MarkerVideoJitterBuffer if release else JitterBuffer
     assert type(server) is expected and all(type(b) is expected for b in mine) and mine

@@ -72,12 +72,16 @@ def test_an_idle_pool_thread_keeps_nothing_of_its_last_call():
 
 def _pooled_caps(cpus: int) -> dict[str, int]:
     """Threads of pools that keep them, by name (digits folded), and their caps."""
-    return {"asyncio_N": min(32, cpus + 4), "rtcstream-handler_N": min(32, cpus * 4),
-            "ThreadPoolExecutor-N_N": 4}
+    return {
+        "asyncio_N": min(32, cpus + 4),
+        "rtcstream-handler_N": min(32, cpus * 4),
+        "ThreadPoolExecutor-N_N": 4,
+    }
 
 
-async def _threads_settled(server: churn.Server, base_threads: dict[str, int],
-                           base_native: int, timeout: float = 20) -> tuple[dict, dict, str]:
+async def _threads_settled(
+    server: churn.Server, base_threads: dict[str, int], base_native: int, timeout: float = 20
+) -> tuple[dict, dict, str]:
     """Wait until the per-session threads are gone and no native thread is left over;
     returns (OS sample, the server's Python threads by name, what is still wrong)."""
     caps = _pooled_caps(os.cpu_count() or 1)
@@ -145,11 +149,13 @@ async def test_churn_returns_fds_threads_sockets_rows_and_memory_to_baseline(tmp
 
         caps = _pooled_caps(os.cpu_count() or 1)
         new_pooled = sum(max(0, threads.get(n, 0) - base_threads.get(n, 0)) for n in caps)
-        report = (f"after the warm-up {base}, threads {base_threads}; RSS during the churn "
-                  f"{rss} MB; after {CYCLES} more cycles {end}, threads {threads}; "
-                  f"outcomes {ctx.outcomes}; "
-                  f"{time.monotonic() - started:.0f} s\n{server.tail()}")
-        print(report[:report.index("\n")])  # shown with -s or on failure
+        report = (
+            f"after the warm-up {base}, threads {base_threads}; RSS during the churn "
+            f"{rss} MB; after {CYCLES} more cycles {end}, threads {threads}; "
+            f"outcomes {ctx.outcomes}; "
+            f"{time.monotonic() - started:.0f} s\n{server.tail()}"
+        )
+        print(report[: report.index("\n")])  # shown with -s or on failure
         failed = {k: v for k, v in ctx.outcomes.items() if ":" in k}
         assert sum(failed.values()) <= (WARM_UP + CYCLES) // 20, f"cycles failed: {report}"
         assert end["live"] == 0, f"live rows left: {report}"
@@ -158,10 +164,10 @@ async def test_churn_returns_fds_threads_sockets_rows_and_memory_to_baseline(tmp
         assert end["fds"] <= base["fds"] + new_pooled, f"file descriptors left: {report}"
         assert not thread_problems, f"{thread_problems}: {report}"
         assert end["rss"] <= base["rss"] * (1 + RSS_GROWTH), (
-            f"RSS grew {end['rss'] / base['rss'] - 1:+.0%}: {report}")
+            f"RSS grew {end['rss'] / base['rss'] - 1:+.0%}: {report}"
+        )
         assert admitted, f"the limited stream refused a session after the churn: {report}"
         assert after_limited["live"] == 0, f"the limited stream's session stayed live: {report}"
         assert "Traceback" not in server.tail(100_000), f"the server logged a traceback: {report}"
     finally:
         await asyncio.to_thread(server.stop)
-

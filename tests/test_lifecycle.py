@@ -8,7 +8,13 @@ import pytest
 from aiortc import RTCPeerConnection
 from django.test import override_settings
 
-from django_rtcstream.client import SignalingFailed, StreamClient, SyntheticVideoTrack, ToneAudioTrack, http_json
+from django_rtcstream.client import (
+    SignalingFailed,
+    StreamClient,
+    SyntheticVideoTrack,
+    ToneAudioTrack,
+    http_json,
+)
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions.runtime import manager
 from tests import streams
@@ -28,6 +34,7 @@ async def wait_closed(webrtc_id, timeout=10.0):
             if r is not None and not r.is_live:
                 return r
             await asyncio.sleep(0.05)
+
     return await asyncio.wait_for(poll(), timeout)
 
 
@@ -55,9 +62,10 @@ async def test_concurrency_limit_is_reached_then_freed_when_a_session_ends(rtc_u
 async def test_hangup_over_http_closes_at_once(rtc_url):
     client = StreamClient(rtc_url, "limited", audio=ToneAudioTrack())
     await client.connect()
-    status, body = await http_json(client.url("webrtc/offer"),
-                                   {"type": "close", "webrtc_id": client.webrtc_id,
-                                    "token": client.token})
+    status, body = await http_json(
+        client.url("webrtc/offer"),
+        {"type": "close", "webrtc_id": client.webrtc_id, "token": client.token},
+    )
     assert (status, body) == (200, {"status": "success"})
     closed = await wait_closed(client.webrtc_id, timeout=2)
     assert closed.close_reason == "client_hangup"
@@ -67,7 +75,11 @@ async def test_hangup_over_http_closes_at_once(rtc_url):
 
 async def test_a_malformed_offer_never_holds_a_slot(rtc_url):
     url = f"{rtc_url}limited/webrtc/offer"
-    for sdp in ["v=0", "garbage", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"]:
+    for sdp in [
+        "v=0",
+        "garbage",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+    ]:
         status, body = await http_json(url, {"type": "offer", "sdp": sdp, "webrtc_id": "bad1"})
         assert status == 400 and body["meta"]["error"] == "invalid_offer", body
     assert not manager().sessions
@@ -93,9 +105,10 @@ async def test_a_session_that_never_connects_is_closed_and_frees_its_slot(rtc_ur
         pc.createDataChannel("text")
         await pc.setLocalDescription(await pc.createOffer())
         # Offer, but never apply the answer: ICE can never complete.
-        status, body = await http_json(f"{rtc_url}limited/webrtc/offer",
-                                       {"type": "offer", "sdp": pc.localDescription.sdp,
-                                        "webrtc_id": "ghost"})
+        status, body = await http_json(
+            f"{rtc_url}limited/webrtc/offer",
+            {"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": "ghost"},
+        )
         assert status == 200
         closed = await wait_closed("ghost", timeout=5)
         await pc.close()
@@ -161,12 +174,19 @@ async def test_concurrent_offers_on_sqlite_are_all_admitted(rtc_url):
         bodies.append({"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": f"race{i}"})
     try:
         for _ in range(3):  # a few rounds: the race is timing-dependent
-            results = await asyncio.gather(*(http_json(f"{rtc_url}echo/webrtc/offer", b)
-                                             for b in bodies))
+            results = await asyncio.gather(
+                *(http_json(f"{rtc_url}echo/webrtc/offer", b) for b in bodies)
+            )
             assert [s for s, _ in results] == [200] * 8, results
-            await asyncio.gather(*(http_json(f"{rtc_url}echo/webrtc/offer", {
-                "type": "close", "webrtc_id": b["webrtc_id"], "token": r["token"]})
-                for b, (_, r) in zip(bodies, results)))
+            await asyncio.gather(
+                *(
+                    http_json(
+                        f"{rtc_url}echo/webrtc/offer",
+                        {"type": "close", "webrtc_id": b["webrtc_id"], "token": r["token"]},
+                    )
+                    for b, (_, r) in zip(bodies, results)
+                )
+            )
             for b in bodies:
                 await wait_closed(b["webrtc_id"])
     finally:

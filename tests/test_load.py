@@ -37,6 +37,7 @@ async def wait_for(predicate, timeout: float, what: str):
             if value:
                 return value
             await asyncio.sleep(0.05)
+
     try:
         return await asyncio.wait_for(poll(), timeout)
     except asyncio.TimeoutError:
@@ -57,8 +58,11 @@ async def audio_offer() -> tuple[object, str]:
 def open_server_pcs(ours) -> list:
     from aiortc import RTCPeerConnection
 
-    return [pc for pc in gc.get_objects() if isinstance(pc, RTCPeerConnection)
-            and pc is not ours and pc.connectionState != "closed"]
+    return [
+        pc
+        for pc in gc.get_objects()
+        if isinstance(pc, RTCPeerConnection) and pc is not ours and pc.connectionState != "closed"
+    ]
 
 
 async def test_fifty_simultaneous_offers_admit_exactly_the_limit_and_leave_nothing_behind(rtc_url):
@@ -69,44 +73,72 @@ async def test_fifty_simultaneous_offers_admit_exactly_the_limit_and_leave_nothi
             url = f"{rtc_url}ten/webrtc/offer"
 
             async def burst(prefix: str, n: int) -> list[rawhttp.Response]:
-                return await rawhttp.simultaneous([
-                    (url, "POST", {"type": "offer", "sdp": sdp, "webrtc_id": f"{prefix}-{i}"}, None)
-                    for i in range(n)])
+                return await rawhttp.simultaneous(
+                    [
+                        (
+                            url,
+                            "POST",
+                            {"type": "offer", "sdp": sdp, "webrtc_id": f"{prefix}-{i}"},
+                            None,
+                        )
+                        for i in range(n)
+                    ]
+                )
 
             async def close_all(admitted: list[dict]) -> None:
-                closes = await rawhttp.simultaneous([
-                    (url, "POST", {"type": "close", "webrtc_id": a["webrtc_id"],
-                                   "token": a["token"]}, None) for a in admitted])
-                assert [c.status for c in closes] == [200] * len(admitted), \
-                    [c.text for c in closes]
+                closes = await rawhttp.simultaneous(
+                    [
+                        (
+                            url,
+                            "POST",
+                            {"type": "close", "webrtc_id": a["webrtc_id"], "token": a["token"]},
+                            None,
+                        )
+                        for a in admitted
+                    ]
+                )
+                assert [c.status for c in closes] == [200] * len(admitted), [c.text for c in closes]
 
             started = time.monotonic()
             replies = await burst("load", OFFERS)
             statuses = Counter(r.status for r in replies)
-            assert statuses == {200: LIMIT, 429: OFFERS - LIMIT}, \
-                (statuses, [r.text[:200] for r in replies if r.status not in (200, 429)])
+            assert statuses == {200: LIMIT, 429: OFFERS - LIMIT}, (
+                statuses,
+                [r.text[:200] for r in replies if r.status not in (200, 429)],
+            )
             for r in replies:
                 if r.status == 429:
                     meta = r.json()["meta"]
-                    assert (r.json()["status"], meta["error"], meta["limit"]) == \
-                        ("failed", "concurrency_limit_reached", LIMIT), r.text
+                    assert (r.json()["status"], meta["error"], meta["limit"]) == (
+                        "failed",
+                        "concurrency_limit_reached",
+                        LIMIT,
+                    ), r.text
             admitted = [r.json() for r in replies if r.status == 200]
             assert all(a["type"] == "answer" and a["token"] for a in admitted)
             ids = {f"load-{i}" for i in range(OFFERS)}
             assert set(manager().sessions) & ids == {a["webrtc_id"] for a in admitted}
-            assert await StreamSession.objects.filter(
-                stream="ten", state__in=ACTIVE_STATES).acount() == LIMIT
+            assert (
+                await StreamSession.objects.filter(stream="ten", state__in=ACTIVE_STATES).acount()
+                == LIMIT
+            )
 
             await close_all(admitted)
-            await wait_for(lambda: not set(manager().sessions) & ids, 15,
-                           "the admitted sessions to leave the worker")
+            await wait_for(
+                lambda: not set(manager().sessions) & ids,
+                15,
+                "the admitted sessions to leave the worker",
+            )
 
             async def no_live_rows():
                 return not await StreamSession.objects.filter(
-                    stream="ten", state__in=ACTIVE_STATES).aexists()
+                    stream="ten", state__in=ACTIVE_STATES
+                ).aexists()
+
             await wait_for(no_live_rows, 10, "no live rows")
-            await wait_for(lambda: not open_server_pcs(client_pc), 10,
-                           "every server peer connection to close")
+            await wait_for(
+                lambda: not open_server_pcs(client_pc), 10, "every server peer connection to close"
+            )
 
             # Nothing was left holding a slot: the next burst gets the whole limit again.
             again = await burst("again", LIMIT + 2)
@@ -128,10 +160,12 @@ async def test_a_hundred_sse_subscribers_each_get_every_event_then_end(rtc_url):
     call: consecutive multiples of 5, so a lost event shows as a gap."""
     async with StreamClient(rtc_url, "video-send", video=SyntheticVideoTrack()) as client:
         url = f"{rtc_url}video-send/outputs?webrtc_id={client.webrtc_id}"
-        opened = await asyncio.gather(*[rawhttp.open_sse(url, {"X-Session-Token": client.token})
-                                        for _ in range(SUBSCRIBERS)])
-        assert all(isinstance(s, rawhttp.SSE) for s in opened), \
-            [s.status for s in opened if not isinstance(s, rawhttp.SSE)]
+        opened = await asyncio.gather(
+            *[rawhttp.open_sse(url, {"X-Session-Token": client.token}) for _ in range(SUBSCRIBERS)]
+        )
+        assert all(isinstance(s, rawhttp.SSE) for s in opened), [
+            s.status for s in opened if not isinstance(s, rawhttp.SSE)
+        ]
         got: list[list[tuple[int, int]]] = [[] for _ in opened]
         ends: list[object] = [None] * len(opened)
 
@@ -148,8 +182,11 @@ async def test_a_hundred_sse_subscribers_each_get_every_event_then_end(rtc_url):
 
         readers = [asyncio.ensure_future(read(i, s)) for i, s in enumerate(opened)]
         try:
-            await wait_for(lambda: all(len(g) >= WINDOW for g in got), 30,
-                           f"{WINDOW} outputs on every subscriber")
+            await wait_for(
+                lambda: all(len(g) >= WINDOW for g in got),
+                30,
+                f"{WINDOW} outputs on every subscriber",
+            )
             await client.hang_up()
             await asyncio.wait_for(asyncio.gather(*readers), 15)
         finally:
@@ -207,11 +244,16 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
         final = 0.5
         sent0, received0 = client.video.sent, client.received["video"]
         started, cpu0 = time.monotonic(), cpu_seconds()
-        results = await asyncio.wait_for(rawhttp.input_posts(
-            url, client.webrtc_id, client.token, values, WORKERS), 40)
+        results = await asyncio.wait_for(
+            rawhttp.input_posts(url, client.webrtc_id, client.token, values, WORKERS), 40
+        )
         # The last write, after every other has been answered.
-        reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "level": final},
-                                      {"X-Session-Token": client.token})
+        reply = await rawhttp.request(
+            url,
+            "POST",
+            {"webrtc_id": client.webrtc_id, "level": final},
+            {"X-Session-Token": client.token},
+        )
         elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
         bound = posts_bound()
         sent, received = client.video.sent - sent0, client.received["video"] - received0
@@ -222,9 +264,11 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
         assert statuses[200] > 0 and len(results) == POSTS - 1
         assert all(inputs == {"level": value} for value, status, inputs in results if status == 200)
         assert (reply.status, reply.json()["inputs"]) == (200, {"level": final}), reply.text
-        assert elapsed <= bound, (f"{POSTS} input posts took {elapsed:.1f} s (bound {bound:.0f} s, "
-                                  f"load {os.getloadavg()[0]:.1f}; this process used {cpu:.1f} s "
-                                  "of CPU, the session's video included)")
+        assert elapsed <= bound, (
+            f"{POSTS} input posts took {elapsed:.1f} s (bound {bound:.0f} s, "
+            f"load {os.getloadavg()[0]:.1f}; this process used {cpu:.1f} s "
+            "of CPU, the session's video included)"
+        )
         # The session kept streaming: at least 90 % of the frames sent came back.
         assert sent > 0 and received >= 0.9 * sent, (received, sent, elapsed)
         assert manager().sessions[client.webrtc_id].inputs == [final]
@@ -234,12 +278,16 @@ async def test_two_thousand_input_posts_while_a_session_streams_video(rtc_url):
             await drain(client.video_frames)
             frames = await collect(client.video_frames, 3, timeout=5)
             return all(abs(mean_brightness(f) - 235 * final) < 15 for f in frames)
+
         await wait_for(at_final_level, 10, "frames at the final level")
-        print(f"inputs: {POSTS} posts in {elapsed:.1f} s (bound {bound:.0f}, cpu {cpu:.1f} s), "
-              f"{statuses}, frames {received}/{sent}")
+        print(
+            f"inputs: {POSTS} posts in {elapsed:.1f} s (bound {bound:.0f}, cpu {cpu:.1f} s), "
+            f"{statuses}, frames {received}/{sent}"
+        )
 
     async def recorded():
         record = await StreamSession.objects.filter(webrtc_id=client.webrtc_id).afirst()
         return record if record is not None and not record.is_live else None
+
     record = await wait_for(recorded, 10, "the session's record to close")
     assert record.inputs == [final]

@@ -95,8 +95,9 @@ async def test_audio_receive_generator_plays_a_tone_and_restarts_on_input(rtc_ur
 
 
 async def test_audio_video_send_receive(rtc_url):
-    async with StreamClient(rtc_url, "av", video=SyntheticVideoTrack(),
-                            audio=ToneAudioTrack(660)) as client:
+    async with StreamClient(
+        rtc_url, "av", video=SyntheticVideoTrack(), audio=ToneAudioTrack(660)
+    ) as client:
         outputs = await outputs_of("av", client.webrtc_id, 1)
         assert outputs[0].args[0] == "video"  # video_receive's AdditionalOutputs
         video = await collect(client.video_frames, 10)
@@ -108,8 +109,9 @@ async def test_audio_video_send_receive(rtc_url):
 
 
 async def test_audio_video_send(rtc_url):
-    async with StreamClient(rtc_url, "av-send", video=SyntheticVideoTrack(),
-                            audio=ToneAudioTrack()) as client:
+    async with StreamClient(
+        rtc_url, "av-send", video=SyntheticVideoTrack(), audio=ToneAudioTrack()
+    ) as client:
         outputs = await outputs_of("av-send", client.webrtc_id, 1)
         assert client.received == {"video": 0, "audio": 0}
     assert outputs[0].args[0] == "video"

@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from django_rtcstream.client import SignalingFailed, StreamClient, SyntheticVideoTrack, ToneAudioTrack, http_json
+from django_rtcstream.client import (
+    SignalingFailed,
+    StreamClient,
+    SyntheticVideoTrack,
+    ToneAudioTrack,
+    http_json,
+)
 from tests.workers import start_worker, stop_worker
 from tests.media import collect, drain, mean_brightness
 
@@ -42,8 +48,14 @@ def pg_connect(dbname):
     import psycopg
 
     url = urlsplit(DATABASE_URL)
-    return psycopg.connect(host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                           password=url.password or None, dbname=dbname, autocommit=True)
+    return psycopg.connect(
+        host=url.hostname,
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or None,
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +64,17 @@ def cluster():
     name = f"rtcstream_mw_{uuid.uuid4().hex[:8]}"
     with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
-           "RTCSTREAM_TEST_DB": name, "RTCSTREAM_TEST_PREFIX": name, "PYTHONPATH": ROOT,
-           "RTCSTREAM_TEST_SIGNALS": os.path.join(tempfile.gettempdir(), f"{name}-signals.jsonl")}
-    subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
+        "RTCSTREAM_TEST_DB": name,
+        "RTCSTREAM_TEST_PREFIX": name,
+        "PYTHONPATH": ROOT,
+        "RTCSTREAM_TEST_SIGNALS": os.path.join(tempfile.gettempdir(), f"{name}-signals.jsonl"),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True
+    )
     cluster = {"name": name, "env": env, "workers": {}}
     try:
         for worker in ("A", "B"):
@@ -99,28 +118,43 @@ async def wait_for(predicate, timeout=10.0, interval=0.1):
 
 async def test_inputs_outputs_and_hangup_reach_the_owning_worker_through_the_other(cluster):
     a, b = base(cluster, "A"), base(cluster, "B")
-    async with StreamClient(a, "gain", video=SyntheticVideoTrack(marker_rows=240),
-                            ice_host_addresses=["127.0.0.1"]) as client:
+    async with StreamClient(
+        a, "gain", video=SyntheticVideoTrack(marker_rows=240), ice_host_addresses=["127.0.0.1"]
+    ) as client:
         await collect(client.video_frames, 3)
-        [(worker, state)] = rows(cluster, "SELECT worker, state FROM django_rtcstream_streamsession "
-                                          "WHERE webrtc_id = %s", client.webrtc_id)
+        [(worker, state)] = rows(
+            cluster,
+            "SELECT worker, state FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
+            client.webrtc_id,
+        )
         assert (worker, state) == ("A", "connected")
         # The input hook on worker B changes the handler on worker A.
-        status, reply = await http_json(f"{b}gain/input", {"webrtc_id": client.webrtc_id,
-                                                           "token": client.token, "level": 0.25})
+        status, reply = await http_json(
+            f"{b}gain/input", {"webrtc_id": client.webrtc_id, "token": client.token, "level": 0.25}
+        )
         assert status == 200, reply
         await asyncio.sleep(0.5)
         await drain(client.video_frames)
         assert abs(mean_brightness((await collect(client.video_frames, 3))[-1]) - 59) < 15
-        assert rows(cluster, "SELECT inputs FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
-                    client.webrtc_id)[0][0] == [0.25]
+        assert rows(
+            cluster,
+            "SELECT inputs FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
+            client.webrtc_id,
+        )[0][0] == [0.25]
         # A hang-up through B closes the session on A.
-        status, _ = await http_json(f"{b}gain/webrtc/offer", {"type": "close", "token": client.token,
-                                                              "webrtc_id": client.webrtc_id})
+        status, _ = await http_json(
+            f"{b}gain/webrtc/offer",
+            {"type": "close", "token": client.token, "webrtc_id": client.webrtc_id},
+        )
         assert status == 200
-        closed = await wait_for(lambda: rows(
-            cluster, "SELECT state, close_reason FROM django_rtcstream_streamsession "
-                     "WHERE webrtc_id = %s AND state = 'closed'", client.webrtc_id))
+        closed = await wait_for(
+            lambda: rows(
+                cluster,
+                "SELECT state, close_reason FROM django_rtcstream_streamsession "
+                "WHERE webrtc_id = %s AND state = 'closed'",
+                client.webrtc_id,
+            )
+        )
     assert closed == [("closed", "client_hangup")]
 
 
@@ -134,21 +168,31 @@ def signals_of(cluster, webrtc_id):
 
 async def test_signals_are_sent_on_the_owning_worker_with_their_arguments(cluster):
     a, b = base(cluster, "A"), base(cluster, "B")
-    async with StreamClient(a, "gain", video=SyntheticVideoTrack(),
-                            ice_host_addresses=["127.0.0.1"]) as client:
+    async with StreamClient(
+        a, "gain", video=SyntheticVideoTrack(), ice_host_addresses=["127.0.0.1"]
+    ) as client:
         await collect(client.video_frames, 3)
         # Set through worker B; the session, and so the signal, is worker A's.
-        status, reply = await http_json(f"{b}gain/input", {"webrtc_id": client.webrtc_id,
-                                                           "token": client.token, "level": 0.5})
+        status, reply = await http_json(
+            f"{b}gain/input", {"webrtc_id": client.webrtc_id, "token": client.token, "level": 0.5}
+        )
         assert status == 200, reply
-        await wait_for(lambda: any(e["signal"] == "inputs_changed"
-                                   for e in signals_of(cluster, client.webrtc_id)))
+        await wait_for(
+            lambda: any(
+                e["signal"] == "inputs_changed" for e in signals_of(cluster, client.webrtc_id)
+            )
+        )
         webrtc_id = client.webrtc_id
-    events = await wait_for(lambda: (lambda es: es if any(e["signal"] == "session_ended"
-                                                            for e in es) else None)(
-        signals_of(cluster, webrtc_id)))
+    events = await wait_for(
+        lambda: (lambda es: es if any(e["signal"] == "session_ended" for e in es) else None)(
+            signals_of(cluster, webrtc_id)
+        )
+    )
     assert [(e["signal"], e["worker"]) for e in events] == [
-        ("session_started", "A"), ("inputs_changed", "A"), ("session_ended", "A")]
+        ("session_started", "A"),
+        ("inputs_changed", "A"),
+        ("session_ended", "A"),
+    ]
     started, changed, ended = events
     assert (started["stream"], started["channel"]) == ("gain", "webrtc")
     assert (changed["inputs"], changed["previous"]) == ([0.5], [1.0])
@@ -159,8 +203,9 @@ async def test_signals_are_sent_on_the_owning_worker_with_their_arguments(cluste
 
 async def test_sse_on_one_worker_streams_outputs_of_a_session_on_the_other(cluster):
     a, b = base(cluster, "A"), base(cluster, "B")
-    async with StreamClient(a, "video-send", video=SyntheticVideoTrack(),
-                            ice_host_addresses=["127.0.0.1"]) as client:
+    async with StreamClient(
+        a, "video-send", video=SyntheticVideoTrack(), ice_host_addresses=["127.0.0.1"]
+    ) as client:
         url = f"{b}video-send/outputs?webrtc_id={client.webrtc_id}&token={client.token}"
 
         def read(n):
@@ -190,15 +235,31 @@ async def test_early_candidates_sent_to_the_other_worker_are_delivered(cluster):
     await pc.setLocalDescription(await pc.createOffer())
     lines = pc.localDescription.sdp.splitlines()
     cands = [ln[2:] for ln in lines if ln.startswith("a=candidate:")]
-    stripped = "\r\n".join(ln for ln in lines
-                           if not ln.startswith(("a=candidate:", "a=end-of-candidates"))) + "\r\n"
+    stripped = (
+        "\r\n".join(
+            ln for ln in lines if not ln.startswith(("a=candidate:", "a=end-of-candidates"))
+        )
+        + "\r\n"
+    )
     webrtc_id = f"mw{uuid.uuid4().hex[:10]}"
-    early = [asyncio.ensure_future(http_json(f"{base(cluster, 'B')}video-receive/webrtc/offer", {
-        "type": "ice-candidate", "webrtc_id": webrtc_id,
-        "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}})) for c in cands]
+    early = [
+        asyncio.ensure_future(
+            http_json(
+                f"{base(cluster, 'B')}video-receive/webrtc/offer",
+                {
+                    "type": "ice-candidate",
+                    "webrtc_id": webrtc_id,
+                    "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0},
+                },
+            )
+        )
+        for c in cands
+    ]
     await asyncio.sleep(0.2)
-    status, answer = await http_json(f"{base(cluster, 'A')}video-receive/webrtc/offer",
-                                     {"type": "offer", "sdp": stripped, "webrtc_id": webrtc_id})
+    status, answer = await http_json(
+        f"{base(cluster, 'A')}video-receive/webrtc/offer",
+        {"type": "offer", "sdp": stripped, "webrtc_id": webrtc_id},
+    )
     assert status == 200
     assert all(r == (200, {"status": "success"}) for r in await asyncio.gather(*early))
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
@@ -220,21 +281,40 @@ async def test_concurrency_limit_holds_across_workers_under_concurrent_offers(cl
         pc.addTrack(ToneAudioTrack())
         await pc.setLocalDescription(await pc.createOffer())
         pcs.append(pc)
-        bodies.append({"type": "offer", "sdp": pc.localDescription.sdp,
-                       "webrtc_id": f"race{i}{uuid.uuid4().hex[:6]}"})
-    results = await asyncio.gather(*(
-        http_json(f"{base(cluster, 'AB'[i % 2])}limited/webrtc/offer", body)
-        for i, body in enumerate(bodies)))
+        bodies.append(
+            {
+                "type": "offer",
+                "sdp": pc.localDescription.sdp,
+                "webrtc_id": f"race{i}{uuid.uuid4().hex[:6]}",
+            }
+        )
+    results = await asyncio.gather(
+        *(
+            http_json(f"{base(cluster, 'AB'[i % 2])}limited/webrtc/offer", body)
+            for i, body in enumerate(bodies)
+        )
+    )
     statuses = sorted(status for status, _ in results)
     for pc in pcs:
         await pc.close()
     assert statuses == [200] + [429] * 7, results
-    assert all(r["meta"] == {"error": "concurrency_limit_reached", "limit": 1,
-                             "message": r["meta"]["message"]} for s, r in results if s == 429)
+    assert all(
+        r["meta"]
+        == {"error": "concurrency_limit_reached", "limit": 1, "message": r["meta"]["message"]}
+        for s, r in results
+        if s == 429
+    )
     # The admitted session never connects here: it is closed by the connect timeout.
-    await wait_for(lambda: not rows(cluster, "SELECT 1 FROM django_rtcstream_streamsession WHERE "
-                                             "stream = 'limited' AND state IN ('new','connecting','connected')"),
-                   timeout=20)
+    await wait_for(
+        lambda: (
+            not rows(
+                cluster,
+                "SELECT 1 FROM django_rtcstream_streamsession WHERE "
+                "stream = 'limited' AND state IN ('new','connecting','connected')",
+            )
+        ),
+        timeout=20,
+    )
 
 
 async def test_a_killed_worker_is_reaped_and_its_slot_freed(cluster):
@@ -251,36 +331,50 @@ async def test_a_killed_worker_is_reaped_and_its_slot_freed(cluster):
     sse = asyncio.ensure_future(asyncio.to_thread(sse_until_end))
     await asyncio.sleep(0.3)
     with pytest.raises(SignalingFailed) as full:
-        await StreamClient(b, "limited", audio=ToneAudioTrack(), ice_host_addresses=["127.0.0.1"]).connect()
+        await StreamClient(
+            b, "limited", audio=ToneAudioTrack(), ice_host_addresses=["127.0.0.1"]
+        ).connect()
     assert full.value.code == "concurrency_limit_reached"
     cluster["workers"]["C"][1].send_signal(signal.SIGKILL)
     started = time.monotonic()
-    reaped = await wait_for(lambda: rows(
-        cluster, "SELECT state, close_reason FROM django_rtcstream_streamsession "
-                 "WHERE webrtc_id = %s AND state = 'failed'", client.webrtc_id), timeout=10)
+    reaped = await wait_for(
+        lambda: rows(
+            cluster,
+            "SELECT state, close_reason FROM django_rtcstream_streamsession "
+            "WHERE webrtc_id = %s AND state = 'failed'",
+            client.webrtc_id,
+        ),
+        timeout=10,
+    )
     assert reaped == [("failed", "worker_lost")]
     assert time.monotonic() - started < 2.0 + 0.5 + 2.0  # lease + heartbeat + slack
     lines = await asyncio.wait_for(sse, 10)
     assert lines[-2:] == ["event: end", f'data: {{"webrtc_id": "{client.webrtc_id}"}}']
     await client.close()
-    async with StreamClient(b, "limited", audio=ToneAudioTrack(),
-                            ice_host_addresses=["127.0.0.1"]) as again:
+    async with StreamClient(
+        b, "limited", audio=ToneAudioTrack(), ice_host_addresses=["127.0.0.1"]
+    ) as again:
         await collect(again.audio_frames, 3)
 
 
 async def test_a_session_outlives_the_redis_socket_timeout(cluster):
     """redis-py 8 cuts 5 s blocking reads; the session's control loop must survive it."""
     a, b = base(cluster, "A"), base(cluster, "B")
-    async with StreamClient(a, "gain", video=SyntheticVideoTrack(marker_rows=240),
-                            ice_host_addresses=["127.0.0.1"]) as client:
+    async with StreamClient(
+        a, "gain", video=SyntheticVideoTrack(marker_rows=240), ice_host_addresses=["127.0.0.1"]
+    ) as client:
         await collect(client.video_frames, 3)
         await asyncio.sleep(11)  # two timed-out reads on worker A's control channel
-        status, reply = await http_json(f"{b}gain/input", {"webrtc_id": client.webrtc_id,
-                                                           "token": client.token, "level": 0.25})
+        status, reply = await http_json(
+            f"{b}gain/input", {"webrtc_id": client.webrtc_id, "token": client.token, "level": 0.25}
+        )
         assert status == 200, reply
         await asyncio.sleep(0.5)
         await drain(client.video_frames)
         assert abs(mean_brightness((await collect(client.video_frames, 3))[-1]) - 59) < 15
-        [(state,)] = rows(cluster, "SELECT state FROM django_rtcstream_streamsession "
-                                   "WHERE webrtc_id = %s", client.webrtc_id)
+        [(state,)] = rows(
+            cluster,
+            "SELECT state FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
+            client.webrtc_id,
+        )
         assert state == "connected"

@@ -25,8 +25,20 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 SEED = int(__import__("os").environ.get("FUZZ_SEED", "1313"))
 OFFERS = int(__import__("os").environ.get("FUZZ_OFFERS", "150"))
 
-GARBAGE = ["", "x", "-1", "99999999999999999999", "a=b=c", "\x00", "IN IP4 999.1.1.1",
-           "UDP/TLS/RTP/SAVPF", "sha-256 ZZ", "actpass", "0 1 2", "application 9"]
+GARBAGE = [
+    "",
+    "x",
+    "-1",
+    "99999999999999999999",
+    "a=b=c",
+    "\x00",
+    "IN IP4 999.1.1.1",
+    "UDP/TLS/RTP/SAVPF",
+    "sha-256 ZZ",
+    "actpass",
+    "0 1 2",
+    "application 9",
+]
 
 
 async def base_offers() -> list[str]:
@@ -63,19 +75,41 @@ def mangle(sdp: str, rng: random.Random) -> str:
             cut[rng.randrange(len(cut))] = rng.choice(GARBAGE)
             lines[i] = f"{key}={' '.join(cut)}"
         elif move == 4:
-            lines = [line for line in lines if not line.startswith("a=mid:")] \
-                if rng.random() < 0.5 else [line.replace("a=mid:0", "a=mid:7") for line in lines]
+            lines = (
+                [line for line in lines if not line.startswith("a=mid:")]
+                if rng.random() < 0.5
+                else [line.replace("a=mid:0", "a=mid:7") for line in lines]
+            )
         elif move == 5:
-            lines = [line.replace("BUNDLE", rng.choice(["BUNDLE 9", "BUNDLE", "LS"]), 1)
-                     if line.startswith("a=group:") else line for line in lines]
+            lines = [
+                line.replace("BUNDLE", rng.choice(["BUNDLE 9", "BUNDLE", "LS"]), 1)
+                if line.startswith("a=group:")
+                else line
+                for line in lines
+            ]
         elif move == 6:
             m = [k for k, line in enumerate(lines) if line.startswith("m=")]
             if m:
-                lines = lines[:rng.choice(m)]
+                lines = lines[: rng.choice(m)]
         elif move == 7:
-            lines = [line for line in lines if not line.startswith(
-                rng.choice(["a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup", "a=rtpmap",
-                            "c=", "a=sctp-port", "a=candidate"]))]
+            lines = [
+                line
+                for line in lines
+                if not line.startswith(
+                    rng.choice(
+                        [
+                            "a=ice-ufrag",
+                            "a=ice-pwd",
+                            "a=fingerprint",
+                            "a=setup",
+                            "a=rtpmap",
+                            "c=",
+                            "a=sctp-port",
+                            "a=candidate",
+                        ]
+                    )
+                )
+            ]
         else:
             lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
     return "\r\n".join(lines) + "\r\n"
@@ -89,22 +123,27 @@ async def test_mangled_offers_get_4xx_and_leave_nothing(rtc_url, no_server_error
         statuses: dict[int, int] = {}
         for n in range(OFFERS):
             stream = rng.choice(["echo", "flip", "av", "video-send"])
-            body = {"type": "offer", "sdp": mangle(rng.choice(offers), rng),
-                    "webrtc_id": f"fuzz-{n}"}
+            body = {
+                "type": "offer",
+                "sdp": mangle(rng.choice(offers), rng),
+                "webrtc_id": f"fuzz-{n}",
+            }
             status, reply = await http_json(f"{rtc_url}{stream}/webrtc/offer", body)
             statuses[status] = statuses.get(status, 0) + 1
             assert status < 500, (status, reply, body["sdp"])
             if status == 200:  # aiortc took it: hang up at once
-                await http_json(f"{rtc_url}{stream}/webrtc/offer",
-                                {"type": "close", "webrtc_id": body["webrtc_id"],
-                                 "token": reply.get("token")})
+                await http_json(
+                    f"{rtc_url}{stream}/webrtc/offer",
+                    {"type": "close", "webrtc_id": body["webrtc_id"], "token": reply.get("token")},
+                )
             else:
                 assert reply["status"] == "failed" and reply["meta"]["error"], reply
         assert set(statuses) - {200}, statuses  # the mangling did refuse offers
         # The live session did not notice: it still echoes.
         await collect(live.audio_frames, 10)
-    live = StreamSession.objects.filter(webrtc_id__startswith="fuzz-",
-                                        state__in=["new", "connecting", "connected"])
+    live = StreamSession.objects.filter(
+        webrtc_id__startswith="fuzz-", state__in=["new", "connecting", "connected"]
+    )
     for _ in range(200):  # closing sessions write their record last
         if not manager().sessions and not await live.aexists():
             break

@@ -18,10 +18,15 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 async def wait_state(webrtc_id, states, timeout=5.0):
     async def poll():
         while True:
-            r = await StreamSession.objects.filter(webrtc_id=webrtc_id).order_by("-created_at").afirst()
+            r = (
+                await StreamSession.objects.filter(webrtc_id=webrtc_id)
+                .order_by("-created_at")
+                .afirst()
+            )
             if r is not None and r.state in states:
                 return r
             await asyncio.sleep(0.05)
+
     return await asyncio.wait_for(poll(), timeout)
 
 
@@ -32,14 +37,17 @@ async def test_only_the_token_holder_may_touch_a_session(rtc_url):
         assert client.token and len(client.token) >= 40
         record = await StreamSession.objects.aget(webrtc_id=client.webrtc_id, state="connected")
         assert record.token_hash and client.token not in record.token_hash
-        for body in [{"webrtc_id": client.webrtc_id, "level": 0.5},
-                     {"webrtc_id": client.webrtc_id, "level": 0.5, "token": "forged"}]:
+        for body in [
+            {"webrtc_id": client.webrtc_id, "level": 0.5},
+            {"webrtc_id": client.webrtc_id, "level": 0.5, "token": "forged"},
+        ]:
             status, reply = await http_json(client.url("input"), body)
             assert (status, reply["meta"]["error"]) == (403, "permission_denied")
         status, reply = await http_json(client.url(f"outputs?webrtc_id={client.webrtc_id}"))
         assert status == 403
-        status, reply = await http_json(client.url("webrtc/offer"),
-                                        {"type": "close", "webrtc_id": client.webrtc_id})
+        status, reply = await http_json(
+            client.url("webrtc/offer"), {"type": "close", "webrtc_id": client.webrtc_id}
+        )
         assert status == 403
         assert (await client.set_input(level=0.5))["status"] == "success"
         # Refusals did not disturb the session.
@@ -53,8 +61,9 @@ async def test_open_sessions_mode_lets_the_webrtc_id_suffice(rtc_url):
 
     with override_settings(RTCSTREAM={**RTCSTREAM, "OPEN_SESSIONS": True}):
         async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as client:
-            status, reply = await http_json(client.url("input"),
-                                            {"webrtc_id": client.webrtc_id, "level": 0.25})
+            status, reply = await http_json(
+                client.url("input"), {"webrtc_id": client.webrtc_id, "level": 0.25}
+            )
             assert status == 200 and reply["inputs"] == {"level": 0.25}
 
 
@@ -65,8 +74,9 @@ async def test_open_permission_per_stream(rtc_url):
     stream = get_stream("flip")
     stream.permission_classes = {"open": ["rest_framework.permissions.IsAuthenticated"]}
     try:
-        status, reply = await http_json(f"{rtc_url}flip/webrtc/offer",
-                                        {"type": "offer", "sdp": "v=0", "webrtc_id": "anon"})
+        status, reply = await http_json(
+            f"{rtc_url}flip/webrtc/offer", {"type": "offer", "sdp": "v=0", "webrtc_id": "anon"}
+        )
     finally:
         stream.permission_classes = None
     assert (status, reply["meta"]["error"]) == (403, "permission_denied")
@@ -116,10 +126,16 @@ def _csrf_post(base, session_id, cookie):
 
     secret = _get_new_csrf_string()
     request = urllib.request.Request(
-        f"{base}/rtc/sessions/{session_id}/close/", data=b"", method="POST",
-        headers={"Cookie": f"sessionid={cookie}; csrftoken={secret}",
-                 "X-CSRFToken": _mask_cipher_secret(secret), "Referer": base + "/",
-                 "Origin": base})
+        f"{base}/rtc/sessions/{session_id}/close/",
+        data=b"",
+        method="POST",
+        headers={
+            "Cookie": f"sessionid={cookie}; csrftoken={secret}",
+            "X-CSRFToken": _mask_cipher_secret(secret),
+            "Referer": base + "/",
+            "Origin": base,
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status

@@ -68,8 +68,13 @@ def with_csrf(base: str, sessionid: str | None = None, **extra: str) -> dict[str
 
     secret = _get_new_csrf_string()
     cookie = f"csrftoken={secret}" + (f"; sessionid={sessionid}" if sessionid else "")
-    return {"Cookie": cookie, "X-CSRFToken": _mask_cipher_secret(secret), "Origin": base,
-            "Referer": base + "/", **extra}
+    return {
+        "Cookie": cookie,
+        "X-CSRFToken": _mask_cipher_secret(secret),
+        "Origin": base,
+        "Referer": base + "/",
+        **extra,
+    }
 
 
 def cookie_only(sessionid: str) -> dict[str, str]:
@@ -101,13 +106,18 @@ class Peer:
                 while True:
                     await track.recv()
                     self.frames += 1
+
             self.reader = asyncio.ensure_future(read())
 
         pc.createDataChannel("text")
         pc.addTrack(SyntheticVideoTrack())
         await pc.setLocalDescription(await pc.createOffer())
-        reply = await rawhttp.request(f"{self.rtc_url}{self.stream}/webrtc/offer", "POST",
-                                      {"sdp": pc.localDescription.sdp, "type": "offer"}, headers)
+        reply = await rawhttp.request(
+            f"{self.rtc_url}{self.stream}/webrtc/offer",
+            "POST",
+            {"sdp": pc.localDescription.sdp, "type": "offer"},
+            headers,
+        )
         assert reply.status == 200, reply.text
         answer = reply.json()
         self.webrtc_id, self.token = answer["webrtc_id"], answer["token"]
@@ -117,6 +127,7 @@ class Peer:
         async def recorded():
             record = await live_record(self.webrtc_id)
             return record is not None and record.state == "connected"
+
         await wait_for(recorded, 10, "the session's record to say connected")
         return self
 
@@ -133,6 +144,7 @@ async def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
             if value:
                 return value
             await asyncio.sleep(0.05)
+
     try:
         return await asyncio.wait_for(poll(), timeout)
     except asyncio.TimeoutError:
@@ -152,7 +164,8 @@ def ws_url(base: str, path: str) -> str:
 
 @pytest.mark.media
 async def test_strangers_cannot_set_inputs_read_outputs_or_close_a_session_over_http(
-        rtc_url, asgi_server, no_server_errors):
+    rtc_url, asgi_server, no_server_errors
+):
     alice_id, alice = await login("alice")
     _, bob = await login("bob")
     victim = await Peer(rtc_url).open(cookie_only(alice))
@@ -160,8 +173,11 @@ async def test_strangers_cannot_set_inputs_read_outputs_or_close_a_session_over_
         record = await live_record(victim.webrtc_id)
         assert record.user_id == alice_id and record.state == "connected"
         async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack()) as other:
-            ticket = await rawhttp.request(f"{rtc_url}gain/outputs/ticket", "POST",
-                                           {"webrtc_id": other.webrtc_id, "token": other.token})
+            ticket = await rawhttp.request(
+                f"{rtc_url}gain/outputs/ticket",
+                "POST",
+                {"webrtc_id": other.webrtc_id, "token": other.token},
+            )
             assert ticket.status == 200
             other_ticket = ticket.json()["ticket"]
             intruders = {
@@ -169,7 +185,10 @@ async def test_strangers_cannot_set_inputs_read_outputs_or_close_a_session_over_
                 "forged token": ({}, "A" * 43),
                 "another session's token": ({}, other.token),
                 "another user": (with_csrf(asgi_server, bob), None),
-                "another user with another session's token": (with_csrf(asgi_server, bob), other.token),
+                "another user with another session's token": (
+                    with_csrf(asgi_server, bob),
+                    other.token,
+                ),
             }
             refused = []
             for who, (headers, token) in intruders.items():
@@ -177,30 +196,42 @@ async def test_strangers_cannot_set_inputs_read_outputs_or_close_a_session_over_
                 in_header = {**headers, "X-Session-Token": token} if token else headers
                 query = f"webrtc_id={victim.webrtc_id}" + (f"&token={token}" if token else "")
                 attempts = {
-                    "input": await rawhttp.request(f"{rtc_url}gain/input", "POST",
-                                                   {**body, "level": 0.1}, headers),
+                    "input": await rawhttp.request(
+                        f"{rtc_url}gain/input", "POST", {**body, "level": 0.1}, headers
+                    ),
                     "input, token header": await rawhttp.request(
-                        f"{rtc_url}gain/input", "POST",
-                        {"webrtc_id": victim.webrtc_id, "level": 0.1}, in_header),
+                        f"{rtc_url}gain/input",
+                        "POST",
+                        {"webrtc_id": victim.webrtc_id, "level": 0.1},
+                        in_header,
+                    ),
                     "positional input": await rawhttp.request(
-                        f"{rtc_url}gain/input", "POST", {**body, "args": [0.1]}, headers),
+                        f"{rtc_url}gain/input", "POST", {**body, "args": [0.1]}, headers
+                    ),
                     "outputs": await rawhttp.open_sse(f"{rtc_url}gain/outputs?{query}", headers),
                     "outputs, token header": await rawhttp.open_sse(
-                        f"{rtc_url}gain/outputs?webrtc_id={victim.webrtc_id}", in_header),
-                    "ticket": await rawhttp.request(f"{rtc_url}gain/outputs/ticket", "POST",
-                                                    body, headers),
-                    "close": await rawhttp.request(f"{rtc_url}gain/webrtc/offer", "POST",
-                                                   {"type": "close", **body}, headers),
+                        f"{rtc_url}gain/outputs?webrtc_id={victim.webrtc_id}", in_header
+                    ),
+                    "ticket": await rawhttp.request(
+                        f"{rtc_url}gain/outputs/ticket", "POST", body, headers
+                    ),
+                    "close": await rawhttp.request(
+                        f"{rtc_url}gain/webrtc/offer", "POST", {"type": "close", **body}, headers
+                    ),
                 }
                 for action, reply in attempts.items():
                     if isinstance(reply, rawhttp.SSE):
                         reply.close()
                         refused.append((who, action, "opened the output stream"))
-                    elif (reply.status, reply.json()["meta"]["error"]) != (403, "permission_denied"):
+                    elif (reply.status, reply.json()["meta"]["error"]) != (
+                        403,
+                        "permission_denied",
+                    ):
                         refused.append((who, action, reply.status, reply.text[:200]))
             # Another session's ticket opens nothing but that session, once.
             reply = await rawhttp.open_sse(
-                f"{rtc_url}gain/outputs?webrtc_id={victim.webrtc_id}&ticket={other_ticket}")
+                f"{rtc_url}gain/outputs?webrtc_id={victim.webrtc_id}&ticket={other_ticket}"
+            )
             assert isinstance(reply, rawhttp.Response) and reply.status == 403, reply
             assert not refused, refused
             # None of it reached the session: still connected, inputs untouched, media flowing.
@@ -210,16 +241,26 @@ async def test_strangers_cannot_set_inputs_read_outputs_or_close_a_session_over_
             frames = victim.frames
             await wait_for(lambda: _true(victim.frames > frames + 5), 5, "frames after refusals")
         # Its owners may: the token holder, and the logged-in user who opened it.
-        reply = await rawhttp.request(f"{rtc_url}gain/input", "POST",
-                                      {"webrtc_id": victim.webrtc_id, "level": 0.25},
-                                      {"X-Session-Token": victim.token})
+        reply = await rawhttp.request(
+            f"{rtc_url}gain/input",
+            "POST",
+            {"webrtc_id": victim.webrtc_id, "level": 0.25},
+            {"X-Session-Token": victim.token},
+        )
         assert (reply.status, reply.json()["inputs"]) == (200, {"level": 0.25})
-        reply = await rawhttp.request(f"{rtc_url}gain/input", "POST",
-                                      {"webrtc_id": victim.webrtc_id, "level": 0.5},
-                                      with_csrf(asgi_server, alice))
+        reply = await rawhttp.request(
+            f"{rtc_url}gain/input",
+            "POST",
+            {"webrtc_id": victim.webrtc_id, "level": 0.5},
+            with_csrf(asgi_server, alice),
+        )
         assert (reply.status, reply.json()["inputs"]) == (200, {"level": 0.5}), reply.text
-        reply = await rawhttp.request(f"{rtc_url}gain/outputs/ticket", "POST",
-                                      {"webrtc_id": victim.webrtc_id}, cookie_only(alice))
+        reply = await rawhttp.request(
+            f"{rtc_url}gain/outputs/ticket",
+            "POST",
+            {"webrtc_id": victim.webrtc_id},
+            cookie_only(alice),
+        )
         assert reply.status == 200, reply.text
     finally:
         await victim.close()
@@ -233,36 +274,67 @@ async def _true(value):
 
 
 @pytest.mark.media
-async def test_websocket_signaling_cannot_reach_another_session(rtc_url, asgi_server, no_server_errors):
+async def test_websocket_signaling_cannot_reach_another_session(
+    rtc_url, asgi_server, no_server_errors
+):
     """A signaling socket acts only on the session it opened: an offer with a live id
     is refused, a candidate or a close naming another session does nothing to it."""
-    async with StreamClient(rtc_url, "gain", video=SyntheticVideoTrack(),
-                            signaling="websocket") as victim:
+    async with StreamClient(
+        rtc_url, "gain", video=SyntheticVideoTrack(), signaling="websocket"
+    ) as victim:
         await collect(victim.video_frames, 2)
-        async with websockets.connect(ws_url(asgi_server, "/ws/rtc/gain/"),
-                                      origin=asgi_server) as ws:
+        async with websockets.connect(
+            ws_url(asgi_server, "/ws/rtc/gain/"), origin=asgi_server
+        ) as ws:
+
             async def ask(message):
                 await ws.send(json.dumps(message))
                 return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
-            reply = await ask({"type": "offer", "sdp": victim.pc.localDescription.sdp,
-                               "webrtc_id": victim.webrtc_id})
-            assert (reply["type"], reply["meta"]["error"]) == ("failed", "connection_already_exists")
+            reply = await ask(
+                {
+                    "type": "offer",
+                    "sdp": victim.pc.localDescription.sdp,
+                    "webrtc_id": victim.webrtc_id,
+                }
+            )
+            assert (reply["type"], reply["meta"]["error"]) == (
+                "failed",
+                "connection_already_exists",
+            )
             assert "token" not in reply
-            reply = await ask({"type": "ice-candidate", "webrtc_id": victim.webrtc_id,
-                               "candidate": {"candidate": "candidate:1 1 udp 1 10.9.9.9 9 typ host",
-                                             "sdpMid": "0", "sdpMLineIndex": 0}})
+            reply = await ask(
+                {
+                    "type": "ice-candidate",
+                    "webrtc_id": victim.webrtc_id,
+                    "candidate": {
+                        "candidate": "candidate:1 1 udp 1 10.9.9.9 9 typ host",
+                        "sdpMid": "0",
+                        "sdpMLineIndex": 0,
+                    },
+                }
+            )
             assert (reply["type"], reply["meta"]["error"]) == ("failed", "unknown_connection")
-            await ws.send(json.dumps({"type": "close", "webrtc_id": victim.webrtc_id,
-                                      "token": "forged"}))
+            await ws.send(
+                json.dumps({"type": "close", "webrtc_id": victim.webrtc_id, "token": "forged"})
+            )
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)  # it closed this socket, nothing else
         # The HTTP trickle endpoint takes a stranger's candidate (no token, by design:
         # DTLS binds the media to the offer's fingerprints); it changes nothing.
-        reply = await rawhttp.request(f"{rtc_url}gain/webrtc/offer", "POST", {
-            "type": "ice-candidate", "webrtc_id": victim.webrtc_id,
-            "candidate": {"candidate": "candidate:1 1 udp 1 10.9.9.9 9 typ host",
-                          "sdpMid": "0", "sdpMLineIndex": 0}})
+        reply = await rawhttp.request(
+            f"{rtc_url}gain/webrtc/offer",
+            "POST",
+            {
+                "type": "ice-candidate",
+                "webrtc_id": victim.webrtc_id,
+                "candidate": {
+                    "candidate": "candidate:1 1 udp 1 10.9.9.9 9 typ host",
+                    "sdpMid": "0",
+                    "sdpMLineIndex": 0,
+                },
+            },
+        )
         assert reply.status == 200
         await drain(victim.video_frames)
         await collect(victim.video_frames, 10, timeout=5)
@@ -270,8 +342,9 @@ async def test_websocket_signaling_cannot_reach_another_session(rtc_url, asgi_se
         assert (await live_record(victim.webrtc_id)).state == "connected"
 
     # The audio socket and the phone consumer: a start with a live id is refused (4409).
-    async with websockets.connect(ws_url(asgi_server, "/ws/rtc/echo/websocket/offer"),
-                                  origin=asgi_server) as owner:
+    async with websockets.connect(
+        ws_url(asgi_server, "/ws/rtc/echo/websocket/offer"), origin=asgi_server
+    ) as owner:
         await owner.send(json.dumps({"event": "start", "websocket_id": "audio-victim"}))
         session = None
         while session is None:
@@ -280,8 +353,14 @@ async def test_websocket_signaling_cannot_reach_another_session(rtc_url, asgi_se
                 session = message["data"]
         for path, start in [
             ("/ws/rtc/echo/websocket/offer", {"event": "start", "websocket_id": "audio-victim"}),
-            ("/rtc/echo/telephone/handler", {"event": "start", "streamSid": "audio-victim",
-                                             "start": {"streamSid": "audio-victim"}}),
+            (
+                "/rtc/echo/telephone/handler",
+                {
+                    "event": "start",
+                    "streamSid": "audio-victim",
+                    "start": {"streamSid": "audio-victim"},
+                },
+            ),
         ]:
             async with websockets.connect(ws_url(asgi_server, path), origin=asgi_server) as ws:
                 await ws.send(json.dumps(start))
@@ -291,8 +370,9 @@ async def test_websocket_signaling_cannot_reach_another_session(rtc_url, asgi_se
                         assert message.get("type") != "session", (path, message)
                 assert closed.value.rcvd.code == 4409, (path, closed.value)
         # A stranger's stop ends only the stranger's own socket.
-        async with websockets.connect(ws_url(asgi_server, "/ws/rtc/echo/websocket/offer"),
-                                      origin=asgi_server) as ws:
+        async with websockets.connect(
+            ws_url(asgi_server, "/ws/rtc/echo/websocket/offer"), origin=asgi_server
+        ) as ws:
             await ws.send(json.dumps({"event": "stop", "websocket_id": "audio-victim"}))
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
@@ -308,16 +388,20 @@ async def test_websocket_signaling_cannot_reach_another_session(rtc_url, asgi_se
 
 
 @pytest.mark.media
-async def test_the_sessions_api_refuses_non_staff_and_works_for_staff(rtc_url, asgi_server,
-                                                                      no_server_errors):
+async def test_the_sessions_api_refuses_non_staff_and_works_for_staff(
+    rtc_url, asgi_server, no_server_errors
+):
     _, joe = await login("joe")
     _, staff = await login("staff", staff=True)
     async with StreamClient(rtc_url, "echo", audio=ToneAudioTrack()) as client:
         await collect(client.audio_frames, 3)
         record = await live_record(client.webrtc_id)
-        urls = [("GET", f"{rtc_url}sessions/"), ("GET", f"{rtc_url}sessions/?live=1"),
-                ("GET", f"{rtc_url}sessions/{record.pk}/"),
-                ("POST", f"{rtc_url}sessions/{record.pk}/close/")]
+        urls = [
+            ("GET", f"{rtc_url}sessions/"),
+            ("GET", f"{rtc_url}sessions/?live=1"),
+            ("GET", f"{rtc_url}sessions/{record.pk}/"),
+            ("POST", f"{rtc_url}sessions/{record.pk}/close/"),
+        ]
         callers = {
             "anonymous": {},
             "the session's token": {"X-Session-Token": client.token},
@@ -326,43 +410,59 @@ async def test_the_sessions_api_refuses_non_staff_and_works_for_staff(rtc_url, a
         }
         for who, headers in callers.items():
             for method, url in urls:
-                reply = await rawhttp.request(url, method, b"" if method == "POST" else None, headers)
+                reply = await rawhttp.request(
+                    url, method, b"" if method == "POST" else None, headers
+                )
                 assert reply.status in (401, 403), (who, method, url, reply.status, reply.text)
                 assert client.webrtc_id not in reply.text, (who, url)
         # Staff: list and inspect; closing needs the CSRF token like any cookie POST.
-        reply = await rawhttp.request(f"{rtc_url}sessions/?live=1&stream=echo", "GET",
-                                      headers=cookie_only(staff))
+        reply = await rawhttp.request(
+            f"{rtc_url}sessions/?live=1&stream=echo", "GET", headers=cookie_only(staff)
+        )
         assert reply.status == 200 and [s["webrtc_id"] for s in reply.json()] == [client.webrtc_id]
-        reply = await rawhttp.request(f"{rtc_url}sessions/{record.pk}/", "GET",
-                                      headers=cookie_only(staff))
+        reply = await rawhttp.request(
+            f"{rtc_url}sessions/{record.pk}/", "GET", headers=cookie_only(staff)
+        )
         detail = reply.json()
         assert reply.status == 200 and detail["state"] == "connected"
         assert client.token not in reply.text and "token" not in json.dumps(list(detail))
-        reply = await rawhttp.request(f"{rtc_url}sessions/{record.pk}/close/", "POST", b"",
-                                      cookie_only(staff))
+        reply = await rawhttp.request(
+            f"{rtc_url}sessions/{record.pk}/close/", "POST", b"", cookie_only(staff)
+        )
         assert reply.status == 403 and "CSRF" in reply.text, reply.text
         assert (await live_record(client.webrtc_id)).state == "connected"
-        reply = await rawhttp.request(f"{rtc_url}sessions/{record.pk}/close/", "POST", b"",
-                                      with_csrf(asgi_server, staff))
+        reply = await rawhttp.request(
+            f"{rtc_url}sessions/{record.pk}/close/", "POST", b"", with_csrf(asgi_server, staff)
+        )
         assert reply.status == 200, reply.text
 
         async def closed():
             r = await live_record(client.webrtc_id)
             return r if r.state == "closed" else None
+
         assert (await wait_for(closed, 10, "the staff close")).close_reason == "closed_by_staff"
 
 
 # -- 4. Origin -----------------------------------------------------------------------
 
-BROWSER_ROUTES = ["/ws/rtc/flip/", "/ws/rtc/echo/websocket/offer", "/rtc/echo/websocket/offer",
-                  "/ws/rtc/no-such-stream/"]
+BROWSER_ROUTES = [
+    "/ws/rtc/flip/",
+    "/ws/rtc/echo/websocket/offer",
+    "/rtc/echo/websocket/offer",
+    "/ws/rtc/no-such-stream/",
+]
 
 
 async def test_a_foreign_origin_is_refused_on_every_browser_websocket_route(asgi_server):
     port = asgi_server.rsplit(":", 1)[1]
-    foreign = ["http://evil.example", "null", f"http://evil.example:{port}",
-               f"http://127.0.0.1.evil.example:{port}", "https://localhost.evil.example",
-               "http://evil.example/http://127.0.0.1"]
+    foreign = [
+        "http://evil.example",
+        "null",
+        f"http://evil.example:{port}",
+        f"http://127.0.0.1.evil.example:{port}",
+        "https://localhost.evil.example",
+        "http://evil.example/http://127.0.0.1",
+    ]
     for path in BROWSER_ROUTES:
         for origin in foreign:
             with pytest.raises(websockets.InvalidStatus) as refused:
@@ -373,7 +473,9 @@ async def test_a_foreign_origin_is_refused_on_every_browser_websocket_route(asgi
             if "no-such-stream" in path:
                 continue
             async with websockets.connect(ws_url(asgi_server, path), origin=origin) as ws:
-                await ws.send('{"type": "ping"}' if path.endswith("/rtc/flip/") else '{"event": "ping"}')
+                await ws.send(
+                    '{"type": "ping"}' if path.endswith("/rtc/flip/") else '{"event": "ping"}'
+                )
                 assert "pong" in await asyncio.wait_for(ws.recv(), 5), (path, origin)
 
 
@@ -382,8 +484,9 @@ TELEPHONE_ROUTES = ["/rtc/echo/telephone/handler", "/ws/rtc/echo/telephone/handl
 
 async def test_twilio_media_streams_skip_the_origin_check_and_need_the_signature(asgi_server):
     async def accepted(url, headers):
-        async with websockets.connect(url, origin="http://evil.example",
-                                      additional_headers=headers) as ws:
+        async with websockets.connect(
+            url, origin="http://evil.example", additional_headers=headers
+        ) as ws:
             await ws.send('{"event": "ping"}')
             return json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"event": "pong"}
 
@@ -396,10 +499,18 @@ async def test_twilio_media_streams_skip_the_origin_check_and_need_the_signature
                 "unsigned": {},
                 "empty": {"X-Twilio-Signature": ""},
                 "another token": {"X-Twilio-Signature": signature(url, {}, "not-the-token")},
-                "another stream's URL": {"X-Twilio-Signature": signature(
-                    url.replace("/echo/", "/tone/"), {}, TWILIO_TOKEN)},
-                "the webhook's URL": {"X-Twilio-Signature": signature(
-                    url.replace("ws://", "http://").replace("handler", "incoming"), {}, TWILIO_TOKEN)},
+                "another stream's URL": {
+                    "X-Twilio-Signature": signature(
+                        url.replace("/echo/", "/tone/"), {}, TWILIO_TOKEN
+                    )
+                },
+                "the webhook's URL": {
+                    "X-Twilio-Signature": signature(
+                        url.replace("ws://", "http://").replace("handler", "incoming"),
+                        {},
+                        TWILIO_TOKEN,
+                    )
+                },
                 "garbage": {"X-Twilio-Signature": "\u00e9t\u00e9=="},
             }
             for why, headers in wrong.items():
@@ -409,8 +520,9 @@ async def test_twilio_media_streams_skip_the_origin_check_and_need_the_signature
             assert await accepted(url, {"X-Twilio-Signature": signature(url, {}, TWILIO_TOKEN)})
 
 
-async def test_unsigned_or_wrongly_signed_twilio_webhooks_are_refused(rtc_url, asgi_server,
-                                                                      no_server_errors):
+async def test_unsigned_or_wrongly_signed_twilio_webhooks_are_refused(
+    rtc_url, asgi_server, no_server_errors
+):
     url = f"{rtc_url}echo/telephone/incoming"
     params = {"CallSid": "CA77", "From": "+15550100"}
     form = urllib.parse.urlencode(params).encode()
@@ -420,7 +532,9 @@ async def test_unsigned_or_wrongly_signed_twilio_webhooks_are_refused(rtc_url, a
             "unsigned": {},
             "another token": signature(url, params, "not-the-token"),
             "other parameters": signature(url, {**params, "From": "+15550199"}, TWILIO_TOKEN),
-            "another stream's URL": signature(url.replace("/echo/", "/tone/"), params, TWILIO_TOKEN),
+            "another stream's URL": signature(
+                url.replace("/echo/", "/tone/"), params, TWILIO_TOKEN
+            ),
             "garbage": "\u00e9t\u00e9==",
         }
         for why, sig in wrong.items():
@@ -429,8 +543,12 @@ async def test_unsigned_or_wrongly_signed_twilio_webhooks_are_refused(rtc_url, a
             assert reply.status == 403, (why, reply.status, reply.text)
             assert reply.json()["meta"]["error"] == "invalid_signature"
             assert "<Stream" not in reply.text
-        reply = await rawhttp.request(url, "POST", form, {
-            **content, "X-Twilio-Signature": signature(url, params, TWILIO_TOKEN)})
+        reply = await rawhttp.request(
+            url,
+            "POST",
+            form,
+            {**content, "X-Twilio-Signature": signature(url, params, TWILIO_TOKEN)},
+        )
         assert reply.status == 200 and "<Stream url=" in reply.text, reply.text
 
 
@@ -438,8 +556,9 @@ async def test_unsigned_or_wrongly_signed_twilio_webhooks_are_refused(rtc_url, a
 
 
 @pytest.mark.media
-async def test_the_input_hook_under_session_cookie_auth_is_csrf_protected(rtc_url, asgi_server,
-                                                                          no_server_errors):
+async def test_the_input_hook_under_session_cookie_auth_is_csrf_protected(
+    rtc_url, asgi_server, no_server_errors
+):
     from django.middleware.csrf import _get_new_csrf_string, _mask_cipher_secret
 
     _, alice = await login("alice")
@@ -451,19 +570,29 @@ async def test_the_input_hook_under_session_cookie_auth_is_csrf_protected(rtc_ur
         refused = {
             "no CSRF token": cookie_only(alice),
             "the CSRF cookie without the header": {
-                "Cookie": f"sessionid={alice}; csrftoken={secret}", "Origin": asgi_server},
+                "Cookie": f"sessionid={alice}; csrftoken={secret}",
+                "Origin": asgi_server,
+            },
             "a header that does not match the cookie": {
-                "Cookie": f"sessionid={alice}; csrftoken={secret}", "Origin": asgi_server,
-                "X-CSRFToken": _mask_cipher_secret(_get_new_csrf_string())},
+                "Cookie": f"sessionid={alice}; csrftoken={secret}",
+                "Origin": asgi_server,
+                "X-CSRFToken": _mask_cipher_secret(_get_new_csrf_string()),
+            },
             "a foreign Origin": with_csrf(asgi_server, alice, Origin="http://evil.example"),
             "a cross-site text/plain form": {**cookie_only(alice), "Content-Type": "text/plain"},
             # Holding the token does not lift the check on a cookie-authenticated request.
-            "the cookie and the token, no CSRF token": {**cookie_only(alice),
-                                                        "X-Session-Token": peer.token},
+            "the cookie and the token, no CSRF token": {
+                **cookie_only(alice),
+                "X-Session-Token": peer.token,
+            },
         }
         for why, headers in refused.items():
-            reply = await rawhttp.request(url, "POST", json.dumps(body).encode()
-                                          if "Content-Type" in headers else body, headers)
+            reply = await rawhttp.request(
+                url,
+                "POST",
+                json.dumps(body).encode() if "Content-Type" in headers else body,
+                headers,
+            )
             assert reply.status == 403 and "CSRF" in reply.text, (why, reply.status, reply.text)
         assert manager().sessions[peer.webrtc_id].inputs == [1.0]
         reply = await rawhttp.request(url, "POST", body, with_csrf(asgi_server, alice))
@@ -483,8 +612,12 @@ async def test_closing_a_session_with_its_users_cookie_needs_the_csrf_token(rtc_
     try:
         # What <form enctype="text/plain" method="post"> on another site can send.
         forged = f'{{"type": "close", "webrtc_id": "{peer.webrtc_id}", "x": "="}}'.encode()
-        reply = await rawhttp.request(f"{rtc_url}gain/webrtc/offer", "POST", forged, {
-            **cookie_only(alice), "Content-Type": "text/plain", "Origin": "http://evil.example"})
+        reply = await rawhttp.request(
+            f"{rtc_url}gain/webrtc/offer",
+            "POST",
+            forged,
+            {**cookie_only(alice), "Content-Type": "text/plain", "Origin": "http://evil.example"},
+        )
         assert reply.status == 403, (reply.status, reply.text)
         assert (await live_record(peer.webrtc_id)).state == "connected"
     finally:
@@ -524,32 +657,38 @@ async def test_tokens_are_stored_hashed_and_compared_in_constant_time(rtc_url, m
         monkeypatch.setattr(permissions, "hmac", SimpleNamespace(compare_digest=compare_digest))
         url = client.url("input")
         forged = "F" * len(token)
-        reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "token": forged,
-                                                    "level": 0.3})
+        reply = await rawhttp.request(
+            url, "POST", {"webrtc_id": client.webrtc_id, "token": forged, "level": 0.3}
+        )
         assert reply.status == 403
         assert calls == [(hashlib.sha256(forged.encode()).hexdigest(), record.token_hash)]
         calls.clear()
-        reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "level": 0.3},
-                                      {"X-Session-Token": token})
+        reply = await rawhttp.request(
+            url, "POST", {"webrtc_id": client.webrtc_id, "level": 0.3}, {"X-Session-Token": token}
+        )
         assert reply.status == 200 and calls == [(record.token_hash, record.token_hash)]
         # The decision is compare_digest's and no other comparison's.
         verdict["force"] = False
-        reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "token": token,
-                                                    "level": 0.4})
+        reply = await rawhttp.request(
+            url, "POST", {"webrtc_id": client.webrtc_id, "token": token, "level": 0.4}
+        )
         assert reply.status == 403
         verdict["force"] = True
-        reply = await rawhttp.request(url, "POST", {"webrtc_id": client.webrtc_id, "token": forged,
-                                                    "level": 0.4})
+        reply = await rawhttp.request(
+            url, "POST", {"webrtc_id": client.webrtc_id, "token": forged, "level": 0.4}
+        )
         assert reply.status == 200
         verdict["force"] = None
         calls.clear()
-        reply = await rawhttp.open_sse(f"{rtc_url}gain/outputs?webrtc_id={client.webrtc_id}",
-                                       {"X-Session-Token": forged})
+        reply = await rawhttp.open_sse(
+            f"{rtc_url}gain/outputs?webrtc_id={client.webrtc_id}", {"X-Session-Token": forged}
+        )
         assert reply.status == 403 and len(calls) == 1
 
         # SSE tickets are kept hashed too.
-        reply = await rawhttp.request(client.url("outputs/ticket"), "POST",
-                                      {"webrtc_id": client.webrtc_id, "token": token})
+        reply = await rawhttp.request(
+            client.url("outputs/ticket"), "POST", {"webrtc_id": client.webrtc_id, "token": token}
+        )
         ticket = reply.json()["ticket"]
         keys = list(cache._cache)  # LocMemCache (tests.settings)
         assert any(hashlib.sha256(ticket.encode()).hexdigest() in k for k in keys), keys
@@ -608,8 +747,13 @@ async def test_no_failure_body_leaks_a_traceback(rtc_url, asgi_server, no_server
             ("POST", "/rtc/gain/input", b"[1, 2]", {}, 400),
             ("POST", "/rtc/video-send/outputs/ticket", b"{not json", {}, 400),
             ("GET", "/rtc/video-send/outputs", None, {}, 400),
-            ("POST", f"/rtc/video-send/input", {"webrtc_id": live, "token": client.token,
-                                                 "nope": 1}, {}, 400),
+            (
+                "POST",
+                f"/rtc/video-send/input",
+                {"webrtc_id": live, "token": client.token, "nope": 1},
+                {},
+                400,
+            ),
             # 403: permission, CSRF and signature refusals
             ("POST", "/rtc/video-send/input", {"webrtc_id": live}, {}, 403),
             ("GET", f"/rtc/video-send/outputs?webrtc_id={live}&token=forged", None, {}, 403),
@@ -623,8 +767,13 @@ async def test_no_failure_body_leaks_a_traceback(rtc_url, asgi_server, no_server
             # 413: bodies over the limits
             ("POST", "/rtc/flip/webrtc/offer", huge, {}, 413),
             ("POST", "/rtc/gain/input", big, {"Content-Type": "application/json"}, 413),
-            ("POST", "/rtc/echo/telephone/incoming",
-             b"CallSid=CA1&Pad=" + b"x" * 20_000, form, 413),
+            (
+                "POST",
+                "/rtc/echo/telephone/incoming",
+                b"CallSid=CA1&Pad=" + b"x" * 20_000,
+                form,
+                413,
+            ),
             ("POST", "/rtc/video-send/outputs/ticket", huge, {}, 413),
         ]
         with override_settings(**SMALL_UPLOADS):
@@ -634,20 +783,33 @@ async def test_no_failure_body_leaks_a_traceback(rtc_url, asgi_server, no_server
                 reply = await rawhttp.request(asgi_server + path, method, body, headers)
                 if reply.status != status:
                     wrong.append((method, path, status, reply.status, reply.text[:200]))
-                for marker in ("Traceback", 'File "', "site-packages", "Django Version",
-                               "Exception Value", '.py", line'):
+                for marker in (
+                    "Traceback",
+                    'File "',
+                    "site-packages",
+                    "Django Version",
+                    "Exception Value",
+                    '.py", line',
+                ):
                     if marker in reply.text:
                         leaks.append((method, path, reply.status, marker))
             with override_settings(RTCSTREAM=twilio):
-                reply = await rawhttp.request(f"{rtc_url}echo/telephone/incoming", "POST",
-                                              b"CallSid=CA1", form)
+                reply = await rawhttp.request(
+                    f"{rtc_url}echo/telephone/incoming", "POST", b"CallSid=CA1", form
+                )
                 assert reply.status == 403 and "Traceback" not in reply.text
         assert not wrong, "\n".join(map(repr, wrong))
         assert not leaks, leaks
         # Refusals on the WebSockets say why, without a traceback either.
-        async with websockets.connect(ws_url(asgi_server, "/ws/rtc/flip/"), origin=asgi_server) as ws:
-            for message in ["{not json", '{"type": "offer", "sdp": "nonsense"}', '{"type": 7}',
-                            '{"type": "ice-candidate", "candidate": 7}']:
+        async with websockets.connect(
+            ws_url(asgi_server, "/ws/rtc/flip/"), origin=asgi_server
+        ) as ws:
+            for message in [
+                "{not json",
+                '{"type": "offer", "sdp": "nonsense"}',
+                '{"type": 7}',
+                '{"type": "ice-candidate", "candidate": 7}',
+            ]:
                 await ws.send(message)
                 reply = await asyncio.wait_for(ws.recv(), 5)
                 assert '"failed"' in reply and "Traceback" not in reply and 'File "' not in reply

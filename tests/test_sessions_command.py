@@ -86,8 +86,12 @@ def test_reap_fails_live_sessions_of_dead_workers():
     lines = run("--reap").splitlines()
     assert sorted(lines[:-1]) == ["stale", "stale-new"]
     assert lines[-1] == "Reaped 2 session(s) of dead workers."
-    assert states() == {"stale": "failed", "stale-new": "failed", "fresh": "connected",
-                        "ended": "closed"}
+    assert states() == {
+        "stale": "failed",
+        "stale-new": "failed",
+        "fresh": "connected",
+        "ended": "closed",
+    }
     assert StreamSession.objects.get(webrtc_id="stale").close_reason == "worker_lost"
     assert run("--reap").strip() == "Reaped 0 session(s) of dead workers."
 
@@ -99,13 +103,16 @@ def test_reap_uses_the_lease_setting():
         assert "quiet" in run("--reap")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--purge", "--reap"], "cannot be combined"),
-    (["--all", "--purge"], "cannot be combined"),
-    (["--older-than", "3"], "only applies to --purge"),
-    (["--purge", "--older-than", "-1"], "0 or more days"),
-    (["--purge", "--older-than", "soon"], "invalid int value"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--purge", "--reap"], "cannot be combined"),
+        (["--all", "--purge"], "cannot be combined"),
+        (["--older-than", "3"], "only applies to --purge"),
+        (["--purge", "--older-than", "-1"], "0 or more days"),
+        (["--purge", "--older-than", "soon"], "invalid int value"),
+    ],
+)
 def test_bad_arguments_are_refused_clearly(args, message):
     make("kept", "closed", age=timedelta(days=90), closed_ago=timedelta(days=90))
     with pytest.raises(CommandError, match=message):
@@ -120,9 +127,11 @@ def test_bad_arguments_exit_non_zero_from_the_command_line():
 
     result = subprocess.run(
         [sys.executable, "-m", "django", "rtcstream_sessions", "--older-than", "3"],
-        capture_output=True, text=True, env={"DJANGO_SETTINGS_MODULE": "tests.settings",
-                                             "PYTHONPATH": ".", "PATH": ""},
-        cwd=Path(__file__).resolve().parent.parent, check=False,
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": ".", "PATH": ""},
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
     )
     assert result.returncode != 0
     assert "--older-than only applies to --purge" in result.stderr

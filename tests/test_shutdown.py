@@ -36,8 +36,16 @@ pytestmark = pytest.mark.media
 
 def server_command(server: str, port: int) -> list[str]:
     if server == "uvicorn":
-        return [str(BIN / "uvicorn"), "tests.asgi:application", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "info"]
+        return [
+            str(BIN / "uvicorn"),
+            "tests.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+        ]
     return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "tests.asgi:application"]
 
 
@@ -87,29 +95,47 @@ async def wait_serving(url: str, process: subprocess.Popen, log: Path, timeout: 
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
 async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tmp_path):
     db, events_file, log = tmp_path / "db.sqlite3", tmp_path / "events.txt", tmp_path / "server.log"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT),
-           "RTCSTREAM_TEST_SQLITE": str(db), "RTCSTREAM_TEST_EVENTS": str(events_file),
-           "PYTHONUNBUFFERED": "1"}
-    migrate = subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+        "RTCSTREAM_TEST_SQLITE": str(db),
+        "RTCSTREAM_TEST_EVENTS": str(events_file),
+        "PYTHONUNBUFFERED": "1",
+    }
+    migrate = subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     port = free_port()
     base = f"http://127.0.0.1:{port}/rtc/"
     with open(log, "w") as out:
-        process = subprocess.Popen(server_command(server, port), cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            server_command(server, port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     clients: list[StreamClient] = []
     try:
         await wait_serving(f"{base}streams/", process, log)
         for signaling in ("http", "http", "websocket"):
-            client = StreamClient(base, "echo", audio=ToneAudioTrack(), signaling=signaling,
-                                  ice_host_addresses=["127.0.0.1"])
+            client = StreamClient(
+                base,
+                "echo",
+                audio=ToneAudioTrack(),
+                signaling=signaling,
+                ice_host_addresses=["127.0.0.1"],
+            )
             clients.append(client)
             await asyncio.wait_for(client.connect(), 20)
         for client in clients:
             await asyncio.wait_for(collect(client.audio_frames, 5), 10)
-        subscribers = [Subscriber(f"{base}echo/outputs?webrtc_id={c.webrtc_id}", c.token)
-                       for c in clients]
+        subscribers = [
+            Subscriber(f"{base}echo/outputs?webrtc_id={c.webrtc_id}", c.token) for c in clients
+        ]
         for subscriber in subscribers:
             subscriber.start()
         for subscriber in subscribers:
@@ -129,12 +155,18 @@ async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tm
         with contextlib.closing(sqlite3.connect(db)) as connection:
             rows = connection.execute(
                 "SELECT webrtc_id, state, close_reason FROM django_rtcstream_streamsession "
-                "ORDER BY webrtc_id").fetchall()
-        shutdowns = sorted(line.split()[0] for line in events_file.read_text().splitlines()
-                           if line.split()[1] == "shutdown")
+                "ORDER BY webrtc_id"
+            ).fetchall()
+        shutdowns = sorted(
+            line.split()[0]
+            for line in events_file.read_text().splitlines()
+            if line.split()[1] == "shutdown"
+        )
         ends = [[e for e in s.events() if e[0] == "end"] for s in subscribers]
-        report = (f"{server} exited in {took:.1f} s; records {rows}; shutdown() ran for "
-                  f"{shutdowns}; SSE ends {ends}\n{log.read_text()[-3000:]}")
+        report = (
+            f"{server} exited in {took:.1f} s; records {rows}; shutdown() ran for "
+            f"{shutdowns}; SSE ends {ends}\n{log.read_text()[-3000:]}"
+        )
         assert rows == [(i, "closed", "server_shutdown") for i in ids], report
         assert shutdowns == ids, report
         for client, subscriber, end in zip(clients, subscribers, ends):

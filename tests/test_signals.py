@@ -25,10 +25,10 @@ class Heard:
         loop = asyncio.get_running_loop()
 
         def receive(sender, **kwargs):  # a sync receiver: runs in a thread, may use the ORM
-            kwargs["record_exists"] = StreamSession.objects.filter(
-                pk=kwargs["record_id"]).exists()
+            kwargs["record_exists"] = StreamSession.objects.filter(pk=kwargs["record_id"]).exists()
             self.calls.append((name, {"sender": sender, **kwargs}))
             loop.call_soon_threadsafe(self.changed.set)
+
         return receive
 
     async def wait_for(self, name, n=1, timeout=10.0):
@@ -36,6 +36,7 @@ class Heard:
             while sum(1 for c, _ in self.calls if c == name) < n:
                 self.changed.clear()
                 await self.changed.wait()
+
         await asyncio.wait_for(until(), timeout)
         return [k for c, k in self.calls if c == name]
 
@@ -43,8 +44,10 @@ class Heard:
 async def test_signals_carry_the_session_and_its_end(rtc_url):
     heard = Heard()
     gain = get_stream("gain")
-    receivers = {name: heard.receiver(name) for name in
-                 ("session_started", "session_ended", "inputs_changed")}
+    receivers = {
+        name: heard.receiver(name)
+        for name in ("session_started", "session_ended", "inputs_changed")
+    }
     for name, receive in receivers.items():
         getattr(signals, name).connect(receive, sender=gain, weak=False)
     try:
@@ -52,8 +55,11 @@ async def test_signals_carry_the_session_and_its_end(rtc_url):
             await collect(client.video_frames, 3)
             (started,) = await heard.wait_for("session_started")
             assert started["sender"] is gain and started["stream"] is gain
-            assert (started["webrtc_id"], started["channel"], started["record_exists"]) == \
-                (client.webrtc_id, "webrtc", True)
+            assert (started["webrtc_id"], started["channel"], started["record_exists"]) == (
+                client.webrtc_id,
+                "webrtc",
+                True,
+            )
             await client.set_input(level=0.5)
             (changed,) = await heard.wait_for("inputs_changed")
             assert (changed["inputs"], changed["previous"]) == ([0.5], [1.0])

@@ -16,8 +16,14 @@ from django.utils.module_loading import import_string
 
 ROOT = Path(__file__).resolve().parent.parent
 
-HEAVY = ["aiortc", "av", "numpy", "rest_framework.serializers", "psycopg",
-         "django_rtcstream.sessions.runtime"]
+HEAVY = [
+    "aiortc",
+    "av",
+    "numpy",
+    "rest_framework.serializers",
+    "psycopg",
+    "django_rtcstream.sessions.runtime",
+]
 
 
 def test_building_the_app_and_loading_the_urlconf_import_no_media_or_drf_serializers():
@@ -29,8 +35,15 @@ def test_building_the_app_and_loading_the_urlconf_import_no_media_or_drf_seriali
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -74,8 +87,9 @@ def test_trickle_helpers_work_outside_a_django_process():
         print("ok")
     """)
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 

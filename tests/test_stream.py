@@ -29,7 +29,8 @@ from django_rtcstream.registry import get_stream
 class Echo(StreamHandler):
     def receive(self, frame): ...
     def emit(self): ...
-    def copy(self): return Echo()
+    def copy(self):
+        return Echo()
 
 
 class AV(AudioVideoStreamHandler):
@@ -37,7 +38,8 @@ class AV(AudioVideoStreamHandler):
     def emit(self): ...
     def video_receive(self, frame): ...
     def video_emit(self): ...
-    def copy(self): return AV()
+    def copy(self):
+        return AV()
 
 
 def video_fn(frame):
@@ -53,10 +55,16 @@ def audio_gen():
 
 
 VALID = [
-    (video_fn, "video", "send-receive"), (video_fn, "video", "send"), (video_gen, "video", "receive"),
-    (Echo(), "audio", "send-receive"), (Echo(), "audio", "send"), (audio_gen, "audio", "receive"),
+    (video_fn, "video", "send-receive"),
+    (video_fn, "video", "send"),
+    (video_gen, "video", "receive"),
+    (Echo(), "audio", "send-receive"),
+    (Echo(), "audio", "send"),
+    (audio_gen, "audio", "receive"),
     (Echo(), "audio", "receive"),
-    (AV(), "audio-video", "send-receive"), (AV(), "audio-video", "send"), (AV(), "audio-video", "receive"),
+    (AV(), "audio-video", "send-receive"),
+    (AV(), "audio-video", "send"),
+    (AV(), "audio-video", "receive"),
 ]
 
 
@@ -113,13 +121,15 @@ def test_bound_methods_are_handlers_too():
 
 
 def test_inputs_validate_and_coerce():
-    schema = InputSchema([
-        Slider(minimum=0, maximum=1, value=0.3, label="Threshold"),
-        Number(value=3, precision=0, minimum=1, label="Count"),
-        Dropdown(choices=[("Fast", "fast"), ("Good", "good")], value="fast", label="Quality"),
-        Checkbox(value=True, label="Mirror"),
-        Textbox(value="hi", label="Caption"),
-    ])
+    schema = InputSchema(
+        [
+            Slider(minimum=0, maximum=1, value=0.3, label="Threshold"),
+            Number(value=3, precision=0, minimum=1, label="Count"),
+            Dropdown(choices=[("Fast", "fast"), ("Good", "good")], value="fast", label="Quality"),
+            Checkbox(value=True, label="Mirror"),
+            Textbox(value="hi", label="Caption"),
+        ]
+    )
     assert schema.defaults() == [0.3, 3, "fast", True, "hi"]
     assert schema.clean_args(["0.5", 2.0, "good", False, "x"]) == [0.5, 2, "good", False, "x"]
     with pytest.raises(InvalidInput) as error:
@@ -134,7 +144,13 @@ def test_gradio_components_are_read_without_importing_gradio():
     # Same class name and attributes as gradio.Slider; gradio itself is not needed.
     class Slider:  # noqa: D401
         def __init__(self, minimum, maximum, step, value, label=None):
-            self.minimum, self.maximum, self.step, self.value, self.label = minimum, maximum, step, value, label
+            self.minimum, self.maximum, self.step, self.value, self.label = (
+                minimum,
+                maximum,
+                step,
+                value,
+                label,
+            )
             self.elem_id = None
 
     stream = Stream(video_fn, additional_inputs=[Slider(0, 1, 0.01, 0.3)])
@@ -143,21 +159,25 @@ def test_gradio_components_are_read_without_importing_gradio():
     with pytest.raises(InvalidInput):
         stream.clean_inputs(2)
     # In a fresh process: other tests of the suite import gradio themselves.
-    code = ("import sys\n"
-            "from django_rtcstream import Stream\n"
-            "class Slider:\n"
-            "    minimum, maximum, step, value, label, elem_id = 0, 1, 0.01, 0.3, None, None\n"
-            "Stream(lambda frame: frame, additional_inputs=[Slider()]).clean_inputs(0.7)\n"
-            "print('gradio' in sys.modules)")
+    code = (
+        "import sys\n"
+        "from django_rtcstream import Stream\n"
+        "class Slider:\n"
+        "    minimum, maximum, step, value, label, elem_id = 0, 1, 0.01, 0.3, None, None\n"
+        "Stream(lambda frame: frame, additional_inputs=[Slider()]).clean_inputs(0.7)\n"
+        "print('gradio' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_import_is_light_and_never_pulls_gradio_or_aiortc():
-    code = ("import sys, time; t=time.perf_counter(); import django_rtcstream; "
-            "d=time.perf_counter()-t; "
-            "assert not {'gradio','aiortc','numpy','django.conf'} & set(sys.modules), sorted(sys.modules); "
-            "print(d)")
+    code = (
+        "import sys, time; t=time.perf_counter(); import django_rtcstream; "
+        "d=time.perf_counter()-t; "
+        "assert not {'gradio','aiortc','numpy','django.conf'} & set(sys.modules), sorted(sys.modules); "
+        "print(d)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 1.0  # a sanity bound; speed is measured in bench/
 
@@ -170,20 +190,23 @@ def test_registry_resolves_lazily_and_follows_override_settings():
     assert get_stream("echo").modality == "audio"
 
 
-@pytest.mark.parametrize(("rtcstream", "code"), [
-    ([], "django_rtcstream.E001"),
-    ({"STREMS": {}}, "django_rtcstream.W001"),
-    ({"STREAMS": {"x": "tests.streams.does_not_exist"}}, "django_rtcstream.E002"),
-    ({"STREAMS": {"Bad Name": "tests.streams.flip"}}, "django_rtcstream.E004"),
-    ({"STREAMS": {"x": "tests.streams.EVENTS"}}, "django_rtcstream.E002"),
-    ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
-    ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
-    ({"AUDIO_ADAPTIVE": "yes"}, "django_rtcstream.E009"),
-    ({"VIDEO_MARKER_RELEASE": None}, "django_rtcstream.E009"),
-    ({"TRIM_MEMORY": "yes"}, "django_rtcstream.E009"),
-    ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
-    ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
-])
+@pytest.mark.parametrize(
+    ("rtcstream", "code"),
+    [
+        ([], "django_rtcstream.E001"),
+        ({"STREMS": {}}, "django_rtcstream.W001"),
+        ({"STREAMS": {"x": "tests.streams.does_not_exist"}}, "django_rtcstream.E002"),
+        ({"STREAMS": {"Bad Name": "tests.streams.flip"}}, "django_rtcstream.E004"),
+        ({"STREAMS": {"x": "tests.streams.EVENTS"}}, "django_rtcstream.E002"),
+        ({"CONNECT_TIMEOUT": -1}, "django_rtcstream.E009"),
+        ({"AUDIO_PREFETCH": -1}, "django_rtcstream.E009"),
+        ({"AUDIO_ADAPTIVE": "yes"}, "django_rtcstream.E009"),
+        ({"VIDEO_MARKER_RELEASE": None}, "django_rtcstream.E009"),
+        ({"TRIM_MEMORY": "yes"}, "django_rtcstream.E009"),
+        ({"ICE_HOST_ADDRESSES": "127.0.0.1"}, "django_rtcstream.E010"),
+        ({"UDP_PORT_RANGE": (10, 5)}, "django_rtcstream.E010"),
+    ],
+)
 def test_system_checks_report_bad_configuration(rtcstream, code):
     with override_settings(RTCSTREAM=rtcstream):
         ids = [m.id for m in run_checks()]
@@ -193,8 +216,12 @@ def test_system_checks_report_bad_configuration(rtcstream, code):
 def test_redis_layer_with_a_short_socket_timeout_is_warned_about():
     base = {"BACKEND": "channels_redis.core.RedisChannelLayer"}
     short = {"default": {**base, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
-    fixed = {"default": {**base, "CONFIG": {"hosts": [
-        {"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]}}}
+    fixed = {
+        "default": {
+            **base,
+            "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]},
+        }
+    }
     with override_settings(CHANNEL_LAYERS=short):
         assert "django_rtcstream.W002" in [m.id for m in run_checks()]
     with override_settings(CHANNEL_LAYERS=fixed):

@@ -28,7 +28,7 @@ SENTENCE = os.path.join(os.path.dirname(__file__), "data", "sentence-8k.wav")
 
 
 def sentence() -> np.ndarray:
-    """"The quick brown fox jumps over the lazy dog", spoken by espeak-ng, 8 kHz."""
+    """ "The quick brown fox jumps over the lazy dog", spoken by espeak-ng, 8 kHz."""
     with wave.open(SENTENCE) as f:
         return np.frombuffer(f.readframes(f.getnframes()), "<i2").astype(np.int16)
 
@@ -41,7 +41,7 @@ def best_correlation(sent: np.ndarray, received: np.ndarray) -> tuple[float, int
     size = 1 << (n - 1).bit_length()
     corr = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)[: len(b)]
     lag = int(np.argmax(corr))
-    window = b[lag:lag + len(a)]
+    window = b[lag : lag + len(a)]
     denom = np.sqrt(np.sum(a[: len(window)] ** 2) * np.sum(window**2)) or 1.0
     return float(corr[lag] / denom), lag
 
@@ -60,8 +60,9 @@ def incoming(rtc_url, stream="echo"):
 
 
 async def test_twiml_connects_the_call_to_the_media_stream(rtc_url, asgi_server):
-    status, twiml = await asyncio.to_thread(caller.webhook, incoming(rtc_url), {
-        "CallSid": "CA1", "From": "+15550100"}, None)
+    status, twiml = await asyncio.to_thread(
+        caller.webhook, incoming(rtc_url), {"CallSid": "CA1", "From": "+15550100"}, None
+    )
     assert status == 200
     url, params = caller.stream_from_twiml(twiml)
     assert url == f"ws://{asgi_server.split('://')[1]}/rtc/echo/telephone/handler"
@@ -69,25 +70,38 @@ async def test_twiml_connects_the_call_to_the_media_stream(rtc_url, asgi_server)
 
 
 async def test_behind_a_proxy_the_public_url_is_signed_and_used(rtc_url):
-    with override_settings(RTCSTREAM={**RTCSTREAM, "TWILIO_AUTH_TOKEN": TOKEN,
-                                      "TELEPHONE_PUBLIC_URL": "https://phone.example.com"}):
+    with override_settings(
+        RTCSTREAM={
+            **RTCSTREAM,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TELEPHONE_PUBLIC_URL": "https://phone.example.com",
+        }
+    ):
         public = "https://phone.example.com/rtc/echo/telephone/incoming"
         params = {"CallSid": "CA2"}
         request = __import__("urllib.request").request.Request(
-            incoming(rtc_url), data=b"CallSid=CA2", method="POST",
-            headers={"X-Twilio-Signature": signature(public, params, TOKEN),
-                     "Content-Type": "application/x-www-form-urlencoded"})
+            incoming(rtc_url),
+            data=b"CallSid=CA2",
+            method="POST",
+            headers={
+                "X-Twilio-Signature": signature(public, params, TOKEN),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
         with await asyncio.to_thread(__import__("urllib.request").request.urlopen, request) as r:
             twiml = r.read().decode()
-    assert caller.stream_from_twiml(twiml)[0] == "wss://phone.example.com/rtc/echo/telephone/handler"
+    assert (
+        caller.stream_from_twiml(twiml)[0] == "wss://phone.example.com/rtc/echo/telephone/handler"
+    )
 
 
 @pytest.mark.parametrize("how", ["unsigned", "wrong", "right"])
 async def test_webhook_signature_is_checked_when_a_token_is_set(rtc_url, how):
     with override_settings(RTCSTREAM={**RTCSTREAM, "TWILIO_AUTH_TOKEN": TOKEN}):
         token = {"unsigned": None, "wrong": "not-the-token", "right": TOKEN}[how]
-        status, body = await asyncio.to_thread(caller.webhook, incoming(rtc_url),
-                                               {"CallSid": "CA3"}, token)
+        status, body = await asyncio.to_thread(
+            caller.webhook, incoming(rtc_url), {"CallSid": "CA3"}, token
+        )
     assert status == (200 if how == "right" else 403), body
     if how != "right":
         assert "invalid_signature" in body
@@ -96,8 +110,9 @@ async def test_webhook_signature_is_checked_when_a_token_is_set(rtc_url, how):
 async def test_a_spoken_sentence_comes_back_from_the_echo_stream(rtc_url):
     with override_settings(RTCSTREAM={**RTCSTREAM, "TWILIO_AUTH_TOKEN": TOKEN}):
         said = sentence()
-        result = await caller.place_call(incoming(rtc_url), said, auth_token=TOKEN, listen=1.0,
-                                         until_marks=1)
+        result = await caller.place_call(
+            incoming(rtc_url), said, auth_token=TOKEN, listen=1.0, until_marks=1
+        )
     correlation, lag = best_correlation(said, result.received)
     # mu-law, 8 -> 48 -> 8 kHz and back: the answer is recognisably the same speech.
     assert correlation > 0.6, correlation
@@ -113,12 +128,13 @@ async def test_a_spoken_sentence_comes_back_from_the_echo_stream(rtc_url):
 
 
 async def test_the_handler_interrupting_itself_sends_clear(rtc_url):
-    result = await caller.place_call(incoming(rtc_url), caller.tone(440, 2.0), listen=0.5,
-                                     dtmf=[(1.0, "#")])
+    result = await caller.place_call(
+        incoming(rtc_url), caller.tone(440, 2.0), listen=0.5, dtmf=[(1.0, "#")]
+    )
     assert result.clears == 1
     clear = next(e for e in result.events if e.get("event") == "clear")
     assert clear == {"event": "clear", "streamSid": result.stream_sid}
-    assert ("dtmf:#" in [e for i, e in streams.EVENTS if i == result.stream_sid])
+    assert "dtmf:#" in [e for i, e in streams.EVENTS if i == result.stream_sid]
 
 
 async def test_an_unsigned_media_stream_is_refused_when_a_token_is_set(asgi_server):
@@ -133,14 +149,18 @@ async def test_an_unsigned_media_stream_is_refused_when_a_token_is_set(asgi_serv
 
 
 async def test_custom_parameters_set_inputs_and_outputs_are_published(rtc_url):
-    silent = await caller.place_call(incoming(rtc_url), caller.tone(440, 1.0), listen=0.3,
-                                     custom_parameters={"gain": "0"})
+    silent = await caller.place_call(
+        incoming(rtc_url), caller.tone(440, 1.0), listen=0.3, custom_parameters={"gain": "0"}
+    )
     assert np.abs(silent.received).max(initial=0) < 200
     stream = get_stream("audio-send")
-    call = asyncio.ensure_future(caller.place_call(incoming(rtc_url, "audio-send"),
-                                                   caller.tone(300, 2.0), listen=0.2))
+    call = asyncio.ensure_future(
+        caller.place_call(incoming(rtc_url, "audio-send"), caller.tone(300, 2.0), listen=0.2)
+    )
     for _ in range(100):
-        sessions = [s async for s in StreamSession.objects.filter(stream="audio-send", state="connected")]
+        sessions = [
+            s async for s in StreamSession.objects.filter(stream="audio-send", state="connected")
+        ]
         if sessions:
             break
         await asyncio.sleep(0.05)
@@ -150,8 +170,9 @@ async def test_custom_parameters_set_inputs_and_outputs_are_published(rtc_url):
 
 
 async def test_phone_calls_count_toward_the_limit(rtc_url):
-    call = asyncio.ensure_future(caller.place_call(incoming(rtc_url, "limited"),
-                                                   caller.tone(440, 1.5), listen=0.2))
+    call = asyncio.ensure_future(
+        caller.place_call(incoming(rtc_url, "limited"), caller.tone(440, 1.5), listen=0.2)
+    )
     await asyncio.sleep(0.5)
     with pytest.raises(SignalingFailed) as full:
         await StreamClient(rtc_url, "limited", audio=ToneAudioTrack()).connect()
@@ -174,9 +195,20 @@ async def test_stop_or_hangup_before_start_is_harmless(asgi_server):
 async def test_rtcstream_call_command_records_the_answer(rtc_url, tmp_path):
     out = tmp_path / "answer.wav"
     stdout = io.StringIO()
-    await asyncio.to_thread(call_command, "rtcstream_call", "echo", "--url", rtc_url,
-                            "--input", SENTENCE, "--listen", "0.5", "--output", str(out),
-                            stdout=stdout)
+    await asyncio.to_thread(
+        call_command,
+        "rtcstream_call",
+        "echo",
+        "--url",
+        rtc_url,
+        "--input",
+        SENTENCE,
+        "--listen",
+        "0.5",
+        "--output",
+        str(out),
+        stdout=stdout,
+    )
     report = stdout.getvalue()
     assert "first audio back after" in report and "marks ['reply-1'" in report
     with wave.open(str(out)) as f:
@@ -186,7 +218,8 @@ async def test_rtcstream_call_command_records_the_answer(rtc_url, tmp_path):
 async def test_a_reply_with_gaps_inside_gets_one_mark(rtc_url):
     # chunky_reply answers with 2 s of audio made slower than real time: ten chunks with
     # the output running dry between them. That is one reply, so one mark.
-    result = await caller.place_call(incoming(rtc_url, "chunky_reply"), caller.tone(300, 0.2),
-                                     listen=0.1, until_marks=1)
+    result = await caller.place_call(
+        incoming(rtc_url, "chunky_reply"), caller.tone(300, 0.2), listen=0.1, until_marks=1
+    )
     assert len(result.received) >= 0.9 * 2 * 8000
     assert result.marks == ["reply-1"]

@@ -24,8 +24,13 @@ from tests.settings import RTCSTREAM
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-PARAMS = {"CallSid": "CA1234567890ABCDE", "Digits": "1234", "From": "+14158675309",
-          "To": "+18005551212", "Caller": "+14158675309"}
+PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Digits": "1234",
+    "From": "+14158675309",
+    "To": "+18005551212",
+    "Caller": "+14158675309",
+}
 EXPECTED = "RSOYDt4T1cUTdK1PDd93/VVr8B8="
 REPEATED = "Sid=CA123&SidAccount=AC123&Digits=5678&Digits=1234&Digits=1234"
 REPEATED_EXPECTED = "IK+Dwps556ElfBT0I3Rgjkr1wJU="
@@ -38,27 +43,36 @@ def test_signature_of_plain_parameters():
     assert valid_signature(URL, PARAMS, EXPECTED, TOKEN)
     assert not valid_signature(URL, {**PARAMS, "Digits": "1235"}, EXPECTED, TOKEN)
     assert not valid_signature(URL, PARAMS, None, TOKEN)
-    assert not valid_signature(URL, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8\u00e9", TOKEN)  # no TypeError
+    assert not valid_signature(
+        URL, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8\u00e9", TOKEN
+    )  # no TypeError
 
 
-@pytest.mark.parametrize("params", [
-    QueryDict(REPEATED),
-    {"Sid": "CA123", "SidAccount": "AC123", "Digits": ["5678", "1234", "1234"]},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        QueryDict(REPEATED),
+        {"Sid": "CA123", "SidAccount": "AC123", "Digits": ["5678", "1234", "1234"]},
+    ],
+)
 def test_repeated_parameters_sign_every_value_sorted_once(params):
     """Keys sorted, each key's distinct values sorted: 'Digits1234Digits5678Sid...'."""
     assert signature(URL, params, TOKEN) == REPEATED_EXPECTED
     assert valid_signature(URL, params, REPEATED_EXPECTED, TOKEN)
-    assert not valid_signature(URL, QueryDict("Sid=CA123&SidAccount=AC123&Digits=1234"),
-                               REPEATED_EXPECTED, TOKEN)
+    assert not valid_signature(
+        URL, QueryDict("Sid=CA123&SidAccount=AC123&Digits=1234"), REPEATED_EXPECTED, TOKEN
+    )
 
 
-@pytest.mark.parametrize("url, expected", [
-    (URL.replace(".com", ".com:1234"), EXPECTED),  # signed without the port
-    (URL, "kvajT1Ptam85bY51eRf/AJRuM3w="),  # signed with :443
-    (URL.replace("https", "http"), "0ZXoZLH/DfblKGATFgpif+LLRf4="),  # signed with :80
-    (URL.replace(".com", ".com:1234").replace("https", "http"), "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (URL.replace(".com", ".com:1234"), EXPECTED),  # signed without the port
+        (URL, "kvajT1Ptam85bY51eRf/AJRuM3w="),  # signed with :443
+        (URL.replace("https", "http"), "0ZXoZLH/DfblKGATFgpif+LLRf4="),  # signed with :80
+        (URL.replace(".com", ".com:1234").replace("https", "http"), "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),
+    ],
+)
 def test_the_url_is_tried_with_and_without_its_port(url, expected):
     assert valid_signature(url, PARAMS, expected, TOKEN)
 
@@ -87,8 +101,12 @@ def reference_signature(url: str, pairs: list[tuple[str, str]], token: str) -> s
 
 
 def post(url: str, body: bytes, content_type: str, sig: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": content_type, "X-Twilio-Signature": sig})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type, "X-Twilio-Signature": sig},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -103,19 +121,45 @@ async def test_the_webhook_accepts_what_twilio_signs(rtc_url):
     form = urllib.parse.urlencode(pairs).encode()
     body = json.dumps({"event": "call"}).encode()
     query = f"?bodySHA256={hashlib.sha256(body).hexdigest()}"
-    with override_settings(RTCSTREAM={**RTCSTREAM, "TWILIO_AUTH_TOKEN": TOKEN,
-                                      "TELEPHONE_PUBLIC_URL": PUBLIC}):
+    with override_settings(
+        RTCSTREAM={**RTCSTREAM, "TWILIO_AUTH_TOKEN": TOKEN, "TELEPHONE_PUBLIC_URL": PUBLIC}
+    ):
         cases = [
-            (rtc_url + path[5:], form, "application/x-www-form-urlencoded",
-             reference_signature(PUBLIC + path, pairs, TOKEN), 200),
-            (rtc_url + path[5:], form, "application/x-www-form-urlencoded",
-             reference_signature(PUBLIC + ":443" + path, pairs, TOKEN), 200),
-            (rtc_url + path[5:], form, "application/x-www-form-urlencoded",
-             reference_signature(PUBLIC + path, pairs[:3], TOKEN), 403),
-            (rtc_url + path[5:] + query, body, "application/json",
-             reference_signature(PUBLIC + path + query, [], TOKEN), 200),
-            (rtc_url + path[5:] + query, b'{"event": "forged"}', "application/json",
-             reference_signature(PUBLIC + path + query, [], TOKEN), 403),
+            (
+                rtc_url + path[5:],
+                form,
+                "application/x-www-form-urlencoded",
+                reference_signature(PUBLIC + path, pairs, TOKEN),
+                200,
+            ),
+            (
+                rtc_url + path[5:],
+                form,
+                "application/x-www-form-urlencoded",
+                reference_signature(PUBLIC + ":443" + path, pairs, TOKEN),
+                200,
+            ),
+            (
+                rtc_url + path[5:],
+                form,
+                "application/x-www-form-urlencoded",
+                reference_signature(PUBLIC + path, pairs[:3], TOKEN),
+                403,
+            ),
+            (
+                rtc_url + path[5:] + query,
+                body,
+                "application/json",
+                reference_signature(PUBLIC + path + query, [], TOKEN),
+                200,
+            ),
+            (
+                rtc_url + path[5:] + query,
+                b'{"event": "forged"}',
+                "application/json",
+                reference_signature(PUBLIC + path + query, [], TOKEN),
+                403,
+            ),
         ]
         for url, data, content_type, sig, status in cases:
             got, reply = await asyncio.to_thread(post, url, data, content_type, sig)

@@ -215,11 +215,21 @@ async def test_async_aggregate_matches_the_sync_version():
 
 
 HELPERS = [
-    "wait_for_item", "audio_to_bytes", "audio_to_file", "audio_to_float32", "audio_to_int16",
-    "aggregate_bytes_to_16bit", "async_aggregate_bytes_to_16bit",
-    "get_cloudflare_turn_credentials", "get_cloudflare_turn_credentials_async",
-    "get_hf_turn_credentials", "get_hf_turn_credentials_async", "get_twilio_turn_credentials",
-    "get_turn_credentials", "get_turn_credentials_async", "TurnCredentialsError",
+    "wait_for_item",
+    "audio_to_bytes",
+    "audio_to_file",
+    "audio_to_float32",
+    "audio_to_int16",
+    "aggregate_bytes_to_16bit",
+    "async_aggregate_bytes_to_16bit",
+    "get_cloudflare_turn_credentials",
+    "get_cloudflare_turn_credentials_async",
+    "get_hf_turn_credentials",
+    "get_hf_turn_credentials_async",
+    "get_twilio_turn_credentials",
+    "get_turn_credentials",
+    "get_turn_credentials_async",
+    "TurnCredentialsError",
 ]
 
 
@@ -235,8 +245,15 @@ def test_importing_the_package_stays_free_and_the_helpers_resolve_lazily():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     heavy, found, av_loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert heavy == []
     assert set(found.values()) == {"django_rtcstream.utils", "django_rtcstream.credentials"}

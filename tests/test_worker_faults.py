@@ -55,6 +55,7 @@ ICE = ["127.0.0.1"]
 
 # -- a TCP proxy the test can cut ----------------------------------------------------------
 
+
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` closes every connection and
     stops listening (new connections are refused), ``restore()`` listens again."""
@@ -76,8 +77,9 @@ class TcpProxy:
         listener.listen(64)
         listener.settimeout(0.2)
         self.listener, self.stopped = listener, threading.Event()
-        self.thread = threading.Thread(target=self._accept, args=(listener, self.stopped),
-                                       daemon=True, name="pg-proxy")
+        self.thread = threading.Thread(
+            target=self._accept, args=(listener, self.stopped), daemon=True, name="pg-proxy"
+        )
         self.thread.start()
 
     def _accept(self, listener: socket.socket, stopped: threading.Event) -> None:
@@ -103,8 +105,9 @@ class TcpProxy:
                 self.sockets.update((client, upstream))
                 self.connections += 1
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True,
-                                 name="pg-proxy-pump").start()
+                threading.Thread(
+                    target=self._pump, args=(src, dst), daemon=True, name="pg-proxy-pump"
+                ).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -151,13 +154,20 @@ class TcpProxy:
 
 # -- the workers ---------------------------------------------------------------------------
 
+
 def pg_connect(dbname):
     import psycopg
 
     url = urlsplit(DATABASE_URL)
-    return psycopg.connect(host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                           password=url.password or None, dbname=dbname, autocommit=True,
-                           connect_timeout=10)
+    return psycopg.connect(
+        host=url.hostname,
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or None,
+        dbname=dbname,
+        autocommit=True,
+        connect_timeout=10,
+    )
 
 
 class Cluster:
@@ -177,12 +187,18 @@ class Cluster:
             self.proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 5432))
             netloc = url.netloc.rsplit("@", 1)
             host = f"127.0.0.1:{self.proxy.port}"
-            worker_db = urlunsplit(url._replace(
-                netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_outage",
-                    "RTCSTREAM_TEST_DB": self.name, "RTCSTREAM_TEST_PREFIX": self.name,
-                    "RTCSTREAM_TEST_HEARTBEAT": str(heartbeat),
-                    "RTCSTREAM_TEST_LEASE": str(lease), "PYTHONPATH": ROOT}
+            worker_db = urlunsplit(
+                url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
+            )
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings_outage",
+            "RTCSTREAM_TEST_DB": self.name,
+            "RTCSTREAM_TEST_PREFIX": self.name,
+            "RTCSTREAM_TEST_HEARTBEAT": str(heartbeat),
+            "RTCSTREAM_TEST_LEASE": str(lease),
+            "PYTHONPATH": ROOT,
+        }
         self.worker_env = {**self.env, "DATABASE_URL": worker_db}
 
     def start(self, *workers: str) -> None:
@@ -191,8 +207,13 @@ class Cluster:
         with pg_connect(self.admin_db) as admin:
             admin.execute(f'CREATE DATABASE "{self.name}"')
         self.created = True
-        subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=self.env,
-                       cwd=ROOT, check=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "-v0"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+        )
         for worker in workers:
             self.spawn(worker)
 
@@ -222,12 +243,18 @@ class Cluster:
             cursor = db.execute(
                 "SELECT state, close_reason, heartbeat_at, frames_in, frames_out, worker "
                 "FROM django_rtcstream_streamsession WHERE webrtc_id = %s "
-                "ORDER BY created_at DESC", (webrtc_id,))
+                "ORDER BY created_at DESC",
+                (webrtc_id,),
+            )
             found = cursor.fetchone()
         if found is None:
             return None
-        return dict(zip(("state", "close_reason", "heartbeat_at", "frames_in", "frames_out",
-                         "worker"), found))
+        return dict(
+            zip(
+                ("state", "close_reason", "heartbeat_at", "frames_in", "frames_out", "worker"),
+                found,
+            )
+        )
 
     def print_logs(self) -> None:
         for worker in self.workers:
@@ -292,9 +319,11 @@ def assert_no_event_but_outputs(reader: SSEReader) -> int:
 
 # -- a worker killed -------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(120)
 async def test_a_killed_worker_is_reaped_within_the_lease_and_its_slot_and_streams_freed(
-        make_cluster):
+    make_cluster,
+):
     heartbeat, lease = 1.0, 6.0
     cluster = make_cluster("A", "B", heartbeat=heartbeat, lease=lease)
     a, b = cluster.base("A"), cluster.base("B")
@@ -309,8 +338,11 @@ async def test_a_killed_worker_is_reaped_within_the_lease_and_its_slot_and_strea
 
         cluster.kill("A")
         killed = time.monotonic()
-        await until(lambda: (cluster.row(client.webrtc_id)["state"] != "connected", True),
-                    lease + heartbeat + 5, "reaping of the killed worker's session")
+        await until(
+            lambda: (cluster.row(client.webrtc_id)["state"] != "connected", True),
+            lease + heartbeat + 5,
+            "reaping of the killed worker's session",
+        )
         reaped_after = time.monotonic() - killed
         row = cluster.row(client.webrtc_id)
         assert (row["state"], row["close_reason"]) == ("failed", "worker_lost")
@@ -366,7 +398,8 @@ def assert_database_unavailable(status, body, headers) -> None:
 
 @pytest.mark.timeout(180)
 async def test_an_unreachable_database_refuses_admission_with_503_and_spares_running_sessions(
-        make_cluster):
+    make_cluster,
+):
     heartbeat, lease = 0.5, 3.0
     cluster = make_cluster("A", "B", heartbeat=heartbeat, lease=lease, proxy=True)
     proxy = cluster.proxy
@@ -405,14 +438,25 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
             assert_database_unavailable(*result)
             assert time.monotonic() - started < 5
         # The hooks that read records refuse the same way (here through B, for A's session).
-        assert_database_unavailable(*await asyncio.to_thread(
-            post, f"{b}echo-report/input",
-            {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.5}))
-        assert_database_unavailable(*await asyncio.to_thread(
-            get_status, f"{b}echo-report/outputs?webrtc_id={on_a.webrtc_id}&token={on_a.token}"))
-        assert_database_unavailable(*await asyncio.to_thread(
-            post, f"{b}echo-report/webrtc/offer",
-            {"type": "close", "webrtc_id": on_a.webrtc_id, "token": on_a.token}))
+        assert_database_unavailable(
+            *await asyncio.to_thread(
+                post,
+                f"{b}echo-report/input",
+                {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.5},
+            )
+        )
+        assert_database_unavailable(
+            *await asyncio.to_thread(
+                get_status, f"{b}echo-report/outputs?webrtc_id={on_a.webrtc_id}&token={on_a.token}"
+            )
+        )
+        assert_database_unavailable(
+            *await asyncio.to_thread(
+                post,
+                f"{b}echo-report/webrtc/offer",
+                {"type": "close", "webrtc_id": on_a.webrtc_id, "token": on_a.token},
+            )
+        )
 
         # Running sessions stream on through the whole outage, outputs included (B's
         # subscriber on A looks at the record twice meanwhile, and goes on).
@@ -432,8 +476,10 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         # A session that ends during the outage (its client goes away: the hang-up is
         # refused, the peer connection closes) ends for its subscribers at once.
         await on_b.close()
-        assert await next_event_where(sse_a, lambda e: e[0] == "end", 10) == \
-            ("end", {"webrtc_id": on_b.webrtc_id})
+        assert await next_event_where(sse_a, lambda e: e[0] == "end", 10) == (
+            "end",
+            {"webrtc_id": on_b.webrtc_id},
+        )
         assert cluster.row(on_b.webrtc_id)["state"] == "connected"  # not written yet
         frames_in_b = before[on_b.webrtc_id]["frames_in"]
 
@@ -460,14 +506,19 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         # the session that ended meanwhile is closed, with its counters.
         def caught_up():
             row = cluster.row(on_a.webrtc_id)
-            return (row["heartbeat_at"] > back_wall and
-                    row["frames_in"] > before[on_a.webrtc_id]["frames_in"]), row
+            return (
+                row["heartbeat_at"] > back_wall
+                and row["frames_in"] > before[on_a.webrtc_id]["frames_in"]
+            ), row
 
         row = await until(caught_up, 10, "the record of the running session")
         # It was not reaped, then or after the outage.
         assert (row["state"], row["close_reason"]) == ("connected", ""), row
-        row = await until(lambda: (lambda r: (r["state"] != "connected", r))(
-            cluster.row(on_b.webrtc_id)), 10, "the record of the session that ended")
+        row = await until(
+            lambda: (lambda r: (r["state"] != "connected", r))(cluster.row(on_b.webrtc_id)),
+            10,
+            "the record of the session that ended",
+        )
         assert (row["state"], row["close_reason"]) == ("closed", "peer_closed"), row
         assert row["frames_in"] > frames_in_b, row
         caught_up_after = time.monotonic() - back_at
@@ -475,22 +526,31 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
 
         # Inputs through the other worker work again.
         status, body, _ = await asyncio.to_thread(
-            post, f"{b}echo-report/input",
-            {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.25})
+            post,
+            f"{b}echo-report/input",
+            {"webrtc_id": on_a.webrtc_id, "token": on_a.token, "gain": 0.25},
+        )
         assert (status, body.get("inputs")) == (200, {"gain": 0.25}), body
         await sse_b.output_where(lambda data: data[1] == 0.25, 10)
 
         # Closing marks the record closed, and the subscriber hears the end.
         status, body, _ = await asyncio.to_thread(
-            post, f"{b}echo-report/webrtc/offer",
-            {"type": "close", "webrtc_id": on_a.webrtc_id, "token": on_a.token})
+            post,
+            f"{b}echo-report/webrtc/offer",
+            {"type": "close", "webrtc_id": on_a.webrtc_id, "token": on_a.token},
+        )
         assert status == 200, body
-        await until(lambda: (cluster.row(on_a.webrtc_id)["state"] == "closed", True), 10,
-                    "the record closed")
+        await until(
+            lambda: (cluster.row(on_a.webrtc_id)["state"] == "closed", True),
+            10,
+            "the record closed",
+        )
         row = cluster.row(on_a.webrtc_id)
         assert (row["state"], row["close_reason"]) == ("closed", "client_hangup")
-        assert await next_event_where(sse_b, lambda e: e[0] == "end", 10) == \
-            ("end", {"webrtc_id": on_a.webrtc_id})
+        assert await next_event_where(sse_b, lambda e: e[0] == "end", 10) == (
+            "end",
+            {"webrtc_id": on_a.webrtc_id},
+        )
 
         # A warning or two per worker and outage, no traceback, no lease ran out.
         for worker in ("A", "B"):

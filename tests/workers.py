@@ -19,8 +19,9 @@ from tests.conftest import free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_worker(env: dict[str, str], worker: str, log: IO[Any] | None = None,
-                 timeout: float = 30.0) -> tuple[str, subprocess.Popen[bytes]]:
+def start_worker(
+    env: dict[str, str], worker: str, log: IO[Any] | None = None, timeout: float = 30.0
+) -> tuple[str, subprocess.Popen[bytes]]:
     """Start worker ``worker`` (its RTCSTREAM_WORKER_NAME) and wait until it answers.
 
     Returns its base URL and process; output goes to ``log`` if given.
@@ -29,9 +30,24 @@ def start_worker(env: dict[str, str], worker: str, log: IO[Any] | None = None,
     port = free_port()
     output = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "on", "--log-level", "warning"],
-        env={**env, "RTCSTREAM_WORKER_NAME": worker}, cwd=ROOT, **output)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--log-level",
+            "warning",
+        ],
+        env={**env, "RTCSTREAM_WORKER_NAME": worker},
+        cwd=ROOT,
+        **output,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:

@@ -30,14 +30,19 @@ ASGI_APPLICATION = "bench.djproject.asgi.application"
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-DATABASES = {"default": {
-    "ENGINE": "django.db.backends.sqlite3",
-    "NAME": os.environ.get("BENCH_DB", "/tmp/rtcstream-bench.sqlite3"),
-    # BENCH_SQLITE_MODE=DEFERRED (--sqlite-deferred) checks that concurrent offers are
-    # admitted without IMMEDIATE transactions (fixed in 048498c); WAL as in the example.
-    "OPTIONS": {"transaction_mode": os.environ.get("BENCH_SQLITE_MODE", "IMMEDIATE"), "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
-}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BENCH_DB", "/tmp/rtcstream-bench.sqlite3"),
+        # BENCH_SQLITE_MODE=DEFERRED (--sqlite-deferred) checks that concurrent offers are
+        # admitted without IMMEDIATE transactions (fixed in 048498c); WAL as in the example.
+        "OPTIONS": {
+            "transaction_mode": os.environ.get("BENCH_SQLITE_MODE", "IMMEDIATE"),
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
 if os.environ.get("BENCH_DATABASE_URL"):
     _db = urlsplit(os.environ["BENCH_DATABASE_URL"])
     DATABASES["default"] = {
@@ -52,19 +57,27 @@ if os.environ.get("BENCH_DATABASE_URL"):
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if os.environ.get("BENCH_REDIS_URL"):
-    CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ["BENCH_REDIS_URL"]], "prefix": "rtcstream-bench"},
-    }}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["BENCH_REDIS_URL"]], "prefix": "rtcstream-bench"},
+        }
+    }
     if os.environ.get("BENCH_REDIS_DEFAULTS") != "1":
         # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels-redis
         # blocks for in BZPOPMIN; sessions used to die after ~5 s (fixed in 896781f, which
         # retries and warns with check W002). Hosts without a socket timeout, as W002 advises;
         # BENCH_REDIS_DEFAULTS=1 (run.py --redis-defaults) uses the plain URL.
         CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
-            {"address": os.environ["BENCH_REDIS_URL"], "socket_timeout": None}]
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": os.environ["BENCH_REDIS_URL"], "KEY_PREFIX": "rtcstream-bench"}}
+            {"address": os.environ["BENCH_REDIS_URL"], "socket_timeout": None}
+        ]
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["BENCH_REDIS_URL"],
+            "KEY_PREFIX": "rtcstream-bench",
+        }
+    }
 
 RTCSTREAM = {
     "STREAMS": {

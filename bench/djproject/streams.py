@@ -29,7 +29,19 @@ slowflip = Stream(slow_flip_frame, modality="video", mode="send-receive", concur
 echo = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1000)
 # The same echo with other server-side audio buffers, to compare against the default
 # (one frame of hold, adaptive): a fixed one-frame hold, and aiortc's prefetch of 4.
-echo_fixed = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1000,
-                    audio_prefetch=1, audio_adaptive=False)
-echo_p4 = Stream(Echo(), modality="audio", mode="send-receive", concurrency_limit=1000,
-                 audio_prefetch=4, audio_adaptive=False)
+echo_fixed = Stream(
+    Echo(),
+    modality="audio",
+    mode="send-receive",
+    concurrency_limit=1000,
+    audio_prefetch=1,
+    audio_adaptive=False,
+)
+echo_p4 = Stream(
+    Echo(),
+    modality="audio",
+    mode="send-receive",
+    concurrency_limit=1000,
+    audio_prefetch=4,
+    audio_adaptive=False,
+)

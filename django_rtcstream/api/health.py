@@ -29,12 +29,18 @@ async def live(request: HttpRequest) -> JsonResponse:
 async def ready(request: HttpRequest) -> JsonResponse:
     from django_rtcstream.sessions import shutdown
 
-    results = dict(zip(("database", "channel_layer"),
-                       await asyncio.gather(_probe(_database()), _probe(_channel_layer()))))
+    results = dict(
+        zip(
+            ("database", "channel_layer"),
+            await asyncio.gather(_probe(_database()), _probe(_channel_layer())),
+        )
+    )
     draining = shutdown.begun()
     ok = not draining and all(value == "ok" for value in results.values())
-    body: dict[str, Any] = {"status": "ready" if ok else "unavailable",
-                            "checks": {**results, "draining": draining}}
+    body: dict[str, Any] = {
+        "status": "ready" if ok else "unavailable",
+        "checks": {**results, "draining": draining},
+    }
     response = JsonResponse(body, status=200 if ok else 503)
     if not ok:
         response["Retry-After"] = "5"

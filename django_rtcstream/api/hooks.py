@@ -73,16 +73,22 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
             try:
                 data = dict(request.data)
             except (ParseError, UnsupportedMediaType, TypeError, ValueError) as exc:
-                raise SignalingError("invalid_json", f"The body is not a JSON object: {exc}") from None
+                raise SignalingError(
+                    "invalid_json", f"The body is not a JSON object: {exc}"
+                ) from None
             except RecursionError:  # DRF's JSONParser lets json.loads' RecursionError through
-                raise SignalingError("invalid_json", "The body is not a JSON object: "
-                                     "it is nested too deeply.") from None
+                raise SignalingError(
+                    "invalid_json", "The body is not a JSON object: it is nested too deeply."
+                ) from None
             webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
             request._request.rtc_token = data.pop("token", None)
             if "args" in data and "args" not in {s.name for s in the_stream.inputs.specs}:
                 data = _positional(the_stream, data.pop("args"), data)
-            record = (StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
-                      .order_by("-created_at").first())
+            record = (
+                StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
+                .order_by("-created_at")
+                .first()
+            )
             if record is None or not record.is_live:
                 raise UnknownSession(webrtc_id)
             permissions.check("input", request, the_stream, record)
@@ -102,9 +108,14 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
                 changes = the_stream.inputs.clean_changes(validated)
                 values = async_to_sync(bus.update_inputs)(stream, webrtc_id, changes)
         except InvalidInput as exc:
-            return Response({"status": "failed",
-                             "meta": {"error": "invalid_input", "message": str(exc)},
-                             "errors": exc.errors}, status=400)
+            return Response(
+                {
+                    "status": "failed",
+                    "meta": {"error": "invalid_input", "message": str(exc)},
+                    "errors": exc.errors,
+                },
+                status=400,
+            )
         except SignalingError as exc:
             return _failed(exc)
         names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
@@ -118,8 +129,13 @@ def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput({k: ["Send inputs by name or as 'args', not both."] for k in rest})
     names = [spec.name for spec in stream.inputs.specs]
     if not isinstance(args, list) or len(args) != len(names):
-        raise InvalidInput({"args": [
-            f"Expected a list of {len(names)} values ({', '.join(names) or 'no inputs'})."]})
+        raise InvalidInput(
+            {
+                "args": [
+                    f"Expected a list of {len(names)} values ({', '.join(names) or 'no inputs'})."
+                ]
+            }
+        )
     return dict(zip(names, args))
 
 
@@ -138,8 +154,10 @@ def sse_event(data: Any, event: str | None = None, event_id: int | None = None) 
 
 
 TICKET_SECONDS = 30
-TICKET_REFUSED = ("This SSE ticket is unknown, used or expired: get a new one with "
-                  "POST .../outputs/ticket just before opening the stream.")
+TICKET_REFUSED = (
+    "This SSE ticket is unknown, used or expired: get a new one with "
+    "POST .../outputs/ticket just before opening the stream."
+)
 
 
 def _ticket_key(ticket: str) -> str:
@@ -200,8 +218,9 @@ async def _redeem_ticket(ticket: Any, record: StreamSession) -> None:
     if granted is None or not await cache.adelete(key):
         raise SignalingError("permission_denied", TICKET_REFUSED, status=403)
     if granted != _grant(record):
-        raise SignalingError("permission_denied", "This SSE ticket is for another session.",
-                             status=403)
+        raise SignalingError(
+            "permission_denied", "This SSE ticket is for another session.", status=403
+        )
 
 
 @require_GET
@@ -247,14 +266,16 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
         with shutdown.open_stream():
             try:
                 while True:
-                    done, _ = await asyncio.wait({pending, stopping}, timeout=keepalive,
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {pending, stopping}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                    )
                     if not done:
                         yield ": keep-alive\n\n"
                         continue
                     if pending not in done:
-                        yield sse_event({"webrtc_id": webrtc_id, "reason": "server_shutdown"},
-                                        event="end")
+                        yield sse_event(
+                            {"webrtc_id": webrtc_id, "reason": "server_shutdown"}, event="end"
+                        )
                         return
                     try:
                         output = pending.result()

@@ -41,13 +41,22 @@ FAILURE = {
 # What every endpoint accepts as a session id (sessions.bus.WEBRTC_ID_RE); anything else
 # is 400 invalid_webrtc_id.
 WEBRTC_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-SUCCESS = {"type": "object", "required": ["status"], "properties": {"status": {"const": "success"}},
-           "additionalProperties": False}
+SUCCESS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "success"}},
+    "additionalProperties": False,
+}
 
 
 def _failures(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": "Refused", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Failure"}}}} for c in codes}
+    return {
+        str(c): {
+            "description": "Refused",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}},
+        }
+        for c in codes
+    }
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -83,124 +92,312 @@ def input_schema(spec: InputSpec) -> dict[str, Any]:
 def build(prefix: str) -> dict[str, Any]:
     """The document for the app mounted at ``prefix`` (e.g. ``/rtc/``)."""
     p = prefix.rstrip("/")
-    stream_param = {"name": "stream", "in": "path", "required": True,
-                    "schema": {"type": "string", "enum": registry.stream_names()}}
-    session_id = {"name": "id", "in": "path", "required": True,
-                  "schema": {"type": "string", "format": "uuid"}}
-    token = {"name": "X-Session-Token", "in": "header", "required": False,
-             "schema": {"type": "string"}, "description": "The token returned with the answer."}
-    offer_body = {"oneOf": [
-        {"type": "object", "required": ["type", "sdp"], "properties": {
-            "type": {"const": "offer"}, "sdp": {"type": "string"},
-            "webrtc_id": WEBRTC_ID}},
-        {"type": "object", "required": ["type", "candidate", "webrtc_id"], "properties": {
-            "type": {"const": "ice-candidate"}, "webrtc_id": WEBRTC_ID,
-            "candidate": {"type": ["object", "null"], "properties": {
-                "candidate": {"type": "string"}, "sdpMid": {"type": ["string", "null"]},
-                "sdpMLineIndex": {"type": ["integer", "null"]}}}}},
-        {"type": "object", "required": ["type", "webrtc_id"], "properties": {
-            "type": {"const": "close"}, "webrtc_id": WEBRTC_ID,
-            "token": {"type": "string"}}},
-    ]}
+    stream_param = {
+        "name": "stream",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": registry.stream_names()},
+    }
+    session_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    token = {
+        "name": "X-Session-Token",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The token returned with the answer.",
+    }
+    offer_body = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type", "sdp"],
+                "properties": {
+                    "type": {"const": "offer"},
+                    "sdp": {"type": "string"},
+                    "webrtc_id": WEBRTC_ID,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["type", "candidate", "webrtc_id"],
+                "properties": {
+                    "type": {"const": "ice-candidate"},
+                    "webrtc_id": WEBRTC_ID,
+                    "candidate": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "candidate": {"type": "string"},
+                            "sdpMid": {"type": ["string", "null"]},
+                            "sdpMLineIndex": {"type": ["integer", "null"]},
+                        },
+                    },
+                },
+            },
+            {
+                "type": "object",
+                "required": ["type", "webrtc_id"],
+                "properties": {
+                    "type": {"const": "close"},
+                    "webrtc_id": WEBRTC_ID,
+                    "token": {"type": "string"},
+                },
+            },
+        ]
+    }
     paths: dict[str, Any] = {
-        f"{p}/streams/": {"get": {"summary": "Registered streams", "operationId": "listStreams",
-                                  "responses": {"200": _json({"type": "object"})}}},
-        f"{p}/{{stream}}/config": {"get": {
-            "summary": "A stream's metadata and the ICE configuration for clients",
-            "operationId": "getStreamConfig", "parameters": [stream_param],
-            "responses": {"200": _json({"type": "object"}), **_failures(404)}}},
-        f"{p}/{{stream}}/webrtc/offer": {"post": {
-            "summary": "Offer (FastRTC compatible), trickled ICE candidate, or hang-up",
-            "operationId": "postOffer", "parameters": [stream_param],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": offer_body}}},
-            "responses": {"200": _json({"oneOf": [
-                {"type": "object", "required": ["sdp", "type", "webrtc_id", "token"],
-                 "properties": {"sdp": {"type": "string"}, "type": {"const": "answer"},
-                                "webrtc_id": {"type": "string"}, "token": {"type": "string"}}},
-                SUCCESS]}, "The answer (an offer), or success (a candidate, a hang-up)"),
-                **_failures(400, 403, 404, 409, 413, 429, 503)}}},
-        f"{p}/{{stream}}/outputs": {"get": {
-            "summary": "The session's AdditionalOutputs as Server-Sent Events",
-            "operationId": "streamOutputs",
-            "parameters": [stream_param, token,
-                           {"name": "webrtc_id", "in": "query", "required": True,
-                            "schema": WEBRTC_ID},
-                           {"name": "ticket", "in": "query", "required": False,
-                            "schema": {"type": "string"},
-                            "description": "A single-use ticket from streamOutputsTicket "
-                                           "(keeps the session token out of URLs)."},
-                           {"name": "token", "in": "query", "required": False,
-                            "schema": {"type": "string"},
-                            "description": "The session token (FastRTC style): it ends up "
-                                           "in access logs; prefer a ticket."}],
-            "responses": {"200": {"description": "event: output / event: end",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_failures(400, 403, 404, 503)}}},
-        f"{p}/{{stream}}/outputs/ticket": {"post": {
-            "summary": "A single-use ticket for the SSE output hook (for EventSource)",
-            "operationId": "streamOutputsTicket", "parameters": [stream_param, token],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["webrtc_id"], "properties": {
-                    "webrtc_id": WEBRTC_ID, "token": {"type": "string"}}}}}},
-            "responses": {"200": _json({"type": "object", "required": ["ticket", "expires_in"],
-                                        "properties": {"ticket": {"type": "string"},
-                                                       "expires_in": {"type": "integer"}}}),
-                          **_failures(400, 403, 404, 413)}}},
-        f"{p}/{{stream}}/telephone/incoming": {"post": {
-            "summary": "Twilio's voice webhook: TwiML that connects the call to the stream",
-            "operationId": "telephoneIncoming", "parameters": [
-                stream_param,
-                {"name": "X-Twilio-Signature", "in": "header", "required": False,
-                 "schema": {"type": "string"},
-                 "description": "Required (and checked) when TWILIO_AUTH_TOKEN is set."}],
-            "requestBody": {"required": False, "content": {
-                "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
-                    "CallSid": {"type": "string"}, "From": {"type": "string"},
-                    "To": {"type": "string"}}}}}},
-            "responses": {"200": {"description": "TwiML: <Connect><Stream url=...>",
-                                  "content": {"application/xml": {"schema": {"type": "string"}}}},
-                          **_failures(400, 403, 404, 413)}}},
-        f"{p}/sessions/": {"get": {
-            "summary": "Sessions (staff)", "operationId": "listSessions",
-            "parameters": [
-                {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": description} for name, description in [
-                    ("stream", "Only this stream's sessions."),
-                    ("state", "Only sessions in this state."),
-                    ("webrtc_id", "Only sessions with this id."),
-                    ("live", "'1' or 'true': only sessions that have not ended.")]],
-            "responses": {"200": _json({"type": "array", "items": {
-                "$ref": "#/components/schemas/Session"}}), **_failures(403)}}},
-        f"{p}/sessions/{{id}}/": {"get": {
-            "summary": "One session (staff)", "operationId": "getSession",
-            "parameters": [session_id],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Session"}),
-                          **_failures(403, 404)}}},
-        f"{p}/sessions/{{id}}/close/": {"post": {
-            "summary": "Close a session on whichever worker holds it (staff)",
-            "operationId": "closeSession",
-            "parameters": [session_id],
-            "responses": {"200": _json(SUCCESS), **_failures(403, 404, 409, 503)}}},
+        f"{p}/streams/": {
+            "get": {
+                "summary": "Registered streams",
+                "operationId": "listStreams",
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        f"{p}/{{stream}}/config": {
+            "get": {
+                "summary": "A stream's metadata and the ICE configuration for clients",
+                "operationId": "getStreamConfig",
+                "parameters": [stream_param],
+                "responses": {"200": _json({"type": "object"}), **_failures(404)},
+            }
+        },
+        f"{p}/{{stream}}/webrtc/offer": {
+            "post": {
+                "summary": "Offer (FastRTC compatible), trickled ICE candidate, or hang-up",
+                "operationId": "postOffer",
+                "parameters": [stream_param],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": offer_body}},
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["sdp", "type", "webrtc_id", "token"],
+                                    "properties": {
+                                        "sdp": {"type": "string"},
+                                        "type": {"const": "answer"},
+                                        "webrtc_id": {"type": "string"},
+                                        "token": {"type": "string"},
+                                    },
+                                },
+                                SUCCESS,
+                            ]
+                        },
+                        "The answer (an offer), or success (a candidate, a hang-up)",
+                    ),
+                    **_failures(400, 403, 404, 409, 413, 429, 503),
+                },
+            }
+        },
+        f"{p}/{{stream}}/outputs": {
+            "get": {
+                "summary": "The session's AdditionalOutputs as Server-Sent Events",
+                "operationId": "streamOutputs",
+                "parameters": [
+                    stream_param,
+                    token,
+                    {"name": "webrtc_id", "in": "query", "required": True, "schema": WEBRTC_ID},
+                    {
+                        "name": "ticket",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "A single-use ticket from streamOutputsTicket "
+                        "(keeps the session token out of URLs).",
+                    },
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The session token (FastRTC style): it ends up "
+                        "in access logs; prefer a ticket.",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "event: output / event: end",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_failures(400, 403, 404, 503),
+                },
+            }
+        },
+        f"{p}/{{stream}}/outputs/ticket": {
+            "post": {
+                "summary": "A single-use ticket for the SSE output hook (for EventSource)",
+                "operationId": "streamOutputsTicket",
+                "parameters": [stream_param, token],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["webrtc_id"],
+                                "properties": {"webrtc_id": WEBRTC_ID, "token": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["ticket", "expires_in"],
+                            "properties": {
+                                "ticket": {"type": "string"},
+                                "expires_in": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    **_failures(400, 403, 404, 413),
+                },
+            }
+        },
+        f"{p}/{{stream}}/telephone/incoming": {
+            "post": {
+                "summary": "Twilio's voice webhook: TwiML that connects the call to the stream",
+                "operationId": "telephoneIncoming",
+                "parameters": [
+                    stream_param,
+                    {
+                        "name": "X-Twilio-Signature",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Required (and checked) when TWILIO_AUTH_TOKEN is set.",
+                    },
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "CallSid": {"type": "string"},
+                                    "From": {"type": "string"},
+                                    "To": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "TwiML: <Connect><Stream url=...>",
+                        "content": {"application/xml": {"schema": {"type": "string"}}},
+                    },
+                    **_failures(400, 403, 404, 413),
+                },
+            }
+        },
+        f"{p}/sessions/": {
+            "get": {
+                "summary": "Sessions (staff)",
+                "operationId": "listSessions",
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": description,
+                    }
+                    for name, description in [
+                        ("stream", "Only this stream's sessions."),
+                        ("state", "Only sessions in this state."),
+                        ("webrtc_id", "Only sessions with this id."),
+                        ("live", "'1' or 'true': only sessions that have not ended."),
+                    ]
+                ],
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}
+                    ),
+                    **_failures(403),
+                },
+            }
+        },
+        f"{p}/sessions/{{id}}/": {
+            "get": {
+                "summary": "One session (staff)",
+                "operationId": "getSession",
+                "parameters": [session_id],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Session"}),
+                    **_failures(403, 404),
+                },
+            }
+        },
+        f"{p}/sessions/{{id}}/close/": {
+            "post": {
+                "summary": "Close a session on whichever worker holds it (staff)",
+                "operationId": "closeSession",
+                "parameters": [session_id],
+                "responses": {"200": _json(SUCCESS), **_failures(403, 404, 409, 503)},
+            }
+        },
     }
     schemas: dict[str, Any] = {"Failure": FAILURE, "Session": _session_schema()}
     for name, stream in registry.get_streams().items():
-        component = "".join(part.capitalize() for part in name.replace("-", "_").split("_")) + "Inputs"
-        schemas[component] = {"type": "object", "required": ["webrtc_id"], "properties": {
-            "webrtc_id": WEBRTC_ID, "token": {"type": "string"},
-            **{spec.name: input_schema(spec) for spec in stream.inputs.specs}},
-            "additionalProperties": False}
-        paths[f"{p}/{name}/input"] = {"post": {
-            "summary": f"Set the inputs of a {name!r} session", "operationId": f"setInput_{name}",
-            "parameters": [token],
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{component}"}}}},
-            "responses": {"200": _json({
-                "type": "object", "required": ["status", "inputs"], "properties": {
-                    "status": {"const": "success"},
-                    "inputs": {"type": "object", "description": "Every input's value now.",
-                               "properties": {spec.name: input_schema(spec)
-                                              for spec in stream.inputs.specs}}}}),
-                          **_failures(400, 403, 404, 413, 503)}}}
+        component = (
+            "".join(part.capitalize() for part in name.replace("-", "_").split("_")) + "Inputs"
+        )
+        schemas[component] = {
+            "type": "object",
+            "required": ["webrtc_id"],
+            "properties": {
+                "webrtc_id": WEBRTC_ID,
+                "token": {"type": "string"},
+                **{spec.name: input_schema(spec) for spec in stream.inputs.specs},
+            },
+            "additionalProperties": False,
+        }
+        paths[f"{p}/{name}/input"] = {
+            "post": {
+                "summary": f"Set the inputs of a {name!r} session",
+                "operationId": f"setInput_{name}",
+                "parameters": [token],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{component}"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "inputs"],
+                            "properties": {
+                                "status": {"const": "success"},
+                                "inputs": {
+                                    "type": "object",
+                                    "description": "Every input's value now.",
+                                    "properties": {
+                                        spec.name: input_schema(spec)
+                                        for spec in stream.inputs.specs
+                                    },
+                                },
+                            },
+                        }
+                    ),
+                    **_failures(400, 403, 404, 413, 503),
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "django-rtcstream", "version": __version__},
@@ -212,16 +409,21 @@ def build(prefix: str) -> dict[str, Any]:
 def _session_schema() -> dict[str, Any]:
     from django_rtcstream.api.serializers import SessionSerializer
 
-    kinds = {"UUIDField": ("string", "uuid"), "DateTimeField": ("string", "date-time"),
-             "IntegerField": ("integer", None), "IPAddressField": ("string", None)}
+    kinds = {
+        "UUIDField": ("string", "uuid"),
+        "DateTimeField": ("string", "date-time"),
+        "IntegerField": ("integer", None),
+        "IPAddressField": ("string", None),
+    }
     properties: dict[str, Any] = {}
     for name, field in SessionSerializer().fields.items():
         kind, fmt = kinds.get(type(field).__name__, ("string", None))
         if type(field).__name__ == "JSONField":
             properties[name] = {}
             continue
-        properties[name] = {"type": [kind, "null"]} if fmt is None else {"type": [kind, "null"],
-                                                                         "format": fmt}
+        properties[name] = (
+            {"type": [kind, "null"]} if fmt is None else {"type": [kind, "null"], "format": fmt}
+        )
     return {"type": "object", "properties": properties}
 
 

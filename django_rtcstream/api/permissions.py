@@ -75,8 +75,11 @@ class HoldsSessionToken(BasePermission):
 
     def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
         token = request_token(request)
-        return bool(token is not None and obj.token_hash
-                and hmac.compare_digest(hash_token(token), obj.token_hash))
+        return bool(
+            token is not None
+            and obj.token_hash
+            and hmac.compare_digest(hash_token(token), obj.token_hash)
+        )
 
 
 class IsSessionUser(BasePermission):
@@ -96,8 +99,9 @@ class IsSessionOwnerOrStaff(BasePermission):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.is_staff:
             return True
-        return HoldsSessionToken().has_object_permission(request, view, obj) or \
-            IsSessionUser().has_object_permission(request, view, obj)
+        return HoldsSessionToken().has_object_permission(
+            request, view, obj
+        ) or IsSessionUser().has_object_permission(request, view, obj)
 
 
 def permission_classes(action: str, stream: Any) -> list[type[BasePermission]]:

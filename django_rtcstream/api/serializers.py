@@ -32,8 +32,9 @@ def field_for(spec: InputSpec) -> serializers.Field:
     if spec.kind == "checkbox":
         return serializers.BooleanField(**common)
     if spec.kind == "textbox":
-        return serializers.CharField(allow_blank=True, max_length=spec.max_length,
-                                     trim_whitespace=False, **common)
+        return serializers.CharField(
+            allow_blank=True, max_length=spec.max_length, trim_whitespace=False, **common
+        )
     return serializers.JSONField(**common)
 
 
@@ -44,7 +45,9 @@ def input_serializer_class(stream: Any) -> type[serializers.Serializer]:
     cached = _cache.get(id(stream))
     if cached is None:
         fields = {spec.name: field_for(spec) for spec in stream.inputs.specs}
-        name = "".join(p.capitalize() for p in (stream.name or "stream").replace("-", "_").split("_"))
+        name = "".join(
+            p.capitalize() for p in (stream.name or "stream").replace("-", "_").split("_")
+        )
         cached = type(f"{name}InputSerializer", (serializers.Serializer,), fields)
         _cache[id(stream)] = cached
     return cached

@@ -1,8 +1,8 @@
 """The sessions API: list, inspect and close sessions (staff by default).
 
-    GET  <prefix>/sessions/                 ?stream=&state=&live=1
-    GET  <prefix>/sessions/<id>/
-    POST <prefix>/sessions/<id>/close/
+GET  <prefix>/sessions/                 ?stream=&state=&live=1
+GET  <prefix>/sessions/<id>/
+POST <prefix>/sessions/<id>/close/
 """
 
 from __future__ import annotations
@@ -42,23 +42,31 @@ def failure_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         exc = exceptions.PermissionDenied()
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     detail = response.data["detail"]
-    response.data = {"status": "failed",
-                     "meta": {"error": code if isinstance(code, str) else "error",
-                              "message": str(detail)},
-                     "detail": detail}
+    response.data = {
+        "status": "failed",
+        "meta": {"error": code if isinstance(code, str) else "error", "message": str(detail)},
+        "detail": detail,
+    }
     return response
 
 
-class SessionViewSet(AnswersDatabaseOutages, RefusesUnreadableBodies, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                     viewsets.GenericViewSet):
+class SessionViewSet(
+    AnswersDatabaseOutages,
+    RefusesUnreadableBodies,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
     serializer_class = SessionSerializer
 
     def get_exception_handler(self) -> Any:
         return failure_exception_handler
 
     def get_permissions(self) -> list[Any]:
-        return [import_string(c)() if isinstance(c, str) else c()
-                for c in rtc_settings.SESSIONS_API_PERMISSION_CLASSES]
+        return [
+            import_string(c)() if isinstance(c, str) else c()
+            for c in rtc_settings.SESSIONS_API_PERMISSION_CLASSES
+        ]
 
     def get_queryset(self) -> QuerySet[StreamSession]:
         qs = StreamSession.objects.all().order_by("-created_at")

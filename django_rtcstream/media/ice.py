@@ -176,7 +176,7 @@ def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
     if body.startswith("a="):
         body = body[2:]
     if body.startswith("candidate:"):
-        body = body[len("candidate:"):]
+        body = body[len("candidate:") :]
     bits = body.split()
     if len(bits) < 8 or bits[6] != "typ":
         raise SignalingError(
@@ -204,7 +204,12 @@ def local_candidates(pc: RTCPeerConnection) -> list[dict[str, Any]]:
         if transport is None:
             continue
         for c in transport.transport.iceGatherer.getLocalCandidates():
-            out.append({"candidate": "candidate:" + candidate_to_sdp(c),
-                        "sdpMid": transceiver.mid, "sdpMLineIndex": transceiver._get_mline_index()})
+            out.append(
+                {
+                    "candidate": "candidate:" + candidate_to_sdp(c),
+                    "sdpMid": transceiver.mid,
+                    "sdpMLineIndex": transceiver._get_mline_index(),
+                }
+            )
         break  # bundled: one transport's candidates serve every section
     return out

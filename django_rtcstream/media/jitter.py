@@ -59,8 +59,15 @@ SEAM = "_RTCRtpReceiver__jitter_buffer"
 class AudioJitterBuffer:
     """See the module docstring. Audio only: one RTP packet is one frame."""
 
-    def __init__(self, prefetch: int = 1, capacity: int = 16, shrink_after: int = 10,
-                 adaptive: bool = True, max_prefetch: int = 6, calm_after: int = 150) -> None:
+    def __init__(
+        self,
+        prefetch: int = 1,
+        capacity: int = 16,
+        shrink_after: int = 10,
+        adaptive: bool = True,
+        max_prefetch: int = 6,
+        calm_after: int = 150,
+    ) -> None:
         if prefetch < 0 or prefetch >= capacity:
             raise ValueError("prefetch must be >= 0 and below the capacity")
         if adaptive and not prefetch <= max_prefetch < capacity:
@@ -229,8 +236,7 @@ def install(receiver: RTCRtpReceiver, prefetch: int, adaptive: bool = True) -> A
     """Replace an audio receiver's jitter buffer before any packet arrives."""
     if not isinstance(getattr(receiver, SEAM, None), JitterBuffer):
         raise RuntimeError(f"{receiver!r} has no aiortc jitter buffer to replace")
-    buffer = AudioJitterBuffer(prefetch=prefetch, adaptive=adaptive,
-                               max_prefetch=max(prefetch, 6))
+    buffer = AudioJitterBuffer(prefetch=prefetch, adaptive=adaptive, max_prefetch=max(prefetch, 6))
     setattr(receiver, SEAM, buffer)
     return buffer
 
@@ -252,8 +258,13 @@ def _receiver_of(pc: Any, track: Any) -> RTCRtpReceiver | None:
     return None
 
 
-def install_on_track(pc: Any, track: Any, prefetch: int | None, adaptive: bool = True,
-                     video_marker_release: bool = False) -> Any:
+def install_on_track(
+    pc: Any,
+    track: Any,
+    prefetch: int | None,
+    adaptive: bool = True,
+    video_marker_release: bool = False,
+) -> Any:
     """Install our buffer on the receiver of a remote ``track`` of ``pc``.
 
     Audio: ``prefetch`` None keeps aiortc's buffer. Video: only with

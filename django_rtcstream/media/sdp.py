@@ -47,7 +47,7 @@ def read_offer(sdp: object) -> OfferShape:
                 raise _refuse(f"m= section {len(media)} has two a=mid lines")
             mids[-1] = line[6:].strip()
         elif line.startswith("a=group:BUNDLE"):
-            bundles.append(line[len("a=group:BUNDLE"):].split())
+            bundles.append(line[len("a=group:BUNDLE") :].split())
     kinds = frozenset(kind for kind in media if kind in ("audio", "video"))
     has_data = "application" in media
     if not kinds and not has_data:

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,31 +15,100 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='StreamSession',
+            name="StreamSession",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('webrtc_id', models.CharField(db_index=True, max_length=64, verbose_name='session id')),
-                ('stream', models.CharField(db_index=True, max_length=50, verbose_name='stream')),
-                ('channel', models.CharField(choices=[('webrtc', 'WebRTC'), ('websocket', 'WebSocket'), ('phone', 'telephone')], default='webrtc', max_length=16, verbose_name='channel')),
-                ('state', models.CharField(choices=[('new', 'new'), ('connecting', 'connecting'), ('connected', 'connected'), ('closed', 'closed'), ('failed', 'failed')], default='new', max_length=16, verbose_name='state')),
-                ('worker', models.CharField(blank=True, max_length=200, verbose_name='worker')),
-                ('client_address', models.GenericIPAddressField(blank=True, null=True, verbose_name='client address')),
-                ('inputs', models.JSONField(blank=True, default=list, verbose_name='inputs')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('connected_at', models.DateTimeField(blank=True, null=True, verbose_name='connected')),
-                ('closed_at', models.DateTimeField(blank=True, null=True, verbose_name='closed')),
-                ('close_reason', models.CharField(blank=True, max_length=200, verbose_name='close reason')),
-                ('frames_in', models.PositiveBigIntegerField(default=0, verbose_name='frames in')),
-                ('frames_out', models.PositiveBigIntegerField(default=0, verbose_name='frames out')),
-                ('messages_out', models.PositiveBigIntegerField(default=0, verbose_name='messages out')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rtc_sessions', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "webrtc_id",
+                    models.CharField(db_index=True, max_length=64, verbose_name="session id"),
+                ),
+                ("stream", models.CharField(db_index=True, max_length=50, verbose_name="stream")),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("webrtc", "WebRTC"),
+                            ("websocket", "WebSocket"),
+                            ("phone", "telephone"),
+                        ],
+                        default="webrtc",
+                        max_length=16,
+                        verbose_name="channel",
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("new", "new"),
+                            ("connecting", "connecting"),
+                            ("connected", "connected"),
+                            ("closed", "closed"),
+                            ("failed", "failed"),
+                        ],
+                        default="new",
+                        max_length=16,
+                        verbose_name="state",
+                    ),
+                ),
+                ("worker", models.CharField(blank=True, max_length=200, verbose_name="worker")),
+                (
+                    "client_address",
+                    models.GenericIPAddressField(
+                        blank=True, null=True, verbose_name="client address"
+                    ),
+                ),
+                ("inputs", models.JSONField(blank=True, default=list, verbose_name="inputs")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created")),
+                (
+                    "connected_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="connected"),
+                ),
+                ("closed_at", models.DateTimeField(blank=True, null=True, verbose_name="closed")),
+                (
+                    "close_reason",
+                    models.CharField(blank=True, max_length=200, verbose_name="close reason"),
+                ),
+                ("frames_in", models.PositiveBigIntegerField(default=0, verbose_name="frames in")),
+                (
+                    "frames_out",
+                    models.PositiveBigIntegerField(default=0, verbose_name="frames out"),
+                ),
+                (
+                    "messages_out",
+                    models.PositiveBigIntegerField(default=0, verbose_name="messages out"),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rtc_sessions",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'stream session',
-                'verbose_name_plural': 'stream sessions',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['stream', 'state'], name='rtcstream_stream_state')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('state__in', ['new', 'connecting', 'connected'])), fields=('webrtc_id',), name='rtcstream_one_live_session_per_id')],
+                "verbose_name": "stream session",
+                "verbose_name_plural": "stream sessions",
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["stream", "state"], name="rtcstream_stream_state")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("state__in", ["new", "connecting", "connected"])),
+                        fields=("webrtc_id",),
+                        name="rtcstream_one_live_session_per_id",
+                    )
+                ],
             },
         ),
     ]

@@ -4,25 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_rtcstream', '0001_stream_session'),
+        ("django_rtcstream", "0001_stream_session"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='streamsession',
-            name='call_sid',
-            field=models.CharField(blank=True, max_length=64, verbose_name='call sid'),
+            model_name="streamsession",
+            name="call_sid",
+            field=models.CharField(blank=True, max_length=64, verbose_name="call sid"),
         ),
         migrations.AddField(
-            model_name='streamsession',
-            name='heartbeat_at',
-            field=models.DateTimeField(blank=True, db_index=True, null=True, verbose_name='last heartbeat'),
+            model_name="streamsession",
+            name="heartbeat_at",
+            field=models.DateTimeField(
+                blank=True, db_index=True, null=True, verbose_name="last heartbeat"
+            ),
         ),
         migrations.AddField(
-            model_name='streamsession',
-            name='token_hash',
+            model_name="streamsession",
+            name="token_hash",
             field=models.CharField(blank=True, editable=False, max_length=64),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_rtcstream', '0002_session_heartbeat_token_call_sid'),
+        ("django_rtcstream", "0002_session_heartbeat_token_call_sid"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='streamsession',
-            name='stuck_calls',
-            field=models.PositiveIntegerField(default=0, verbose_name='stuck handler calls'),
+            model_name="streamsession",
+            name="stuck_calls",
+            field=models.PositiveIntegerField(default=0, verbose_name="stuck handler calls"),
         ),
     ]

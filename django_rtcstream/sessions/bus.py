@@ -161,8 +161,10 @@ async def _require_live(stream: str, webrtc_id: str) -> None:
 async def send_control(webrtc_id: str, message: dict[str, Any]) -> None:
     """Queue a message on the session's control channel (``BrokerUnavailable`` if the
     broker cannot take it)."""
-    await _broker(f"reaching session {webrtc_id!r} on its worker",
-                  layer().send(control_channel(webrtc_id), {**message, "sent_at": time.time()}))
+    await _broker(
+        f"reaching session {webrtc_id!r} on its worker",
+        layer().send(control_channel(webrtc_id), {**message, "sent_at": time.time()}),
+    )
 
 
 async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
@@ -190,15 +192,13 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
     await _require_live(stream, webrtc_id)
     channel_layer = layer()
     reply = await channel_layer.new_channel("rtcstream.reply.")
-    await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes,
-                                   "reply": reply})
+    await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes, "reply": reply})
     try:
         message = await asyncio.wait_for(channel_layer.receive(reply), INPUT_REPLY_SECONDS)
     except Exception as exc:
         if not isinstance(exc, asyncio.TimeoutError):
             if is_broker_error(exc):
-                raise BrokerUnavailable(
-                    f"confirming the inputs of session {webrtc_id!r}") from exc
+                raise BrokerUnavailable(f"confirming the inputs of session {webrtc_id!r}") from exc
             raise
         raise SignalingError(
             "session_unreachable",
@@ -236,8 +236,9 @@ def session_registered(webrtc_id: str) -> None:
         event.set()
 
 
-async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] | None,
-                         client: str | None = None) -> None:
+async def send_candidate(
+    stream: str, webrtc_id: str, candidate: dict[str, Any] | None, client: str | None = None
+) -> None:
     """Deliver a trickled ICE candidate, including one that arrives before its offer.
 
     The candidate is queued on the session's channel first, then we wait (up to
@@ -257,17 +258,22 @@ async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] 
     record = await records.find(stream, webrtc_id)
     if record is not None:
         if not record.is_live:
-            raise SignalingError("connection_closed", f"Session {webrtc_id!r} has ended.",
-                                 status=409)
+            raise SignalingError(
+                "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
+            )
         await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
         return
     address = client or "-"
-    if _early_waiting.get(address, 0) >= EARLY_PER_CLIENT or \
-            sum(_early_waiting.values()) >= EARLY_TOTAL:
+    if (
+        _early_waiting.get(address, 0) >= EARLY_PER_CLIENT
+        or sum(_early_waiting.values()) >= EARLY_TOTAL
+    ):
         raise SignalingError(
             "too_many_early_candidates",
             f"Too many candidates are waiting for sessions that have no offer yet; "
-            f"send {webrtc_id!r}'s offer first.", status=429)
+            f"send {webrtc_id!r}'s offer first.",
+            status=429,
+        )
     _early_waiting[address] = _early_waiting.get(address, 0) + 1
     try:
         await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
@@ -291,8 +297,9 @@ async def send_candidate(stream: str, webrtc_id: str, candidate: dict[str, Any] 
             if record is not None:
                 if record.is_live:
                     return
-                raise SignalingError("connection_closed", f"Session {webrtc_id!r} has ended.",
-                                     status=409)
+                raise SignalingError(
+                    "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
+                )
     finally:
         _early_waiting[address] -= 1
         if not _early_waiting[address]:
@@ -320,14 +327,16 @@ async def publish_output(webrtc_id: str, output: AdditionalOutputs) -> bool:
     except Exception:  # an unpicklable result still reaches subscribers as text
         payload = _dumps(AdditionalOutputs(*[repr(a) for a in output.args]))
     try:  # first, so that a subscriber that got it finds it as the latest too
-        await asyncio.wait_for(cache.aset(latest_key(webrtc_id), payload, timeout=3600),
-                               BROKER_TIMEOUT)
+        await asyncio.wait_for(
+            cache.aset(latest_key(webrtc_id), payload, timeout=3600), BROKER_TIMEOUT
+        )
     except Exception as exc:
         logger.debug("Latest output of %s not cached: %r", webrtc_id, exc)
     try:
-        await asyncio.wait_for(layer().group_send(output_group(webrtc_id),
-                                                  {"type": "rtc.output", "args": payload}),
-                               BROKER_TIMEOUT)
+        await asyncio.wait_for(
+            layer().group_send(output_group(webrtc_id), {"type": "rtc.output", "args": payload}),
+            BROKER_TIMEOUT,
+        )
     except Exception as exc:
         logger.debug("Output of %s not published: %r", webrtc_id, exc)
         return False
@@ -338,12 +347,17 @@ async def publish_end(webrtc_id: str) -> bool:
     """Tell the session's subscribers it ended; False if the broker could not take it
     (they then see it in the record, within ``LIVE_RECHECK_SECONDS``). Never raises."""
     try:
-        await asyncio.wait_for(layer().group_send(output_group(webrtc_id),
-                                                  {"type": "rtc.output_end"}),
-                               BROKER_TIMEOUT)
+        await asyncio.wait_for(
+            layer().group_send(output_group(webrtc_id), {"type": "rtc.output_end"}), BROKER_TIMEOUT
+        )
     except Exception as exc:
-        logger.warning("End of session %s not published (%r): its subscribers see it in "
-                       "the record within %g s", webrtc_id, exc, LIVE_RECHECK_SECONDS)
+        logger.warning(
+            "End of session %s not published (%r): its subscribers see it in "
+            "the record within %g s",
+            webrtc_id,
+            exc,
+            LIVE_RECHECK_SECONDS,
+        )
         return False
     return True
 
@@ -375,8 +389,10 @@ class OutputSubscription:
             return False
         channel_layer = layer()
         self.channel = await channel_layer.new_channel("rtcstream.sub.")
-        await _broker(f"subscribing to the outputs of session {self.webrtc_id!r}",
-                      channel_layer.group_add(self.group, self.channel))
+        await _broker(
+            f"subscribing to the outputs of session {self.webrtc_id!r}",
+            channel_layer.group_add(self.group, self.channel),
+        )
         self.joined = True
         return True
 
@@ -393,19 +409,24 @@ class OutputSubscription:
             while True:
                 try:
                     if rejoin:
-                        await asyncio.wait_for(channel_layer.group_add(self.group, self.channel),
-                                               BROKER_TIMEOUT)
+                        await asyncio.wait_for(
+                            channel_layer.group_add(self.group, self.channel), BROKER_TIMEOUT
+                        )
                         rejoin = False
-                    message = await asyncio.wait_for(channel_layer.receive(self.channel),
-                                                     LIVE_RECHECK_SECONDS)
+                    message = await asyncio.wait_for(
+                        channel_layer.receive(self.channel), LIVE_RECHECK_SECONDS
+                    )
                 except Exception as exc:  # our timeout, or the broker is away
                     rejoin = True
                     if not isinstance(exc, asyncio.TimeoutError):
                         failures += 1
                         if failures == 1:
-                            logger.warning("Output subscription of %s: the channel layer "
-                                           "cannot be reached (%r); retrying", self.webrtc_id,
-                                           exc)
+                            logger.warning(
+                                "Output subscription of %s: the channel layer "
+                                "cannot be reached (%r); retrying",
+                                self.webrtc_id,
+                                exc,
+                            )
                         await asyncio.sleep(backoff(failures))
                     # A dead worker sends no end marker: fall back on the record.
                     if not await _is_live(self.stream, self.webrtc_id):
@@ -413,8 +434,12 @@ class OutputSubscription:
                     continue
                 retrieve_cleaner_errors(channel_layer)
                 if failures:
-                    logger.warning("Output subscription of %s: the channel layer is back "
-                                   "after %d failed reads", self.webrtc_id, failures)
+                    logger.warning(
+                        "Output subscription of %s: the channel layer is back "
+                        "after %d failed reads",
+                        self.webrtc_id,
+                        failures,
+                    )
                     failures = 0
                 if message["type"] == "rtc.output":
                     yield AdditionalOutputs(*pickle.loads(message["args"]))
@@ -422,11 +447,13 @@ class OutputSubscription:
                     return
         finally:
             try:
-                await asyncio.wait_for(channel_layer.group_discard(self.group, self.channel),
-                                       BROKER_TIMEOUT)
+                await asyncio.wait_for(
+                    channel_layer.group_discard(self.group, self.channel), BROKER_TIMEOUT
+                )
             except Exception as exc:  # the group entry expires with the broker's data
-                logger.debug("Output subscription of %s: leaving the group failed: %r",
-                             self.webrtc_id, exc)
+                logger.debug(
+                    "Output subscription of %s: leaving the group failed: %r", self.webrtc_id, exc
+                )
 
 
 async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:

@@ -36,11 +36,18 @@ class SerialFeed:
     the frames arrive.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, executor: Executor,
-                 fn: Callable[[Any], None], context: contextvars.Context,
-                 on_error: Callable[[BaseException], None],
-                 after: Callable[[], None] | None = None, *, label: str = "",
-                 owner: Any = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor,
+        fn: Callable[[Any], None],
+        context: contextvars.Context,
+        on_error: Callable[[BaseException], None],
+        after: Callable[[], None] | None = None,
+        *,
+        label: str = "",
+        owner: Any = None,
+    ) -> None:
         self.loop = loop
         self.label, self.owner = label, owner  # name the job if it gets stuck (HandlerPool)
         self.executor = executor

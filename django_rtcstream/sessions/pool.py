@@ -98,10 +98,15 @@ class CallRegistry:
         """Calls running for ``STUCK_WARN_AFTER`` or more, or ``ENDED_GRACE`` past
         their session's end."""
         now = time.monotonic() if now is None else now
-        return [c for c in self.snapshot()
-                if (owner is None or c.owner is owner)
-                and ((c.owner_ended is not None and now - c.owner_ended >= ENDED_GRACE)
-                     or c.running_for(now) >= STUCK_WARN_AFTER)]
+        return [
+            c
+            for c in self.snapshot()
+            if (owner is None or c.owner is owner)
+            and (
+                (c.owner_ended is not None and now - c.owner_ended >= ENDED_GRACE)
+                or c.running_for(now) >= STUCK_WARN_AFTER
+            )
+        ]
 
     def warn_stuck(self, now: float) -> None:
         for call in self.stuck(now=now):
@@ -112,17 +117,27 @@ class CallRegistry:
                 logger.warning(
                     "Handler call %s has not returned %.0f s after its session ended "
                     "(running for %.0f s); its thread is held until it returns",
-                    call.label, now - call.owner_ended, call.running_for(now))
+                    call.label,
+                    now - call.owner_ended,
+                    call.running_for(now),
+                )
             else:
-                logger.warning("Handler call %s has been running for %.0f s",
-                               call.label, call.running_for(now))
+                logger.warning(
+                    "Handler call %s has been running for %.0f s", call.label, call.running_for(now)
+                )
 
 
 class _Work:
     __slots__ = ("future", "fn", "args", "label", "owner")
 
-    def __init__(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...],
-                 label: str, owner: Any) -> None:
+    def __init__(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        label: str,
+        owner: Any,
+    ) -> None:
         self.future, self.fn, self.args, self.label, self.owner = future, fn, args, label, owner
 
 
@@ -143,8 +158,9 @@ def _run(work: _Work, registry: CallRegistry) -> None:
 class HandlerPool(Executor):
     """A bounded thread pool in which a stuck call gives up its place (see the module)."""
 
-    def __init__(self, size: int, *, stuck_after: float = 1.0,
-                 name: str = "rtcstream-handler") -> None:
+    def __init__(
+        self, size: int, *, stuck_after: float = 1.0, name: str = "rtcstream-handler"
+    ) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
@@ -197,9 +213,13 @@ class HandlerPool(Executor):
         """Threads, idle threads, queued calls and stuck calls, now."""
         now = time.monotonic()
         with self._cond:
-            return {"threads": self._threads, "idle": self._idle, "queued": len(self._work),
-                    "stuck": len(self.calls.stuck(now=now)),
-                    "over_time": sum(1 for s in self._busy.values() if now - s >= self.stuck_after)}
+            return {
+                "threads": self._threads,
+                "idle": self._idle,
+                "queued": len(self._work),
+                "stuck": len(self.calls.stuck(now=now)),
+                "over_time": sum(1 for s in self._busy.values() if now - s >= self.stuck_after),
+            }
 
     # -- internals (under self._cond) ----------------------------------------------------
 
@@ -211,8 +231,9 @@ class HandlerPool(Executor):
     def _grow(self, now: float) -> None:
         if self._work and not self._idle and self._working(now) < self.size:
             self._threads += 1
-            thread = threading.Thread(target=self._worker, daemon=True,
-                                      name=f"{self.name}_{next(self._numbers)}")
+            thread = threading.Thread(
+                target=self._worker, daemon=True, name=f"{self.name}_{next(self._numbers)}"
+            )
             thread.start()
 
     def _worker(self) -> None:

@@ -75,10 +75,12 @@ def _run(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         _reachable_since = None
         if _outage_since is None:
             _outage_since = time.monotonic()
-            logger.warning("django-rtcstream cannot reach the database (%s): offers and "
-                           "lookups answer 503 database_unavailable, running sessions go on "
-                           "and their records catch up once it is back",
-                           str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            logger.warning(
+                "django-rtcstream cannot reach the database (%s): offers and "
+                "lookups answer 503 database_unavailable, running sessions go on "
+                "and their records catch up once it is back",
+                str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+            )
         raise DatabaseUnavailable() from exc
     except Exception:
         _close_if_broken()
@@ -91,8 +93,10 @@ def _run(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
 def _reached() -> None:
     global _outage_since, _reachable_since
     if _outage_since is not None:
-        logger.info("django-rtcstream reaches the database again (after %.1f s)",
-                    time.monotonic() - _outage_since)
+        logger.info(
+            "django-rtcstream reaches the database again (after %.1f s)",
+            time.monotonic() - _outage_since,
+        )
         _outage_since = None
     if _reachable_since is None:
         _reachable_since = time.monotonic()
@@ -101,8 +105,11 @@ def _reached() -> None:
 def _close_if_broken() -> None:
     """Close a connection that broke (a database restart, a cut network), so the next
     call reconnects instead of failing on the dead one."""
-    if connection.connection is not None and not connection.in_atomic_block \
-            and not connection.is_usable():
+    if (
+        connection.connection is not None
+        and not connection.in_atomic_block
+        and not connection.is_usable()
+    ):
         connection.close()
 
 
@@ -114,7 +121,8 @@ def submit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> asyncio.Future[R]
     on the loop (an offer's admission while aiortc builds the answer).
     """
     return asyncio.get_running_loop().run_in_executor(
-        _executor, functools.partial(_run, fn, *args, **kwargs))
+        _executor, functools.partial(_run, fn, *args, **kwargs)
+    )
 
 
 def on_records_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
@@ -131,8 +139,10 @@ def _lock_stream(stream: str) -> None:
     """Serialize admissions to one stream, across every thread and worker."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                           [0x52544353, zlib.crc32(stream.encode()) & 0x7FFFFFFF])
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                [0x52544353, zlib.crc32(stream.encode()) & 0x7FFFFFFF],
+            )
         elif connection.vendor == "sqlite":
             # Django's ASGI handler gives each request its own thread, so admissions run
             # concurrently. A deferred transaction that reads, then writes, deadlocks
@@ -150,20 +160,31 @@ def _reap(lease: float, *, keep: Collection[Any] = (), **filters: Any) -> list[s
     alive, and its next heartbeat refreshes them.
     """
     cutoff = timezone.now() - timedelta(seconds=lease)
-    stale = StreamSession.objects.filter(state__in=ACTIVE_STATES, heartbeat_at__lt=cutoff, **filters)
+    stale = StreamSession.objects.filter(
+        state__in=ACTIVE_STATES, heartbeat_at__lt=cutoff, **filters
+    )
     if keep:
         stale = stale.exclude(pk__in=list(keep))
     ids = list(stale.values_list("webrtc_id", flat=True))
     if ids:
-        stale.update(state=SessionState.FAILED, closed_at=timezone.now(), close_reason="worker_lost")
+        stale.update(
+            state=SessionState.FAILED, closed_at=timezone.now(), close_reason="worker_lost"
+        )
     return ids
 
 
 reap = on_records_thread(_reap)
 
 
-def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
-           keep: Collection[Any] = (), **fields: Any) -> StreamSession:
+def _admit(
+    stream: str,
+    webrtc_id: str,
+    limit: int | None,
+    lease: float,
+    *,
+    keep: Collection[Any] = (),
+    **fields: Any,
+) -> StreamSession:
     try:
         with transaction.atomic():
             _lock_stream(stream)
@@ -173,10 +194,14 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
                 # (below it, the heartbeat's reaping is enough: one query less per offer).
                 # Only once the database has been reachable for a lease: just after an
                 # outage every worker's leases look expired, the live ones' too.
-                if live >= limit and reachable_for() >= lease and \
-                        _reap(lease, keep=keep, stream=stream):
-                    live = StreamSession.objects.filter(stream=stream,
-                                                        state__in=ACTIVE_STATES).count()
+                if (
+                    live >= limit
+                    and reachable_for() >= lease
+                    and _reap(lease, keep=keep, stream=stream)
+                ):
+                    live = StreamSession.objects.filter(
+                        stream=stream, state__in=ACTIVE_STATES
+                    ).count()
                 if live >= limit:
                     raise SignalingError(
                         "concurrency_limit_reached",
@@ -185,8 +210,9 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
                         status=429,
                         limit=limit,
                     )
-            return StreamSession.objects.create(stream=stream, webrtc_id=webrtc_id,
-                                                heartbeat_at=timezone.now(), **fields)
+            return StreamSession.objects.create(
+                stream=stream, webrtc_id=webrtc_id, heartbeat_at=timezone.now(), **fields
+            )
     except IntegrityError:
         raise SignalingError(
             "connection_already_exists",
@@ -195,8 +221,9 @@ def _admit(stream: str, webrtc_id: str, limit: int | None, lease: float, *,
         ) from None
 
 
-def admit(stream: str, webrtc_id: str, limit: int | None, lease: float,
-          **fields: Any) -> asyncio.Future[StreamSession]:
+def admit(
+    stream: str, webrtc_id: str, limit: int | None, lease: float, **fields: Any
+) -> asyncio.Future[StreamSession]:
     """Admit a session; submitted to the records thread at once (see ``submit``)."""
     return submit(_admit, stream, webrtc_id, limit, lease, **fields)
 
@@ -209,11 +236,11 @@ def mark_connected(record_id: Any) -> None:
 
 
 @on_records_thread
-def mark_closed(record_id: Any, state: str, reason: str, counters: dict[str, int],
-                closed_at: Any = None) -> None:
+def mark_closed(
+    record_id: Any, state: str, reason: str, counters: dict[str, int], closed_at: Any = None
+) -> None:
     StreamSession.objects.filter(pk=record_id).update(
-        state=state, closed_at=closed_at or timezone.now(), close_reason=reason[:200],
-        **counters
+        state=state, closed_at=closed_at or timezone.now(), close_reason=reason[:200], **counters
     )
 
 
@@ -238,7 +265,8 @@ def heartbeat(beats: dict[Any, dict[str, Any]]) -> list[Any]:
     lost = []
     for record_id, counters in beats.items():
         if not StreamSession.objects.filter(pk=record_id, state__in=ACTIVE_STATES).update(
-                heartbeat_at=now, **counters):
+            heartbeat_at=now, **counters
+        ):
             lost.append(record_id)
     return lost
 
@@ -250,8 +278,12 @@ def reclaim(record_id: Any, state: str) -> bool:
     closed for another reason, or another live session has taken its id since."""
     try:
         with transaction.atomic():
-            return bool(StreamSession.objects.filter(
-                pk=record_id, state=SessionState.FAILED, close_reason="worker_lost",
-            ).update(state=state, closed_at=None, close_reason="", heartbeat_at=timezone.now()))
+            return bool(
+                StreamSession.objects.filter(
+                    pk=record_id,
+                    state=SessionState.FAILED,
+                    close_reason="worker_lost",
+                ).update(state=state, closed_at=None, close_reason="", heartbeat_at=timezone.now())
+            )
     except IntegrityError:
         return False

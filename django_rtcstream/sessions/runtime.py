@@ -166,8 +166,9 @@ class Session(SessionPort):
     # -- tasks and calls ------------------------------------------------------------
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro, name=f"rtcstream:{self.webrtc_id}:{name}",
-                                     context=self.context.copy())
+        task = self.loop.create_task(
+            coro, name=f"rtcstream:{self.webrtc_id}:{name}", context=self.context.copy()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -180,8 +181,9 @@ class Session(SessionPort):
         if exc is not None and not isinstance(exc, (_Ended, MediaStreamError)):
             self.fail(exc)
 
-    async def call(self, fn: Callable[..., Any], *args: Any,
-                   executor: HandlerPool | OwnThread | None = None) -> Any:
+    async def call(
+        self, fn: Callable[..., Any], *args: Any, executor: HandlerPool | OwnThread | None = None
+    ) -> Any:
         """Run handler code: coroutines on the loop, sync code in the pool
         (or on ``executor``: the session's own thread for a blocking ``emit``)."""
         if inspect.iscoroutinefunction(fn):
@@ -205,12 +207,17 @@ class Session(SessionPort):
         if self.closed.is_set() or self._close_task is not None:
             return
         if isinstance(exc, WebRTCError):  # meant for the user: their words, no traceback
-            logger.warning("Session %s/%s ended by WebRTCError: %s", self.stream.name,
-                           self.webrtc_id, exc.message)
+            logger.warning(
+                "Session %s/%s ended by WebRTCError: %s",
+                self.stream.name,
+                self.webrtc_id,
+                exc.message,
+            )
             self.send_message({"type": "error", "data": exc.message, "message": exc.message})
         else:
-            logger.error("Handler error in session %s/%s", self.stream.name, self.webrtc_id,
-                         exc_info=exc)
+            logger.error(
+                "Handler error in session %s/%s", self.stream.name, self.webrtc_id, exc_info=exc
+            )
             self.send_message({"type": "error", "data": f"{type(exc).__name__}: {exc}"})
         self.request_close(f"handler_error: {type(exc).__name__}", SessionState.FAILED)
 
@@ -278,8 +285,12 @@ class Session(SessionPort):
         self._outbox.append(output)
         self._outbox_wake.set()
         if self._publisher is None:
-            self._publisher = background.start(self._publish_outputs(), "output publisher",
-                                               webrtc_id=self.webrtc_id, loop=self.loop)
+            self._publisher = background.start(
+                self._publish_outputs(),
+                "output publisher",
+                webrtc_id=self.webrtc_id,
+                loop=self.loop,
+            )
 
     async def _publish_outputs(self) -> None:
         failures = 0
@@ -295,15 +306,23 @@ class Session(SessionPort):
                 if self._outbox and self._outbox[0] is output:
                     self._outbox.popleft()
                 if failures:
-                    logger.info("Outputs of session %s reach the channel layer again; %d were "
-                                "dropped while it was away", self.webrtc_id, self._outputs_dropped)
+                    logger.info(
+                        "Outputs of session %s reach the channel layer again; %d were "
+                        "dropped while it was away",
+                        self.webrtc_id,
+                        self._outputs_dropped,
+                    )
                     failures = self._outputs_dropped = 0
                 continue
             failures += 1
             if failures == 1:  # one warning per outage, not one per output
-                logger.warning("Outputs of session %s cannot reach the channel layer: the "
-                               "newest %d are kept and published when it is back, older ones "
-                               "dropped; the session goes on", self.webrtc_id, OUTPUT_BUFFER)
+                logger.warning(
+                    "Outputs of session %s cannot reach the channel layer: the "
+                    "newest %d are kept and published when it is back, older ones "
+                    "dropped; the session goes on",
+                    self.webrtc_id,
+                    OUTPUT_BUFFER,
+                )
             if self._outbox_closing.is_set():
                 return
             with contextlib.suppress(asyncio.TimeoutError):
@@ -321,22 +340,26 @@ class Session(SessionPort):
         if not task.done():
             task.cancel()
         if self._outbox or self._outputs_dropped:
-            logger.warning("Session %s ended with %d outputs never published (the channel "
-                           "layer was away)", self.webrtc_id,
-                           len(self._outbox) + self._outputs_dropped)
+            logger.warning(
+                "Session %s ended with %d outputs never published (the channel layer was away)",
+                self.webrtc_id,
+                len(self._outbox) + self._outputs_dropped,
+            )
 
     # -- inputs, candidates, control -------------------------------------------------
 
     def set_inputs(self, values: list[Any]) -> None:
         """New input values: the handler sees them on its next call."""
         previous, self.inputs = self.inputs, list(values)
-        self._signal(signals.inputs_changed, record_id=self.record_id, inputs=list(values),
-                     previous=previous)
+        self._signal(
+            signals.inputs_changed, record_id=self.record_id, inputs=list(values), previous=previous
+        )
         if self.handler is not None:
             self.handler.set_args(list(values))
         self._generator_stale = True
-        self.spawn(self._save(records.save_inputs(self.record_id, self.inputs), "inputs"),
-                   "save-inputs")
+        self.spawn(
+            self._save(records.save_inputs(self.record_id, self.inputs), "inputs"), "save-inputs"
+        )
 
     async def _save(self, write: Any, *fields: str) -> None:
         """Await a record write; if the database is away, leave ``fields`` to the
@@ -404,15 +427,17 @@ class Session(SessionPort):
                     failures = 0  # it had been reading for a while: a cut read, not an outage
                 failures += 1
                 if not warned:
-                    logger.warning("Control channel of %s: receive failed (%r); retrying",
-                                   self.webrtc_id, exc)
+                    logger.warning(
+                        "Control channel of %s: receive failed (%r); retrying", self.webrtc_id, exc
+                    )
                     warned = True
                 await asyncio.sleep(bus.backoff(failures))
                 continue
             bus.retrieve_cleaner_errors(channel_layer)
             if warned:
-                logger.info("Control channel of %s: the channel layer answers again",
-                            self.webrtc_id)
+                logger.info(
+                    "Control channel of %s: the channel layer answers again", self.webrtc_id
+                )
             failures, warned = 0, False
             kind = message.get("type")
             try:
@@ -422,15 +447,17 @@ class Session(SessionPort):
                     self.set_inputs(message["values"])
                 elif kind == "rtc.input_update":
                     values = self.update_inputs(message["changes"])
-                    await channel_layer.send(message["reply"], {"type": "rtc.inputs",
-                                                                "values": values})
+                    await channel_layer.send(
+                        message["reply"], {"type": "rtc.inputs", "values": values}
+                    )
                 elif kind == "rtc.close":
                     # A close meant for an earlier session that used this id is stale.
                     if message.get("sent_at", 0) >= self.started_wall - 1.0:
                         self.request_close(message.get("reason") or "closed_by_server")
             except Exception:
-                logger.warning("Bad control message for %s: %r", self.webrtc_id, message,
-                               exc_info=True)
+                logger.warning(
+                    "Bad control message for %s: %r", self.webrtc_id, message, exc_info=True
+                )
 
     # -- WebSocket / telephone start ----------------------------------------------------
 
@@ -449,8 +476,9 @@ class Session(SessionPort):
             )
         if self.handler is not None:
             self.handler.phone_mode = phone
-        self.context.run(_current_context.set,
-                         Context(self.webrtc_id, self.stream.name or "", websocket))
+        self.context.run(
+            _current_context.set, Context(self.webrtc_id, self.stream.name or "", websocket)
+        )
         if self.stream.receives_media_from_client:
             self.audio_input = PushedAudioTrack()
             self._remote_tracks["audio"] = self.audio_input
@@ -496,24 +524,34 @@ class Session(SessionPort):
         if "video" in self._remote_tracks:
             handler = self.stream.handler
             in_order = isinstance(handler, VideoStreamHandler) and not handler.skip_frames
-            self._latest_video = (EveryFrame(self._remote_tracks["video"], self.stream.fps)
-                                  if in_order else LatestFrame(self._remote_tracks["video"]))
+            self._latest_video = (
+                EveryFrame(self._remote_tracks["video"], self.stream.fps)
+                if in_order
+                else LatestFrame(self._remote_tracks["video"])
+            )
         self._build_outputs(kinds)
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc took an offer it cannot answer (e.g. no direction)
-            logger.info("Offer for %s accepted by aiortc but not answerable: %r",
-                        self.webrtc_id, exc)
-            raise SignalingError("invalid_offer", "The offer was refused: it cannot be "
-                                 f"answered ({type(exc).__name__}: {exc}).") from exc
+            logger.info(
+                "Offer for %s accepted by aiortc but not answerable: %r", self.webrtc_id, exc
+            )
+            raise SignalingError(
+                "invalid_offer",
+                f"The offer was refused: it cannot be answered ({type(exc).__name__}: {exc}).",
+            ) from exc
         return pc.localDescription.sdp
 
     def activate(self) -> None:
         """Once admitted: listen on the control channel, start the handler and the clocks."""
         self.admitted = True
-        self._signal(signals.session_started, channel=self.channel, record_id=self.record_id,
-                     user_id=self.user_id)
+        self._signal(
+            signals.session_started,
+            channel=self.channel,
+            record_id=self.record_id,
+            user_id=self.user_id,
+        )
         self.spawn(self.control_loop(), "control")
         if self.pc is not None:
             self.spawn(self._connect_timeout(), "connect-timeout")
@@ -540,9 +578,12 @@ class Session(SessionPort):
     def _on_track(self, track: MediaStreamTrack) -> None:
         stream = self.stream
         buffer = jitter.install_on_track(
-            self.pc, track, _or(stream.audio_prefetch, rtc_settings.AUDIO_PREFETCH),
+            self.pc,
+            track,
+            _or(stream.audio_prefetch, rtc_settings.AUDIO_PREFETCH),
             _or(stream.audio_adaptive, rtc_settings.AUDIO_ADAPTIVE),
-            _or(stream.video_marker_release, rtc_settings.VIDEO_MARKER_RELEASE))
+            _or(stream.video_marker_release, rtc_settings.VIDEO_MARKER_RELEASE),
+        )
         if track.kind == "audio":
             self.jitter_buffer = buffer
         else:
@@ -650,10 +691,16 @@ class Session(SessionPort):
                 self.arrivals.tick()
         # Sync code runs in the pool, frames in order; the conversion (a resampling,
         # from aiortc's stereo) stays off the event loop, which also answers offers.
-        feed = SerialFeed(self.loop, self.manager.executor,
-                          functools.partial(_convert_and_receive, self.loop, converter, receive),
-                          self.context, self.fail, self.arrivals.tick_threadsafe,
-                          label=self.call_label(receive), owner=self)
+        feed = SerialFeed(
+            self.loop,
+            self.manager.executor,
+            functools.partial(_convert_and_receive, self.loop, converter, receive),
+            self.context,
+            self.fail,
+            self.arrivals.tick_threadsafe,
+            label=self.call_label(receive),
+            owner=self,
+        )
         try:
             while True:
                 try:
@@ -677,8 +724,9 @@ class Session(SessionPort):
         if self._emit_thread is None and not inspect.iscoroutinefunction(emit):
             # A sync emit() may block until there is output (FastRTC's queue.get()
             # idiom), and for ever once the session has ended: never in the pool.
-            self._emit_thread = OwnThread(self.manager.executor.calls,
-                                          f"rtcstream-emit-{self.webrtc_id[:12]}")
+            self._emit_thread = OwnThread(
+                self.manager.executor.calls, f"rtcstream-emit-{self.webrtc_id[:12]}"
+            )
         return await self.call(emit, executor=self._emit_thread)
 
     async def _audio_pump(self) -> None:
@@ -703,8 +751,7 @@ class Session(SessionPort):
             if media is not None and out is not None:
                 if not (isinstance(media, tuple) and len(media) in (2, 3)):
                     raise TypeError(
-                        "audio handlers must emit (sample_rate, array), got "
-                        f"{type(media).__name__}"
+                        f"audio handlers must emit (sample_rate, array), got {type(media).__name__}"
                     )
                 out.push(*media)
                 self.frames_out += 1
@@ -850,17 +897,21 @@ class Session(SessionPort):
             await asyncio.sleep(0.02)
 
     def counters(self) -> dict[str, int]:
-        return {"frames_in": self.frames_in, "frames_out": self.frames_out,
-                "messages_out": self.messages_out,
-                "stuck_calls": len(self.manager.executor.calls.stuck(owner=self))}
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "messages_out": self.messages_out,
+            "stuck_calls": len(self.manager.executor.calls.stuck(owner=self)),
+        }
 
     # -- closing -------------------------------------------------------------------------
 
     def request_close(self, reason: str, state: str = SessionState.CLOSED) -> None:
         if self._close_task is None:
             # In the session's context: an async shutdown() may call get_current_context().
-            self._close_task = self.loop.create_task(self._close(reason, state),
-                                                     context=self.context.copy())
+            self._close_task = self.loop.create_task(
+                self._close(reason, state), context=self.context.copy()
+            )
             self._close_task.add_done_callback(self._close_done)
 
     def _signal(self, signal: Any, **kwargs: Any) -> None:
@@ -868,17 +919,27 @@ class Session(SessionPort):
         if signal.has_listeners(self.stream):
             # A fresh context: the caller's may be a request's async_to_sync, whose
             # thread executor is gone by the time a sync receiver would run in it.
-            background.start(signals.send(signal, self.stream, webrtc_id=self.webrtc_id, **kwargs),
-                             "signal", webrtc_id=self.webrtc_id, loop=self.loop,
-                             context=contextvars.Context())
+            background.start(
+                signals.send(signal, self.stream, webrtc_id=self.webrtc_id, **kwargs),
+                "signal",
+                webrtc_id=self.webrtc_id,
+                loop=self.loop,
+                context=contextvars.Context(),
+            )
 
     def _close_done(self, task: asyncio.Task[None]) -> None:
         """Nobody may await a close: its failure (a records write) is logged here."""
         if not task.cancelled() and task.exception() is not None:
-            logger.error("Closing session %s/%s failed", self.stream.name, self.webrtc_id,
-                         exc_info=task.exception())
+            logger.error(
+                "Closing session %s/%s failed",
+                self.stream.name,
+                self.webrtc_id,
+                exc_info=task.exception(),
+            )
 
-    async def close(self, reason: str = "closed_by_server", state: str = SessionState.CLOSED) -> None:
+    async def close(
+        self, reason: str = "closed_by_server", state: str = SessionState.CLOSED
+    ) -> None:
         """Close the session (idempotent) and wait until it is fully closed."""
         self.request_close(reason, state)
         assert self._close_task is not None
@@ -935,8 +996,14 @@ class Session(SessionPort):
         closed = (state, reason, self.counters(), timezone.now())
         try:
             await records.mark_closed(self.record_id, *closed)
-            self._signal(signals.session_ended, channel=self.channel, record_id=self.record_id,
-                         reason=reason, state=state, counters=closed[2])
+            self._signal(
+                signals.session_ended,
+                channel=self.channel,
+                record_id=self.record_id,
+                reason=reason,
+                state=state,
+                counters=closed[2],
+            )
         except DatabaseUnavailable:
             # The heartbeat writes it once the database is back; meanwhile this worker
             # does not reap the record, and the others wait a lease after the outage.
@@ -945,8 +1012,9 @@ class Session(SessionPort):
             await bus.publish_end(self.webrtc_id)  # never raises: the record tells too
 
 
-def _convert_and_receive(loop: asyncio.AbstractEventLoop, converter: AudioInput,
-                         receive: Callable[..., Any], frame: Any) -> None:
+def _convert_and_receive(
+    loop: asyncio.AbstractEventLoop, converter: AudioInput, receive: Callable[..., Any], frame: Any
+) -> None:
     for chunk in converter.convert(frame):
         result = receive(chunk)
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
@@ -970,8 +1038,9 @@ def _apply_video_fn(fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[A
     return fn(video_to_array(frame, fmt), *inputs)
 
 
-def _transform_video(fn: Callable[..., Any], frame: Any, fmt: str,
-                     inputs: list[Any]) -> tuple[Any, Any]:
+def _transform_video(
+    fn: Callable[..., Any], frame: Any, fmt: str, inputs: list[Any]
+) -> tuple[Any, Any]:
     """Runs in the pool: the whole send-receive step, ``(output frame or None, extra)``."""
     media, extra = split_result(_apply_video_fn(fn, frame, fmt, inputs))
     return (array_to_video(media, fmt, frame) if media is not None else None), extra
@@ -999,8 +1068,9 @@ class SessionManager:
         # database was away: the heartbeat writes them.
         self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
         self._ended_since_trim = False
-        self.executor = HandlerPool(rtc_settings.HANDLER_THREADS,
-                                    stuck_after=rtc_settings.HANDLER_STUCK_AFTER)
+        self.executor = HandlerPool(
+            rtc_settings.HANDLER_THREADS, stuck_after=rtc_settings.HANDLER_STUCK_AFTER
+        )
         self.worker = rtc_settings.worker_name()
         self.loop_thread = threading.get_ident()
         ice.install_host_addresses(rtc_settings.ICE_HOST_ADDRESSES)
@@ -1034,8 +1104,14 @@ class SessionManager:
         session = self._new_session(stream, webrtc_id)
         session.channel, session.user_id = channel, user_id
         try:
-            await self._admit(session, channel=channel, client_address=client_address,
-                              user_id=user_id, call_sid=call_sid, inputs=inputs)
+            await self._admit(
+                session,
+                channel=channel,
+                client_address=client_address,
+                user_id=user_id,
+                call_sid=call_sid,
+                inputs=inputs,
+            )
         except BaseException:
             self.forget(session)
             raise
@@ -1050,9 +1126,11 @@ class SessionManager:
         self.loop_thread = threading.get_ident()
         self._ensure_heartbeat()
         if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
-            raise SignalingError("connection_already_exists",
-                                 f"A live session with webrtc_id {webrtc_id!r} already exists.",
-                                 status=409)
+            raise SignalingError(
+                "connection_already_exists",
+                f"A live session with webrtc_id {webrtc_id!r} already exists.",
+                status=409,
+            )
         session = Session(self, stream, webrtc_id, uuid.uuid4())
         session.token, session.token_hash = new_token()
         self.sessions[webrtc_id] = session
@@ -1062,11 +1140,11 @@ class SessionManager:
     def own_records(self) -> list[Any]:
         """Record ids of this worker's sessions (and of those whose close is still to be
         written): never reaped by this worker."""
-        return [*(s.record_id for s in self.sessions.values() if s.admitted),
-                *self.unsaved_closes]
+        return [*(s.record_id for s in self.sessions.values() if s.admitted), *self.unsaved_closes]
 
-    def _admit(self, session: Session, *, inputs: list[Any] | None = None,
-               **fields: Any) -> asyncio.Future[Any]:
+    def _admit(
+        self, session: Session, *, inputs: list[Any] | None = None, **fields: Any
+    ) -> asyncio.Future[Any]:
         stream = session.stream
         return records.admit(
             stream.name or "",
@@ -1081,8 +1159,9 @@ class SessionManager:
             **fields,
         )
 
-    async def open_webrtc(self, stream: Stream, webrtc_id: str, offer_sdp: str,
-                          **kwargs: Any) -> tuple[Session, str]:
+    async def open_webrtc(
+        self, stream: Stream, webrtc_id: str, offer_sdp: str, **kwargs: Any
+    ) -> tuple[Session, str]:
         """Admit and answer at the same time, then start; a refused offer keeps no slot.
 
         Admission (a database transaction) runs while aiortc negotiates and gathers
@@ -1112,9 +1191,11 @@ class SessionManager:
             raise
         if session.ended:  # the peer connection failed or closed before the answer left
             await session.close()
-            raise SignalingError("connection_closed",
-                                 "The connection ended while the offer was being answered.",
-                                 status=409)
+            raise SignalingError(
+                "connection_closed",
+                "The connection ended while the offer was being answered.",
+                status=409,
+            )
         session.activate()
         return session, answer
 
@@ -1181,16 +1262,19 @@ class SessionManager:
             return
         state = SessionState.CONNECTED if session.connected.is_set() else SessionState.CONNECTING
         if await records.reclaim(session.record_id, state):
-            logger.warning("Session %s was reaped while it ran (its worker's heartbeat was "
-                           "late); its record is live again", session.webrtc_id)
+            logger.warning(
+                "Session %s was reaped while it ran (its worker's heartbeat was "
+                "late); its record is live again",
+                session.webrtc_id,
+            )
         else:
-            logger.warning("Session %s lost its record while it ran; closing it",
-                           session.webrtc_id)
+            logger.warning("Session %s lost its record while it ran; closing it", session.webrtc_id)
             session.request_close("record_lost", SessionState.FAILED)
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
-        await asyncio.gather(*(s.close(reason) for s in list(self.sessions.values())),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(s.close(reason) for s in list(self.sessions.values())), return_exceptions=True
+        )
 
 
 _manager: SessionManager | None = None

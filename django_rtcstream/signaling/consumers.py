@@ -90,8 +90,9 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             elif kind == "ping":
                 await self.send_json({"type": "pong", "data": data.get("data")})
             else:
-                raise SignalingError("invalid_request",
-                                     "'type' must be 'offer', 'ice-candidate', 'close' or 'ping'.")
+                raise SignalingError(
+                    "invalid_request", "'type' must be 'offer', 'ice-candidate', 'close' or 'ping'."
+                )
         except SignalingError as exc:
             await self.send_failure(exc)
 
@@ -100,8 +101,9 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         from django_rtcstream.sessions.runtime import manager
 
         if self.session is not None:
-            raise SignalingError("connection_already_exists",
-                                 "This socket already carries a session.", status=409)
+            raise SignalingError(
+                "connection_already_exists", "This socket already carries a session.", status=409
+            )
         sdp, webrtc_id = offer_fields(data)
         from django_rtcstream.api import permissions
 
@@ -109,14 +111,17 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         client = self.scope.get("client") or [None]
         session, answer = await manager().open_webrtc(
-            self.stream, webrtc_id, sdp,
+            self.stream,
+            webrtc_id,
+            sdp,
             client_address=client[0],
             user_id=user.pk if user is not None and user.is_authenticated else None,
         )
         self.session = session
         session.listeners.append(self.on_session_message)
-        await self.send_json({"type": "answer", "sdp": answer, "webrtc_id": webrtc_id,
-                              "token": session.token})
+        await self.send_json(
+            {"type": "answer", "sdp": answer, "webrtc_id": webrtc_id, "token": session.token}
+        )
         for candidate in local_candidates(session.pc):
             await self.send_json({"type": "ice-candidate", "candidate": candidate})
         await self.send_json({"type": "ice-candidate", "candidate": None})
@@ -129,8 +134,11 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
             from django_rtcstream import background
 
-            self._writer = background.start(self._write(), "signaling writer",
-                                            webrtc_id=getattr(self.session, "webrtc_id", None))
+            self._writer = background.start(
+                self._write(),
+                "signaling writer",
+                webrtc_id=getattr(self.session, "webrtc_id", None),
+            )
         if self._outbox.full():  # a client that does not read loses old messages, not memory
             self._outbox.get_nowait()
         self._outbox.put_nowait(message)

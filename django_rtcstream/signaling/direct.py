@@ -59,8 +59,12 @@ class DirectOffers:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-        if scope["type"] == "http" and scope["method"] == "POST" \
-                and scope["path"].endswith(SUFFIX) and rtc_settings.DIRECT_OFFERS:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith(SUFFIX)
+            and rtc_settings.DIRECT_OFFERS
+        ):
             stream = offer_stream(scope)
             if stream is not None:
                 body_file = io.BytesIO()  # filled once the checks pass; read when asked
@@ -93,8 +97,9 @@ def offer_stream(scope: Any) -> str | None:
     return match.kwargs.get("stream") if match.func is http.offer else None
 
 
-async def answer(request: ASGIRequest, body_file: io.BytesIO, receive: Any, send: Any,
-                 stream: str) -> None:
+async def answer(
+    request: ASGIRequest, body_file: io.BytesIO, receive: Any, send: Any, stream: str
+) -> None:
     from django_rtcstream.signaling import http
 
     security = security_middleware()

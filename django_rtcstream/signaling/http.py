@@ -20,10 +20,19 @@ from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.api import permissions
 from django_rtcstream.exceptions import (
-    DatabaseUnavailable, SignalingError, StreamNotFound, UnknownSession)
+    DatabaseUnavailable,
+    SignalingError,
+    StreamNotFound,
+    UnknownSession,
+)
 from django_rtcstream.sessions import records
 from django_rtcstream.signaling.messages import (
-    UNREADABLE_BODY, body_refused, candidate_fields, offer_fields, parse_json)
+    UNREADABLE_BODY,
+    body_refused,
+    candidate_fields,
+    offer_fields,
+    parse_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +117,9 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
         kind = data.get("type")
         if kind == "ice-candidate":
             candidate, webrtc_id = candidate_fields(data)
-            await bus.send_candidate(stream, webrtc_id, candidate,
-                                     client=request.META.get("REMOTE_ADDR"))
+            await bus.send_candidate(
+                stream, webrtc_id, candidate, client=request.META.get("REMOTE_ADDR")
+            )
             return JsonResponse({"status": "success"})
         if kind == "close":
             webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
@@ -122,13 +132,17 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
             await bus.send_close(stream, webrtc_id, "client_hangup")
             return JsonResponse({"status": "success"})
         if kind != "offer":
-            raise SignalingError("invalid_request",
-                                 "'type' must be 'offer', 'ice-candidate' or 'close'.",
-                                 fields={"type": ["Unknown or missing message type."]})
+            raise SignalingError(
+                "invalid_request",
+                "'type' must be 'offer', 'ice-candidate' or 'close'.",
+                fields={"type": ["Unknown or missing message type."]},
+            )
         sdp, webrtc_id = offer_fields(data)
         await permissions.acheck("open", request, the_stream)
         session, answer = await manager().open_webrtc(
-            the_stream, webrtc_id, sdp,
+            the_stream,
+            webrtc_id,
+            sdp,
             client_address=request.META.get("REMOTE_ADDR"),
             user_id=await _user_id(request),
         )
@@ -138,5 +152,6 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     except records.DATABASE_ERRORS as exc:  # the user's session, read for the record
         logger.info("Signaling refused on %s: database unavailable (%r)", stream, exc)
         return failure(DatabaseUnavailable())
-    return JsonResponse({"sdp": answer, "type": "answer", "webrtc_id": session.webrtc_id,
-                         "token": session.token})
+    return JsonResponse(
+        {"sdp": answer, "type": "answer", "webrtc_id": session.webrtc_id, "token": session.token}
+    )

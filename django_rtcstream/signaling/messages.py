@@ -19,23 +19,26 @@ UNREADABLE_BODY = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 
 
 def too_large(limit: int, what: str = "Signaling messages") -> SignalingError:
-    return SignalingError("request_too_large", f"{what} are limited to {limit} bytes.",
-                          status=413)
+    return SignalingError("request_too_large", f"{what} are limited to {limit} bytes.", status=413)
 
 
 def body_refused(exc: Exception) -> SignalingError:
     """The failure for one of ``UNREADABLE_BODY``: 413 for a body over
     ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 400 for too many form fields or files."""
     if isinstance(exc, RequestDataTooBig):
-        return too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
-                         "Request bodies (DATA_UPLOAD_MAX_MEMORY_SIZE)")
+        return too_large(
+            settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "Request bodies (DATA_UPLOAD_MAX_MEMORY_SIZE)"
+        )
     if isinstance(exc, TooManyFilesSent):
         limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
-        return SignalingError("too_many_files",
-                              f"The form has more files than DATA_UPLOAD_MAX_NUMBER_FILES ({limit}).")
+        return SignalingError(
+            "too_many_files",
+            f"The form has more files than DATA_UPLOAD_MAX_NUMBER_FILES ({limit}).",
+        )
     limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-    return SignalingError("too_many_fields",
-                          f"The form has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS ({limit}).")
+    return SignalingError(
+        "too_many_fields", f"The form has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS ({limit})."
+    )
 
 
 def parse_json(raw: bytes | str, limit: int) -> dict[str, Any]:
@@ -54,8 +57,11 @@ def offer_fields(data: dict[str, Any]) -> tuple[str, str]:
     """``(sdp, webrtc_id)`` of an offer; a missing id is generated (unguessable)."""
     sdp = data.get("sdp")
     if not isinstance(sdp, str) or not sdp.strip():
-        raise SignalingError("invalid_offer", "An offer needs a non-empty 'sdp' string.",
-                             fields={"sdp": ["This field is required."]})
+        raise SignalingError(
+            "invalid_offer",
+            "An offer needs a non-empty 'sdp' string.",
+            fields={"sdp": ["This field is required."]},
+        )
     webrtc_id = data.get("webrtc_id")
     if webrtc_id in (None, ""):
         webrtc_id = secrets.token_urlsafe(24)
@@ -64,11 +70,17 @@ def offer_fields(data: dict[str, Any]) -> tuple[str, str]:
 
 def candidate_fields(data: dict[str, Any]) -> tuple[Any, str]:
     if "candidate" not in data:
-        raise SignalingError("invalid_candidate", "An ice-candidate message needs 'candidate'.",
-                             fields={"candidate": ["This field is required."]})
+        raise SignalingError(
+            "invalid_candidate",
+            "An ice-candidate message needs 'candidate'.",
+            fields={"candidate": ["This field is required."]},
+        )
     if "webrtc_id" not in data:
-        raise SignalingError("invalid_request", "An ice-candidate message needs 'webrtc_id'.",
-                             fields={"webrtc_id": ["This field is required."]})
+        raise SignalingError(
+            "invalid_request",
+            "An ice-candidate message needs 'webrtc_id'.",
+            fields={"webrtc_id": ["This field is required."]},
+        )
     from django_rtcstream.media.ice import parse_candidate
 
     parse_candidate(data["candidate"])  # validate before it travels

@@ -32,7 +32,8 @@ def endpoints(request: HttpRequest, stream: Stream) -> dict[str, str]:
         "input": request.build_absolute_uri(reverse(f"{ns}:input", kwargs={"stream": name})),
         "outputs": request.build_absolute_uri(reverse(f"{ns}:outputs", kwargs={"stream": name})),
         "outputs_ticket": request.build_absolute_uri(
-            reverse(f"{ns}:outputs-ticket", kwargs={"stream": name})),
+            reverse(f"{ns}:outputs-ticket", kwargs={"stream": name})
+        ),
         "websocket": f"{ws_scheme}://{host}/ws{prefix}{name}/",
     }
 
@@ -60,7 +61,9 @@ def describe(request: HttpRequest, stream: Stream) -> dict[str, Any]:
 
 @require_GET
 def streams(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"streams": [describe(request, s) for s in registry.get_streams().values()]})
+    return JsonResponse(
+        {"streams": [describe(request, s) for s in registry.get_streams().values()]}
+    )
 
 
 @require_GET

@@ -91,9 +91,12 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             await self.refuse(SignalingError("unknown_stream", str(exc), status=404))
             return
         if self.stream.modality != "audio":
-            await self.refuse(SignalingError(
-                "unsupported_modality",
-                f"Stream {name!r} is {self.stream.modality}; WebSocket audio needs an audio stream."))
+            await self.refuse(
+                SignalingError(
+                    "unsupported_modality",
+                    f"Stream {name!r} is {self.stream.modality}; WebSocket audio needs an audio stream.",
+                )
+            )
 
     # -- sending -------------------------------------------------------------------------
 
@@ -112,8 +115,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         if message["type"] == "closed":
             background.start(self._closed(), "socket close", webrtc_id=self._session_id())
         else:
-            background.start(self._send_quietly(message), "socket message",
-                             webrtc_id=self._session_id())
+            background.start(
+                self._send_quietly(message), "socket message", webrtc_id=self._session_id()
+            )
 
     async def _send_quietly(self, message: dict[str, Any]) -> None:
         try:
@@ -137,8 +141,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             pass
 
     def on_clear(self) -> None:
-        background.start(self._send_quietly(self.clear_message()), "socket clear",
-                         webrtc_id=self._session_id())
+        background.start(
+            self._send_quietly(self.clear_message()), "socket clear", webrtc_id=self._session_id()
+        )
 
     def clear_message(self) -> dict[str, Any]:
         return {"event": "clear"}
@@ -152,8 +157,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     def _output_went_dry(self) -> None:
         if getattr(self, "_reply_end", None) is None:
-            self._reply_end = background.start(self._end_reply_later(), "reply end",
-                                               webrtc_id=self._session_id())
+            self._reply_end = background.start(
+                self._end_reply_later(), "reply end", webrtc_id=self._session_id()
+            )
 
     def _output_flows(self) -> None:
         pending, self._reply_end = getattr(self, "_reply_end", None), None
@@ -199,8 +205,9 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         size = len(text_data or bytes_data or b"")
         if size > rtc_settings.MAX_SIGNALING_BYTES:
-            await self.error(f"Message of {size} bytes refused: the limit is "
-                             f"{rtc_settings.MAX_SIGNALING_BYTES}.")
+            await self.error(
+                f"Message of {size} bytes refused: the limit is {rtc_settings.MAX_SIGNALING_BYTES}."
+            )
             return
         if bytes_data is not None:
             await self.on_binary(bytes_data)
@@ -240,8 +247,14 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             return
         await self.open_session(data.get("websocket_id") or data.get("webrtc_id"))
 
-    async def open_session(self, webrtc_id: Any, *, phone: bool = False, call_sid: str = "",
-                           custom: dict[str, Any] | None = None) -> None:
+    async def open_session(
+        self,
+        webrtc_id: Any,
+        *,
+        phone: bool = False,
+        call_sid: str = "",
+        custom: dict[str, Any] | None = None,
+    ) -> None:
         from django_rtcstream.api import permissions
         from django_rtcstream.sessions.bus import check_webrtc_id
         from django_rtcstream.sessions.runtime import manager
@@ -253,9 +266,14 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             user = self.scope.get("user")
             client = self.scope.get("client") or [None]
             self.session = session = await manager().open(
-                self.stream, webrtc_id, channel=self.channel_kind, client_address=client[0],
+                self.stream,
+                webrtc_id,
+                channel=self.channel_kind,
+                client_address=client[0],
                 user_id=user.pk if user is not None and user.is_authenticated else None,
-                call_sid=call_sid, inputs=self._initial_inputs(custom))
+                call_sid=call_sid,
+                inputs=self._initial_inputs(custom),
+            )
         except SignalingError as exc:
             await self.refuse(exc)
             return
@@ -263,9 +281,12 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         session.clear_listeners.append(self.on_clear)
         await session.start_socket(phone=phone, websocket=self)
         if session.audio_out is not None:
-            self._player = background.start(self.play(), "socket player",
-                                            webrtc_id=session.webrtc_id,
-                                            on_error=self._player_failed)
+            self._player = background.start(
+                self.play(),
+                "socket player",
+                webrtc_id=session.webrtc_id,
+                on_error=self._player_failed,
+            )
         await self.started()
 
     def _initial_inputs(self, custom: dict[str, Any] | None) -> list[Any] | None:
@@ -284,10 +305,18 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     async def started(self) -> None:
         """Tell the client its session id and token (for the input and output hooks)."""
-        await self.send_json({"type": "session", "data": {
-            "webrtc_id": self.session.webrtc_id, "token": self.session.token,
-            "input_sample_rate": self.input_rate, "output_sample_rate": self.output_rate,
-            "encoding": self.encoding}})
+        await self.send_json(
+            {
+                "type": "session",
+                "data": {
+                    "webrtc_id": self.session.webrtc_id,
+                    "token": self.session.token,
+                    "input_sample_rate": self.input_rate,
+                    "output_sample_rate": self.output_rate,
+                    "encoding": self.encoding,
+                },
+            }
+        )
 
     async def on_media(self, data: dict[str, Any]) -> None:
         if self.session is None:
@@ -323,9 +352,18 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         if session is None or session.audio_input is None or not len(samples):
             return
         if len(samples) > MAX_SECONDS_PER_FRAME * self.input_rate:
-            background.start(self._send_quietly({"type": "error", "data": (
-                f"A media message may carry at most {MAX_SECONDS_PER_FRAME:g} s of audio.")}),
-                "socket error", webrtc_id=session.webrtc_id)
+            background.start(
+                self._send_quietly(
+                    {
+                        "type": "error",
+                        "data": (
+                            f"A media message may carry at most {MAX_SECONDS_PER_FRAME:g} s of audio."
+                        ),
+                    }
+                ),
+                "socket error",
+                webrtc_id=session.webrtc_id,
+            )
             return
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.input_rate
@@ -353,8 +391,7 @@ def _rate(value: Any) -> int:
     try:
         rate = int(value)
     except OverflowError:  # JSON's Infinity (1e999) is a float that no int can hold
-        raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {value!r}") \
-            from None
+        raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {value!r}") from None
     if not 8000 <= rate <= 96000:
         raise ValueError(f"sample rates must be between 8000 and 96000 Hz, got {rate}")
     return rate

@@ -52,8 +52,9 @@ def webhook(incoming_url: str, params: dict[str, str], auth_token: str | None) -
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if auth_token:
         headers["X-Twilio-Signature"] = signature(incoming_url, params, auth_token)
-    request = urllib.request.Request(incoming_url, data=urllib.parse.urlencode(params).encode(),
-                                     headers=headers, method="POST")
+    request = urllib.request.Request(
+        incoming_url, data=urllib.parse.urlencode(params).encode(), headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -94,8 +95,13 @@ async def place_call(
 
     call_sid = "CA" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
-    params = {"CallSid": call_sid, "AccountSid": "AC" + secrets.token_hex(16),
-              "From": caller, "To": "+15550199", "Direction": "inbound"}
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": "AC" + secrets.token_hex(16),
+        "From": caller,
+        "To": "+15550199",
+        "Direction": "inbound",
+    }
     status, twiml = await asyncio.to_thread(webhook, incoming_url, params, auth_token)
     if status != 200:
         raise RuntimeError(f"the webhook answered {status}: {twiml[:200]}")
@@ -129,16 +135,32 @@ async def place_call(
                     marked.set()
                 if event.get("event") == "mark":  # Twilio: the audio before it has played
                     try:
-                        await send({"event": "mark", "streamSid": stream_sid, "mark": event["mark"]})
+                        await send(
+                            {"event": "mark", "streamSid": stream_sid, "mark": event["mark"]}
+                        )
                     except websockets.ConnectionClosed:  # the call ended meanwhile
                         return
 
         reader = asyncio.ensure_future(read())
         await send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await send({"event": "start", "streamSid": stream_sid, "start": {
-            "streamSid": stream_sid, "callSid": call_sid, "accountSid": params["AccountSid"],
-            "tracks": ["inbound"], "customParameters": {**twiml_params, **(custom_parameters or {})},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": PHONE_RATE, "channels": 1}}})
+        await send(
+            {
+                "event": "start",
+                "streamSid": stream_sid,
+                "start": {
+                    "streamSid": stream_sid,
+                    "callSid": call_sid,
+                    "accountSid": params["AccountSid"],
+                    "tracks": ["inbound"],
+                    "customParameters": {**twiml_params, **(custom_parameters or {})},
+                    "mediaFormat": {
+                        "encoding": "audio/x-mulaw",
+                        "sampleRate": PHONE_RATE,
+                        "channels": 1,
+                    },
+                },
+            }
+        )
         pending_dtmf = sorted(dtmf or [])
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -148,20 +170,39 @@ async def place_call(
             elapsed = loop.time() - t0
             while pending_dtmf and pending_dtmf[0][0] <= elapsed:
                 _, digit = pending_dtmf.pop(0)
-                await send({"event": "dtmf", "streamSid": stream_sid,
-                            "dtmf": {"track": "inbound_track", "digit": digit}})
-            chunk = audio[i * FRAME:(i + 1) * FRAME] if i < total else np.zeros(FRAME, np.int16)
-            await send({"event": "media", "streamSid": stream_sid, "media": {
-                "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20),
-                "payload": base64.b64encode(mulaw.encode(chunk)).decode()}})
+                await send(
+                    {
+                        "event": "dtmf",
+                        "streamSid": stream_sid,
+                        "dtmf": {"track": "inbound_track", "digit": digit},
+                    }
+                )
+            chunk = audio[i * FRAME : (i + 1) * FRAME] if i < total else np.zeros(FRAME, np.int16)
+            await send(
+                {
+                    "event": "media",
+                    "streamSid": stream_sid,
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(i + 1),
+                        "timestamp": str(i * 20),
+                        "payload": base64.b64encode(mulaw.encode(chunk)).decode(),
+                    },
+                }
+            )
             await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
         if until_marks:
             try:
                 await asyncio.wait_for(marked.wait(), mark_timeout)
             except asyncio.TimeoutError:
                 pass
-        await send({"event": "stop", "streamSid": stream_sid,
-                    "stop": {"callSid": call_sid, "accountSid": params["AccountSid"]}})
+        await send(
+            {
+                "event": "stop",
+                "streamSid": stream_sid,
+                "stop": {"callSid": call_sid, "accountSid": params["AccountSid"]},
+            }
+        )
         try:
             await asyncio.wait_for(reader, 5)
         except asyncio.TimeoutError:
@@ -169,10 +210,13 @@ async def place_call(
         except websockets.ConnectionClosed:
             pass
     return CallResult(
-        stream_sid=stream_sid, call_sid=call_sid,
+        stream_sid=stream_sid,
+        call_sid=call_sid,
         received=np.concatenate(received) if received else np.zeros(0, np.int16),
         first_audio_after=(first_audio - first_sent) if first_audio and first_sent else None,
-        duration=time.monotonic() - started, events=events)
+        duration=time.monotonic() - started,
+        events=events,
+    )
 
 
 def read_audio(path: str) -> np.ndarray:
@@ -181,8 +225,11 @@ def read_audio(path: str) -> np.ndarray:
 
     with av.open(path) as container:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=PHONE_RATE)
-        parts = [f.to_ndarray()[0] for frame in container.decode(audio=0)
-                 for f in resampler.resample(frame)]
+        parts = [
+            f.to_ndarray()[0]
+            for frame in container.decode(audio=0)
+            for f in resampler.resample(frame)
+        ]
         parts += [f.to_ndarray()[0] for f in resampler.resample(None)]
     return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 

@@ -18,8 +18,10 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
     async def connect(self) -> None:
         auth_token = rtc_settings.TWILIO_AUTH_TOKEN
         if auth_token:
-            headers = {k.decode("latin1").lower(): v.decode("latin1")
-                       for k, v in self.scope.get("headers", [])}
+            headers = {
+                k.decode("latin1").lower(): v.decode("latin1")
+                for k, v in self.scope.get("headers", [])
+            }
             scheme = "wss" if self.scope.get("scheme") in ("wss", "https") else "ws"
             url = public_url(f"{scheme}://{headers.get('host', '')}{self.scope['path']}")
             if rtc_settings.TELEPHONE_PUBLIC_URL:
@@ -47,10 +49,14 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
         start = data.get("start") if isinstance(data.get("start"), dict) else {}
         self.stream_sid = data.get("streamSid") or start.get("streamSid")
         self.encoding, self.input_rate, self.output_rate = "mulaw", PHONE_RATE, PHONE_RATE
-        custom = start.get("customParameters") if isinstance(start.get("customParameters"), dict) \
+        custom = (
+            start.get("customParameters")
+            if isinstance(start.get("customParameters"), dict)
             else None
-        await self.open_session(self.stream_sid, phone=True, call_sid=str(start.get("callSid", ""))[:64],
-                                custom=custom)
+        )
+        await self.open_session(
+            self.stream_sid, phone=True, call_sid=str(start.get("callSid", ""))[:64], custom=custom
+        )
 
     async def on_mark(self, data: dict[str, Any]) -> None:
         mark = data.get("mark") if isinstance(data.get("mark"), dict) else {}
@@ -59,7 +65,9 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
             self.session.send_message({"type": "log", "data": f"played:{mark.get('name')}"})
 
     async def on_dtmf(self, data: dict[str, Any]) -> None:
-        digit = (data.get("dtmf") or {}).get("digit") if isinstance(data.get("dtmf"), dict) else None
+        digit = (
+            (data.get("dtmf") or {}).get("digit") if isinstance(data.get("dtmf"), dict) else None
+        )
         if not isinstance(digit, str) or self.session is None:
             return
         self.dtmf.append(digit)
@@ -71,8 +79,11 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
     # Twilio's shapes for what we send ----------------------------------------------------
 
     def media_message(self, payload: bytes) -> dict[str, Any]:
-        return {"event": "media", "streamSid": self.stream_sid,
-                "media": {"payload": base64.b64encode(payload).decode()}}
+        return {
+            "event": "media",
+            "streamSid": self.stream_sid,
+            "media": {"payload": base64.b64encode(payload).decode()},
+        }
 
     def clear_message(self) -> dict[str, Any]:
         return {"event": "clear", "streamSid": self.stream_sid}
@@ -80,8 +91,13 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
     async def on_burst_end(self) -> None:
         """Mark the end of each reply: Twilio echoes the mark when the caller heard it all."""
         self._bursts += 1
-        await self.send_json({"event": "mark", "streamSid": self.stream_sid,
-                              "mark": {"name": f"reply-{self._bursts}"}})
+        await self.send_json(
+            {
+                "event": "mark",
+                "streamSid": self.stream_sid,
+                "mark": {"name": f"reply-{self._bursts}"},
+            }
+        )
 
     async def started(self) -> None:
         """Twilio wants nothing back at start."""

@@ -54,8 +54,9 @@ def signature(url: str, params: Params, auth_token: str) -> str:
     each of its distinct values, sorted (``Digits=5678&Digits=1234`` signs
     ``Digits1234Digits5678``), as Twilio's own validator does. Base64.
     """
-    payload = url + "".join(name + value for name in sorted(params)
-                            for value in sorted(set(_values(params, name))))
+    payload = url + "".join(
+        name + value for name in sorted(params) for value in sorted(set(_values(params, name)))
+    )
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
@@ -81,12 +82,14 @@ def url_variants(url: str) -> list[str]:
 def _same(a: str, b: str) -> bool:
     """Constant-time equality; unlike ``compare_digest`` on ``str``, fine with non-ASCII
     (a forged header or query may hold anything)."""
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"),
-                               b.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
-def valid_signature(url: str, params: Params, given: str | None, auth_token: str,
-                    body: bytes | None = None) -> bool:
+def valid_signature(
+    url: str, params: Params, given: str | None, auth_token: str, body: bytes | None = None
+) -> bool:
     """Whether ``given`` is Twilio's signature of this request.
 
     A request whose body is not a form (JSON) carries the body's SHA-256 as
@@ -100,8 +103,9 @@ def valid_signature(url: str, params: Params, given: str | None, auth_token: str
         if not _same(hashlib.sha256(body or b"").hexdigest(), body_hash[0]):
             return False
         params = {}
-    return any(_same(signature(variant, params, auth_token), given)
-               for variant in url_variants(url))
+    return any(
+        _same(signature(variant, params, auth_token), given) for variant in url_variants(url)
+    )
 
 
 def public_url(request_url: str) -> str:
@@ -130,8 +134,10 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
     try:
         registry.get_stream(stream)
     except StreamNotFound as exc:
-        return JsonResponse({"status": "failed", "meta": {"error": "unknown_stream",
-                                                          "message": str(exc)}}, status=404)
+        return JsonResponse(
+            {"status": "failed", "meta": {"error": "unknown_stream", "message": str(exc)}},
+            status=404,
+        )
     url = public_url(request.build_absolute_uri())
     auth_token = rtc_settings.TWILIO_AUTH_TOKEN
     try:
@@ -141,18 +147,29 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
     except UNREADABLE_BODY as exc:
         refusal = body_refused(exc)
         return JsonResponse(refusal.body(), status=refusal.status)
-    if auth_token and not valid_signature(url, params, request.headers.get("X-Twilio-Signature"),
-                                          auth_token, body=body):
-        return JsonResponse({"status": "failed", "meta": {
-            "error": "invalid_signature",
-            "message": "X-Twilio-Signature is missing or does not match TWILIO_AUTH_TOKEN."}},
-            status=403)
+    if auth_token and not valid_signature(
+        url, params, request.headers.get("X-Twilio-Signature"), auth_token, body=body
+    ):
+        return JsonResponse(
+            {
+                "status": "failed",
+                "meta": {
+                    "error": "invalid_signature",
+                    "message": "X-Twilio-Signature is missing or does not match TWILIO_AUTH_TOKEN.",
+                },
+            },
+            status=403,
+        )
     parameters = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(params[key])}/>"
-        for name, key in (("caller", "From"), ("called", "To")) if params.get(key))
-    twiml = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-             f"<Stream url={quoteattr(stream_url(url))}>{parameters}</Stream>"
-             "</Connect></Response>")
+        for name, key in (("caller", "From"), ("called", "To"))
+        if params.get(key)
+    )
+    twiml = (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+        f"<Stream url={quoteattr(stream_url(url))}>{parameters}</Stream>"
+        "</Connect></Response>"
+    )
     return HttpResponse(twiml, content_type="application/xml")
 
 

@@ -17,8 +17,9 @@ def build_application(*, gradio_streams: list[str] | None = None) -> Any:
 
     from django_rtcstream.asgi import rtcstream_application
 
-    application = rtcstream_application(ASGIStaticFilesHandler(get_asgi_application()),
-                                        prefix="rtc/")
+    application = rtcstream_application(
+        ASGIStaticFilesHandler(get_asgi_application()), prefix="rtc/"
+    )
     if gradio_streams is not None:
         from django_rtcstream.contrib.gradio.asgi import mount_gradio_ui
 

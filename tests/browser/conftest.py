@@ -47,8 +47,9 @@ CHROMIUM_FLAGS = [
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} CI must run the browser tests: install it (see .ci/run).",
-                    pytrace=False)
+        pytest.fail(
+            f"{reason} CI must run the browser tests: install it (see .ci/run).", pytrace=False
+        )
     pytest.skip(reason)
 
 
@@ -98,12 +99,15 @@ async def browser(fake_media):
         from playwright.async_api import async_playwright
     except ImportError:
         _unavailable("Playwright is not installed (pip install -e '.[test]').")
-    flags = [*CHROMIUM_FLAGS,
-             f"--use-file-for-fake-video-capture={fake_media['video']}",
-             f"--use-file-for-fake-audio-capture={fake_media['audio']}"]
+    flags = [
+        *CHROMIUM_FLAGS,
+        f"--use-file-for-fake-video-capture={fake_media['video']}",
+        f"--use-file-for-fake-audio-capture={fake_media['audio']}",
+    ]
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, headless=True,
-                                                   args=flags)
+        browser = await playwright.chromium.launch(
+            executable_path=executable, headless=True, args=flags
+        )
         try:
             yield browser
         finally:

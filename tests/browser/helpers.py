@@ -34,8 +34,13 @@ FRAME_BANDS = """(selector) => {
 }"""
 
 
-async def wait_for(probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool],
-                   what: str, timeout: float = 15.0, interval: float = 0.2) -> Any:
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]],
+    check: Callable[[Any], bool],
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.2,
+) -> Any:
     """Poll ``probe()`` until ``check(value)``; fail with the last value seen."""
     deadline = time.monotonic() + timeout
     value = None
@@ -74,5 +79,7 @@ async def start(page, base_url: str, stream: str) -> None:
         await page.wait_for_selector("#rtcstream-page[data-state='connected']", timeout=20_000)
     except PlaywrightTimeout:
         error = await page.text_content("#rtc-error")
-        raise AssertionError(f"{stream} did not connect: state={await state(page)!r}, "
-                             f"error={error!r}, console={page.console_messages[-10:]}") from None
+        raise AssertionError(
+            f"{stream} did not connect: state={await state(page)!r}, "
+            f"error={error!r}, console={page.console_messages[-10:]}"
+        ) from None

@@ -1,9 +1,9 @@
 """Serve the Gradio UIs for the browser tests, in a process of their own.
 
-    python -m tests.browser.serve_ui launch <stream> <port>
-        stream.ui.launch(), as a user would from a shell with Django set up
-    python -m tests.browser.serve_ui mount <port> <stream> [<stream> ...]
-        the test project's ASGI application with mount_gradio_ui(), under uvicorn
+python -m tests.browser.serve_ui launch <stream> <port>
+    stream.ui.launch(), as a user would from a shell with Django set up
+python -m tests.browser.serve_ui mount <port> <stream> [<stream> ...]
+    the test project's ASGI application with mount_gradio_ui(), under uvicorn
 """
 
 import os
@@ -28,5 +28,11 @@ else:
     from tests.browser.asgi import build_application
 
     application = build_application(gradio_streams=args[1:])
-    uvicorn.run(application, host="127.0.0.1", port=int(args[0]), log_level="warning",
-                lifespan="on", ws="websockets-sansio")
+    uvicorn.run(
+        application,
+        host="127.0.0.1",
+        port=int(args[0]),
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+    )

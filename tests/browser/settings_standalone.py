@@ -11,5 +11,7 @@ from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, RTCSTREAM
 
 DATABASES = {"default": {**DATABASES["default"], "NAME": os.environ["RTCSTREAM_STANDALONE_DB"]}}
-RTCSTREAM = {**RTCSTREAM, "STREAMS": {**RTCSTREAM["STREAMS"],
-                                      "ui-outputs": "tests.browser.streams.ui_outputs"}}
+RTCSTREAM = {
+    **RTCSTREAM,
+    "STREAMS": {**RTCSTREAM["STREAMS"], "ui-outputs": "tests.browser.streams.ui_outputs"},
+}

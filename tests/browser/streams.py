@@ -33,7 +33,9 @@ def show_outputs(frames, history, count, mean):
 
 
 ui_outputs = Stream(
-    scale_and_count, modality="video", mode="send-receive",
+    scale_and_count,
+    modality="video",
+    mode="send-receive",
     additional_inputs=[gr.Slider(minimum=0, maximum=1, value=1, step=0.05, label="Level")],
     additional_outputs=[gr.Number(label="Frames"), gr.Textbox(label="History")],
     additional_outputs_handler=show_outputs,

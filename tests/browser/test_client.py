@@ -20,7 +20,8 @@ def script(body: str) -> str:
 async def test_canvas_source(site_url, page):
     """A canvas (white top quarter) streamed to flip comes back upside down."""
     await page.goto(f"{site_url}/rtc/")
-    await page.evaluate(script("""
+    await page.evaluate(
+        script("""
       const canvas = document.createElement("canvas");
       canvas.width = 320; canvas.height = 240;
       const g = canvas.getContext("2d");
@@ -30,10 +31,14 @@ async def test_canvas_source(site_url, page):
       const video = document.createElement("video");
       video.id = "them"; video.muted = true; document.body.append(video);
       window.client = await m.connect("/rtc/flip/", { media: "canvas", canvas, remoteVideo: video });
-    """))
+    """)
+    )
     assert await page.evaluate("() => window.client.state") == "connected"
-    await wait_for(lambda: bands(page, "#them"), lambda b: b["bottom"] > 180 and b["top"] < 60,
-                   "the flipped canvas")
+    await wait_for(
+        lambda: bands(page, "#them"),
+        lambda b: b["bottom"] > 180 and b["top"] < 60,
+        "the flipped canvas",
+    )
     await page.evaluate("() => window.client.close()")
     assert await page.evaluate("() => window.client.state") == "closed"
 
@@ -44,7 +49,8 @@ async def test_track_constraints_and_events(site_url, page):
     requested = []
     page.on("request", lambda request: requested.append(request.url))
     await page.goto(f"{site_url}/rtc/")
-    result = await page.evaluate(script("""
+    result = await page.evaluate(
+        script("""
       const events = [];
       const client = new m.RTCStreamClient("/rtc/video-send/config",
         { constraints: { width: { exact: 320 }, height: { exact: 240 } } });
@@ -60,7 +66,8 @@ async def test_track_constraints_and_events(site_url, page):
       await client.close();
       return { events, outputs, width: settings.width, height: settings.height,
                signaling: client.signaling };
-    """))
+    """)
+    )
     assert (result["width"], result["height"]) == (320, 240)
     # The server's "connection" message races the browser's own state change: only the
     # states' order is promised.
@@ -83,7 +90,8 @@ async def test_nothing_to_send(site_url, page):
         return Promise.reject(new DOMException("no", "NotAllowedError")); };
     """)
     await page.goto(f"{site_url}/rtc/")
-    received = await page.evaluate(script("""
+    received = await page.evaluate(
+        script("""
       const client = await m.connect("/rtc/tone/", { media: "none" });
       const deadline = Date.now() + 10000;
       let s = await client.stats();
@@ -92,17 +100,27 @@ async def test_nothing_to_send(site_url, page):
       }
       await client.close();
       return s.audio.packetsReceived;
-    """))
+    """)
+    )
     assert received > 20
     assert await page.evaluate("() => window.askedForMedia === undefined")
 
 
 async def test_audio_video_page(site_url, page, screenshot):
     await start(page, site_url, "av")
-    await wait_for(lambda: stats(page), lambda s: s["video"]["framesDecoded"] > 10
-                   and s["audio"]["packetsReceived"] > 50, "video frames and audio packets")
-    await wait_for(lambda: bands(page, "rtc-remote-video"),
-                   lambda b: b["bottom"] > 180 and b["top"] < 60, "flipped frames")
-    await wait_for(lambda: page.get_attribute("#rtc-meter-remote", "data-level"),
-                   lambda v: float(v) > 0.01, "the remote meter to move (the echoed microphone)")
+    await wait_for(
+        lambda: stats(page),
+        lambda s: s["video"]["framesDecoded"] > 10 and s["audio"]["packetsReceived"] > 50,
+        "video frames and audio packets",
+    )
+    await wait_for(
+        lambda: bands(page, "rtc-remote-video"),
+        lambda b: b["bottom"] > 180 and b["top"] < 60,
+        "flipped frames",
+    )
+    await wait_for(
+        lambda: page.get_attribute("#rtc-meter-remote", "data-level"),
+        lambda v: float(v) > 0.01,
+        "the remote meter to move (the echoed microphone)",
+    )
     await screenshot(page, "connected")

@@ -35,8 +35,10 @@ async def failed_with(page, stream_url: str) -> tuple[str, str]:
     await page.goto(stream_url)
     await page.click("#rtc-start")
     await page.wait_for_selector("#rtcstream-page[data-state='failed']", timeout=30_000)
-    return (await page.get_attribute("#rtc-error", "data-code"),
-            await page.text_content("#rtc-error"))
+    return (
+        await page.get_attribute("#rtc-error", "data-code"),
+        await page.text_content("#rtc-error"),
+    )
 
 
 async def test_camera_denied(site_url, page, screenshot):
@@ -109,8 +111,11 @@ async def test_http_offer_when_websocket_is_blocked(site_url, page):
     await page.add_init_script(BLOCK_WEBSOCKET)
     await start(page, site_url, "flip")
     assert await page.evaluate("() => window.rtcstreamPage.client.signaling") == "http"
-    await wait_for(lambda: bands(page, "rtc-remote-video"), lambda b: b["bottom"] > 180,
-                   "flipped frames over the HTTP-negotiated session")
+    await wait_for(
+        lambda: bands(page, "rtc-remote-video"),
+        lambda b: b["bottom"] > 180,
+        "flipped frames over the HTTP-negotiated session",
+    )
     webrtc_id = await page.evaluate("() => window.rtcstreamPage.client.webrtcId")
     await page.click("#rtc-start")
     await page.wait_for_selector("#rtcstream-page[data-state='closed']")
@@ -140,7 +145,8 @@ async def test_handler_failure(site_url, page, screenshot):
     # replaces the text: wait for it rather than racing it.
     await page.wait_for_function(
         "document.querySelector('#rtc-error').textContent.includes('handler failed')",
-        timeout=15_000)
+        timeout=15_000,
+    )
     text = await page.text_content("#rtc-error")
     assert "handler failed" in text and "press Start to try again" in text.replace("Press", "press")
     await screenshot(page, "failed")

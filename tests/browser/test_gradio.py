@@ -33,12 +33,22 @@ def gradio_installed():
 async def ui_server(tmp_path, *args: str):
     """Run ``tests.browser.serve_ui`` with ``args`` on a free port; yields its base URL."""
     port = free_port()
-    env = {**os.environ, "RTCSTREAM_STANDALONE_DB": str(tmp_path / "ui.sqlite3"),
-           "DJANGO_SETTINGS_MODULE": "tests.browser.settings_standalone"}
+    env = {
+        **os.environ,
+        "RTCSTREAM_STANDALONE_DB": str(tmp_path / "ui.sqlite3"),
+        "DJANGO_SETTINGS_MODULE": "tests.browser.settings_standalone",
+    }
     argv = [a if a != "{port}" else str(port) for a in args]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.browser.serve_ui", *argv, cwd=str(ROOT), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "tests.browser.serve_ui",
+        *argv,
+        cwd=str(ROOT),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -55,8 +65,9 @@ async def ui_server(tmp_path, *args: str):
                 if process.returncode is None:
                     process.kill()
                 output = await process.stdout.read()
-                raise AssertionError(f"serve_ui {args} did not serve {url}: "
-                                     f"{output.decode()[-3000:]}")
+                raise AssertionError(
+                    f"serve_ui {args} did not serve {url}: {output.decode()[-3000:]}"
+                )
             await asyncio.sleep(0.3)
         yield url
     finally:
@@ -80,7 +91,8 @@ async def ui_start(page, url: str, stream: str) -> None:
     button = page.locator(f"#rtcstream-{stream} .rtc-start")
     await button.wait_for()
     await page.wait_for_function(
-        f"() => !document.querySelector('#rtcstream-{stream} .rtc-start').disabled")
+        f"() => !document.querySelector('#rtcstream-{stream} .rtc-start').disabled"
+    )
     await button.click()
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -88,8 +100,10 @@ async def ui_start(page, url: str, stream: str) -> None:
         await page.wait_for_selector(f"#rtcstream-{stream} .rtcstream-ui[data-state='connected']")
     except PlaywrightTimeout:
         error = await page.text_content(f"#rtcstream-{stream} .rtc-error")
-        raise AssertionError(f"the Gradio UI of {stream} did not connect: {error!r}, "
-                             f"console={page.console_messages[-10:]}") from None
+        raise AssertionError(
+            f"the Gradio UI of {stream} did not connect: {error!r}, "
+            f"console={page.console_messages[-10:]}"
+        ) from None
 
 
 async def client_stats(page, stream: str):
@@ -99,29 +113,40 @@ async def client_stats(page, stream: str):
 async def test_gradio_ui_streams_inputs_and_outputs(gradio_site, page, screenshot):
     remote = "#rtcstream-ui-outputs video.rtc-remote"
     await ui_start(page, f"{gradio_site}/rtc/ui-outputs/ui/", "ui-outputs")
-    assert await page.evaluate("() => window.__rtcstreamUI['ui-outputs'].client.signaling") \
-        == "websocket", "media negotiates through the app's signaling"
-    first = await wait_for(lambda: client_stats(page, "ui-outputs"),
-                           lambda s: s["video"]["framesDecoded"] > 0, "decoded frames")
-    await wait_for(lambda: client_stats(page, "ui-outputs"),
-                   lambda s: s["video"]["framesDecoded"] > first["video"]["framesDecoded"] + 20,
-                   "framesDecoded to grow")
+    assert (
+        await page.evaluate("() => window.__rtcstreamUI['ui-outputs'].client.signaling")
+        == "websocket"
+    ), "media negotiates through the app's signaling"
+    first = await wait_for(
+        lambda: client_stats(page, "ui-outputs"),
+        lambda s: s["video"]["framesDecoded"] > 0,
+        "decoded frames",
+    )
+    await wait_for(
+        lambda: client_stats(page, "ui-outputs"),
+        lambda s: s["video"]["framesDecoded"] > first["video"]["framesDecoded"] + 20,
+        "framesDecoded to grow",
+    )
     await wait_for(lambda: bands(page, remote), lambda b: b["top"] > 180, "the card at Level 1")
 
     # Outputs: additional_outputs_handler fills the Number and the Textbox.
     frames = page.get_by_label("Frames")
     history = page.get_by_label("History")
     await wait_for(frames.input_value, lambda v: v and float(v) >= 10, "the Frames output")
-    await wait_for(history.input_value, lambda v: len(v.split()) >= 2,
-                   "History to accumulate (the handler sees the current value)")
+    await wait_for(
+        history.input_value,
+        lambda v: len(v.split()) >= 2,
+        "History to accumulate (the handler sees the current value)",
+    )
     counts = [int(x) for x in (await history.input_value()).split()]
     assert counts == sorted(counts) and all(c % 10 == 0 for c in counts), counts
 
     # Inputs: the Gradio slider goes to the running handler through the input hook.
     await page.get_by_label("number input for Level").fill("0")
     await page.get_by_label("number input for Level").press("Enter")
-    await wait_for(lambda: bands(page, remote), lambda b: b["top"] < 20,
-                   "black frames after Level = 0")
+    await wait_for(
+        lambda: bands(page, remote), lambda b: b["top"] < 20, "black frames after Level = 0"
+    )
     await screenshot(page, "ui-outputs")
 
     await page.click("#rtcstream-ui-outputs .rtc-start")
@@ -146,6 +171,9 @@ async def test_gradio_ui_launch_standalone(gradio_installed, page, tmp_path, scr
     """``stream.ui.launch()`` serves the UI at / with the app's signaling beside it."""
     async with ui_server(tmp_path, "launch", "flip", "{port}") as url:
         await ui_start(page, f"{url}/", "flip")
-        await wait_for(lambda: bands(page, "#rtcstream-flip video.rtc-remote"),
-                       lambda b: b["bottom"] > 180 and b["top"] < 60, "flipped frames")
+        await wait_for(
+            lambda: bands(page, "#rtcstream-flip video.rtc-remote"),
+            lambda b: b["bottom"] > 180 and b["top"] < 60,
+            "flipped frames",
+        )
         await screenshot(page, "flip")

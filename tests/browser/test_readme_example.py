@@ -26,9 +26,14 @@ async def test_readme_example(site_url, page, screenshot):
     await page.goto(f"{site_url}/rtc/")  # same origin as the app, as in a project's template
     await page.set_content(html)
     await page.click("#start")
-    await page.wait_for_function("() => document.querySelector('#state').textContent === 'connected'")
-    await wait_for(lambda: bands(page, "#them"), lambda b: b["bottom"] > 180 and b["top"] < 60,
-                   "flipped frames in the example's <video>")
+    await page.wait_for_function(
+        "() => document.querySelector('#state').textContent === 'connected'"
+    )
+    await wait_for(
+        lambda: bands(page, "#them"),
+        lambda b: b["bottom"] > 180 and b["top"] < 60,
+        "flipped frames in the example's <video>",
+    )
     await page.click("#start")
     await page.wait_for_function("() => document.querySelector('#state').textContent === 'closed'")
     assert await page.text_content("#error") == ""

@@ -16,12 +16,14 @@ async def record(webrtc_id):
 
 async def wait_closed(webrtc_id, timeout=10.0):
     """The session's record once it is no longer live."""
+
     async def poll():
         while True:
             r = await record(webrtc_id)
             if r is not None and not r.is_live:
                 return r
             await asyncio.sleep(0.05)
+
     return await asyncio.wait_for(poll(), timeout)
 
 
@@ -29,6 +31,7 @@ async def wait_until(predicate, timeout=10.0, what="condition"):
     async def poll():
         while not predicate():
             await asyncio.sleep(0.02)
+
     try:
         await asyncio.wait_for(poll(), timeout)
     except asyncio.TimeoutError:

@@ -33,11 +33,13 @@ ECHO_RMS = TONE_RMS / 2
 async def settled_level(client, predicate, timeout=10.0, window=10, measure=50):
     """Wait (in 200 ms windows) until the echo's level satisfies ``predicate``,
     then measure ``measure`` frames: (frequency, level)."""
+
     async def wait():
         while True:
             _, level = dominant_frequency(await collect(client.audio_frames, window))
             if predicate(level):
                 return
+
     await asyncio.wait_for(wait(), timeout)
     return dominant_frequency(await collect(client.audio_frames, measure))
 
@@ -79,8 +81,9 @@ class FakeRealtimeServer:
                 conn["chunks"] += 1
                 replies = [{"type": "response.audio.delta", "delta": event["audio"]}]
                 if conn["chunks"] % 50 == 0:
-                    replies.append({"type": "transcript.done",
-                                    "transcript": f"heard {conn['chunks']} chunks"})
+                    replies.append(
+                        {"type": "transcript.done", "transcript": f"heard {conn['chunks']} chunks"}
+                    )
                 for reply in replies:
                     writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
@@ -138,8 +141,9 @@ async def test_integer_slider_reaches_the_generator_as_an_int(rtc_url):
 async def test_webrtc_error_reaches_the_client_and_ends_the_session(rtc_url):
     async with StreamClient(rtc_url, "webrtc_error") as client:
         error = await client.next_message("error", timeout=10)
-        await wait_until(lambda: client.pc.connectionState in ("closed", "failed"),
-                         what="the server to hang up")
+        await wait_until(
+            lambda: client.pc.connectionState in ("closed", "failed"), what="the server to hang up"
+        )
         webrtc_id = client.webrtc_id
         assert client.received["audio"] > 0  # the segments played before the error
     assert error["data"] == "This is a test error"
@@ -219,6 +223,7 @@ async def test_number_and_dropdown_inputs_restart_a_float32_generator(rtc_url):
                 frames = await collect(client.audio_frames, 10)
                 if abs(dominant_frequency(frames)[0] - 300) < 30:
                     return
+
         await asyncio.wait_for(until_300(), 10)
         frames = await collect(client.audio_frames, 50)
     assert abs(dominant_frequency(frames)[0] - 300) < 15

@@ -12,8 +12,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
 
 async def test_audio_video_handler_echoes_audio_and_flips_video(rtc_url):
-    async with StreamClient(rtc_url, "av_echo", video=SyntheticVideoTrack(),
-                            audio=ToneAudioTrack(550)) as client:
+    async with StreamClient(
+        rtc_url, "av_echo", video=SyntheticVideoTrack(), audio=ToneAudioTrack(550)
+    ) as client:
         video = await collect(client.video_frames, 10)
         await collect(client.audio_frames, 25)
         frequency, level = dominant_frequency(await collect(client.audio_frames, 50))
@@ -23,8 +24,9 @@ async def test_audio_video_handler_echoes_audio_and_flips_video(rtc_url):
 
 
 async def test_async_audio_video_handler_with_queues_and_resampled_audio(rtc_url):
-    async with StreamClient(rtc_url, "av_async", video=SyntheticVideoTrack(),
-                            audio=ToneAudioTrack(550)) as client:
+    async with StreamClient(
+        rtc_url, "av_async", video=SyntheticVideoTrack(), audio=ToneAudioTrack(550)
+    ) as client:
         video = await collect(client.video_frames, 10)
         await collect(client.audio_frames, 25)
         frequency, level = dominant_frequency(await collect(client.audio_frames, 50))

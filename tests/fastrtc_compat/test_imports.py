@@ -15,27 +15,78 @@ from django_rtcstream import Stream
 from tests.fastrtc_compat.conftest import PROGRAMS
 
 # fastrtc/__init__.py __all__ at 27f0549 (0.0.33): reference/fastrtc.md section 1.1.
-FASTRTC_ALL = frozenset({
-    "AsyncStreamHandler", "AudioVideoStreamHandler", "AudioEmitType",
-    "AsyncAudioVideoStreamHandler", "AlgoOptions", "AdditionalOutputs",
-    "aggregate_bytes_to_16bit", "async_aggregate_bytes_to_16bit", "audio_to_bytes",
-    "audio_to_file", "audio_to_float32", "audio_to_int16", "get_hf_turn_credentials",
-    "get_twilio_turn_credentials", "get_turn_credentials", "ReplyOnPause", "ReplyOnStopWords",
-    "SileroVadOptions", "get_stt_model", "MoonshineSTT", "StreamHandler", "Stream",
-    "VideoEmitType", "WebRTC", "WebRTCError", "Warning", "get_tts_model", "KokoroTTSOptions",
-    "get_cloudflare_turn_credentials_async", "get_hf_turn_credentials_async",
-    "get_turn_credentials_async", "get_cloudflare_turn_credentials", "wait_for_item", "UIArgs",
-    "ModelOptions", "PauseDetectionModel", "get_silero_model", "VideoStreamHandler",
-    "CloseStream", "get_current_context", "CartesiaTTSOptions", "WebRTCData",
-})
+FASTRTC_ALL = frozenset(
+    {
+        "AsyncStreamHandler",
+        "AudioVideoStreamHandler",
+        "AudioEmitType",
+        "AsyncAudioVideoStreamHandler",
+        "AlgoOptions",
+        "AdditionalOutputs",
+        "aggregate_bytes_to_16bit",
+        "async_aggregate_bytes_to_16bit",
+        "audio_to_bytes",
+        "audio_to_file",
+        "audio_to_float32",
+        "audio_to_int16",
+        "get_hf_turn_credentials",
+        "get_twilio_turn_credentials",
+        "get_turn_credentials",
+        "ReplyOnPause",
+        "ReplyOnStopWords",
+        "SileroVadOptions",
+        "get_stt_model",
+        "MoonshineSTT",
+        "StreamHandler",
+        "Stream",
+        "VideoEmitType",
+        "WebRTC",
+        "WebRTCError",
+        "Warning",
+        "get_tts_model",
+        "KokoroTTSOptions",
+        "get_cloudflare_turn_credentials_async",
+        "get_hf_turn_credentials_async",
+        "get_turn_credentials_async",
+        "get_cloudflare_turn_credentials",
+        "wait_for_item",
+        "UIArgs",
+        "ModelOptions",
+        "PauseDetectionModel",
+        "get_silero_model",
+        "VideoStreamHandler",
+        "CloseStream",
+        "get_current_context",
+        "CartesiaTTSOptions",
+        "WebRTCData",
+    }
+)
 # Public names defined in fastrtc/utils.py at the same commit.
-FASTRTC_UTILS = frozenset({
-    "AudioChunk", "WebRTCData", "WebRTCModel", "AdditionalOutputs", "CloseStream", "DataChannel",
-    "create_message", "Context", "get_current_context", "Warning", "WebRTCError",
-    "split_output", "player_worker_decode", "audio_to_bytes", "audio_to_file",
-    "audio_to_float32", "audio_to_int16", "aggregate_bytes_to_16bit",
-    "async_aggregate_bytes_to_16bit", "webrtc_error_handler", "wait_for_item",
-})
+FASTRTC_UTILS = frozenset(
+    {
+        "AudioChunk",
+        "WebRTCData",
+        "WebRTCModel",
+        "AdditionalOutputs",
+        "CloseStream",
+        "DataChannel",
+        "create_message",
+        "Context",
+        "get_current_context",
+        "Warning",
+        "WebRTCError",
+        "split_output",
+        "player_worker_decode",
+        "audio_to_bytes",
+        "audio_to_file",
+        "audio_to_float32",
+        "audio_to_int16",
+        "aggregate_bytes_to_16bit",
+        "async_aggregate_bytes_to_16bit",
+        "webrtc_error_handler",
+        "wait_for_item",
+    }
+)
 ALLOWED_THIRD_PARTY = {"numpy", "gradio"}
 PROGRAM_DIR = Path(__file__).parent / "programs"
 
@@ -64,8 +115,11 @@ def test_program_imports_only_fastrtc_names_from_django_rtcstream(name):
         root = module.split(".")[0]
         if root == "django_rtcstream":
             assert module in ("django_rtcstream", "django_rtcstream.utils"), (
-                f"{name} imports {module}: FastRTC programs know only fastrtc and fastrtc.utils")
-            assert names is not None, f"{name}: 'import {module}' (use from-imports as FastRTC does)"
+                f"{name} imports {module}: FastRTC programs know only fastrtc and fastrtc.utils"
+            )
+            assert names is not None, (
+                f"{name}: 'import {module}' (use from-imports as FastRTC does)"
+            )
             allowed = FASTRTC_ALL if module == "django_rtcstream" else FASTRTC_UTILS
             target = django_rtcstream if module == "django_rtcstream" else django_rtcstream.utils
             for imported in names:
@@ -74,7 +128,8 @@ def test_program_imports_only_fastrtc_names_from_django_rtcstream(name):
                 used.add(imported)
         else:
             assert root in sys.stdlib_module_names or root in ALLOWED_THIRD_PARTY, (
-                f"{name} imports {module}")
+                f"{name} imports {module}"
+            )
     assert "Stream" in used, f"{name} does not build a Stream"
 
 

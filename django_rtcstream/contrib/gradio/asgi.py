@@ -78,8 +78,12 @@ async def lifespan_fanout(apps: list[Any], scope: Scope, receive: Any, send: Any
         replies = await step(message)
         failed = [r for r in replies if r["type"] == "lifespan.startup.failed"]
         if failed:
-            await send({"type": "lifespan.startup.failed",
-                        "message": "; ".join(r.get("message", "") for r in failed)})
+            await send(
+                {
+                    "type": "lifespan.startup.failed",
+                    "message": "; ".join(r.get("message", "") for r in failed),
+                }
+            )
             return
         await send({"type": "lifespan.startup.complete"})
         message = await receive()  # lifespan.shutdown
@@ -160,8 +164,9 @@ def standalone_application(blocks: Any, **gradio_kwargs: Any) -> PathDispatcher:
     stream = blocks.rtc_stream
     config = reverse("rtcstream:config", kwargs={"stream": stream.name})
     prefix = config[: -len(f"{stream.name}/config")]  # "/rtc/"
-    django_app = rtcstream_application(ASGIStaticFilesHandler(get_asgi_application()),
-                                       prefix=prefix)
+    django_app = rtcstream_application(
+        ASGIStaticFilesHandler(get_asgi_application()), prefix=prefix
+    )
     gradio_parent = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     gr.mount_gradio_app(gradio_parent, blocks, path="/", **gradio_kwargs)
     django_paths = (prefix, f"/ws{prefix}", settings.STATIC_URL or "/static/")

@@ -175,8 +175,9 @@ class StreamBlocks(gr.Blocks):
         from django_rtcstream.contrib.gradio.asgi import standalone_application
 
         application = standalone_application(self, **gradio_kwargs)
-        config = uvicorn.Config(application, host=server_name, port=server_port,
-                                lifespan="on", log_level="warning")
+        config = uvicorn.Config(
+            application, host=server_name, port=server_port, lifespan="on", log_level="warning"
+        )
         server = uvicorn.Server(config)
         if not quiet:
             print(f"* Running {self.rtc_stream.name!r} on http://{server_name}:{server_port}/")
@@ -192,15 +193,25 @@ def _component_for(spec: InputSpec) -> Any:
     """A Gradio component for one of the app's own input declarations."""
     label = spec.label or spec.name
     if spec.kind == "slider":
-        return gr.Slider(minimum=spec.minimum if spec.minimum is not None else 0,
-                         maximum=spec.maximum if spec.maximum is not None else 100,
-                         step=spec.step, value=spec.default(), label=label)
+        return gr.Slider(
+            minimum=spec.minimum if spec.minimum is not None else 0,
+            maximum=spec.maximum if spec.maximum is not None else 100,
+            step=spec.step,
+            value=spec.default(),
+            label=label,
+        )
     if spec.kind == "number":
-        return gr.Number(value=spec.default(), minimum=spec.minimum, maximum=spec.maximum,
-                         precision=spec.precision, label=label)
+        return gr.Number(
+            value=spec.default(),
+            minimum=spec.minimum,
+            maximum=spec.maximum,
+            precision=spec.precision,
+            label=label,
+        )
     if spec.kind == "dropdown":
-        return gr.Dropdown(choices=spec.choices, value=spec.default(),
-                           multiselect=spec.multiselect, label=label)
+        return gr.Dropdown(
+            choices=spec.choices, value=spec.default(), multiselect=spec.multiselect, label=label
+        )
     if spec.kind == "checkbox":
         return gr.Checkbox(value=bool(spec.default()), label=label)
     if spec.kind == "textbox":
@@ -223,24 +234,34 @@ def _media_html(stream: Any) -> str:
     if "video" in stream.kinds:
         parts.append('<div class="rtc-videos">')
         if sends:
-            parts.append('<figure><video class="rtc-local" autoplay playsinline muted></video>'
-                         "<figcaption>Your camera</figcaption></figure>")
+            parts.append(
+                '<figure><video class="rtc-local" autoplay playsinline muted></video>'
+                "<figcaption>Your camera</figcaption></figure>"
+            )
         if receives:
-            parts.append('<figure><video class="rtc-remote" autoplay playsinline></video>'
-                         "<figcaption>From the server</figcaption></figure>")
+            parts.append(
+                '<figure><video class="rtc-remote" autoplay playsinline></video>'
+                "<figcaption>From the server</figcaption></figure>"
+            )
         parts.append("</div>")
     if "audio" in stream.kinds:
         if sends:
-            parts.append('<div class="rtc-meter rtc-meter-local" data-level="0"><span>Your microphone</span>'
-                         '<div class="rtc-meter-bar"><div class="rtc-meter-fill"></div></div></div>')
+            parts.append(
+                '<div class="rtc-meter rtc-meter-local" data-level="0"><span>Your microphone</span>'
+                '<div class="rtc-meter-bar"><div class="rtc-meter-fill"></div></div></div>'
+            )
         if receives:
-            parts.append('<div class="rtc-meter rtc-meter-remote" data-level="0"><span>From the server</span>'
-                         '<div class="rtc-meter-bar"><div class="rtc-meter-fill"></div></div></div>')
+            parts.append(
+                '<div class="rtc-meter rtc-meter-remote" data-level="0"><span>From the server</span>'
+                '<div class="rtc-meter-bar"><div class="rtc-meter-fill"></div></div></div>'
+            )
             if "video" not in stream.kinds:
                 parts.append('<audio class="rtc-remote" autoplay></audio>')
-    parts.append('<div class="rtc-bar"><button type="button" class="rtc-start">Start</button>'
-                 '<span class="rtc-state" role="status">Not connected</span></div>'
-                 '<div class="rtc-error" role="alert" hidden></div></div>')
+    parts.append(
+        '<div class="rtc-bar"><button type="button" class="rtc-start">Start</button>'
+        '<span class="rtc-state" role="status">Not connected</span></div>'
+        '<div class="rtc-error" role="alert" hidden></div></div>'
+    )
     return "".join(parts)
 
 
@@ -257,16 +278,25 @@ async def _session_record(stream: Any, webrtc_id: Any, token: Any) -> Any:
         record = await records.find(stream.name, webrtc_id)
         if record is None:
             raise gr.Error("This session has ended. Press Start to begin a new one.")
-        request = SimpleNamespace(user=AnonymousUser(), GET={}, rtc_token=token,
-                                  META={permissions.TOKEN_HEADER: token or ""})
+        request = SimpleNamespace(
+            user=AnonymousUser(),
+            GET={},
+            rtc_token=token,
+            META={permissions.TOKEN_HEADER: token or ""},
+        )
         await permissions.acheck("outputs", request, stream, record)
     except SignalingError as exc:
         raise gr.Error(f"The outputs of this session are not yours to read ({exc}).") from None
     return record
 
 
-def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | None = None,
-             namespace: str = "rtcstream") -> StreamBlocks:
+def build_ui(
+    stream: Any,
+    *,
+    config_url: str | None = None,
+    module_url: str | None = None,
+    namespace: str = "rtcstream",
+) -> StreamBlocks:
     """Build the Gradio UI of a registered stream.
 
     Args:
@@ -291,8 +321,12 @@ def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | No
     with StreamBlocks(title=str(title)) as blocks:
         blocks.rtc_stream = stream
         if not ui_args.get("hide_title"):
-            gr.HTML(f"<h1 style='margin:0'>{html.escape(str(title))}</h1>"
-                    if "<" not in str(title) else str(title), js_on_load=None)
+            gr.HTML(
+                f"<h1 style='margin:0'>{html.escape(str(title))}</h1>"
+                if "<" not in str(title)
+                else str(title),
+                js_on_load=None,
+            )
         if ui_args.get("subtitle"):
             gr.Markdown(str(ui_args["subtitle"]))
         with gr.Row(equal_height=False):
@@ -315,7 +349,9 @@ def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | No
                         if isinstance(declaration, InputSpec):
                             component = _component_for(declaration)
                             if component is None:
-                                gr.Markdown(f"*{spec.label or spec.name}*: set it through the input hook.")
+                                gr.Markdown(
+                                    f"*{spec.label or spec.name}*: set it through the input hook."
+                                )
                                 continue
                         else:
                             component = _render(declaration)
@@ -328,9 +364,12 @@ def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | No
         for input_name, component in inputs:
             # In the browser: hand the value to the client, which posts it to the input hook.
             component.change(
-                fn=None, inputs=[component], outputs=None, queue=False,
+                fn=None,
+                inputs=[component],
+                outputs=None,
+                queue=False,
                 js=f"(value) => {{ const ui = (window.__rtcstreamUI || {{}})[{json.dumps(key)}]; "
-                   f"if (ui) ui.setInput({{ {json.dumps(input_name)}: value }}); return []; }}",
+                f"if (ui) ui.setInput({{ {json.dumps(input_name)}: value }}); return []; }}",
             )
 
         if output_components:
@@ -349,6 +388,12 @@ def build_ui(stream: Any, *, config_url: str | None = None, module_url: str | No
                     values = [result] if single else list(result)
                     yield values[0] if single else values
 
-            media.submit(follow_outputs, inputs=output_components, outputs=output_components,
-                         concurrency_limit=None, show_progress="hidden", queue=True)
+            media.submit(
+                follow_outputs,
+                inputs=output_components,
+                outputs=output_components,
+                concurrency_limit=None,
+                show_progress="hidden",
+                queue=True,
+            )
     return blocks

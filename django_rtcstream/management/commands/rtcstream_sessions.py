@@ -1,9 +1,9 @@
 """``manage.py rtcstream_sessions``: list, purge and reap ``StreamSession`` rows.
 
-    manage.py rtcstream_sessions                     # live sessions
-    manage.py rtcstream_sessions --all               # finished ones too
-    manage.py rtcstream_sessions --purge [--older-than DAYS]
-    manage.py rtcstream_sessions --reap              # fail sessions of dead workers
+manage.py rtcstream_sessions                     # live sessions
+manage.py rtcstream_sessions --all               # finished ones too
+manage.py rtcstream_sessions --purge [--older-than DAYS]
+manage.py rtcstream_sessions --reap              # fail sessions of dead workers
 """
 
 from __future__ import annotations
@@ -28,13 +28,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--all", action="store_true", help="Include finished sessions.")
-        parser.add_argument("--purge", action="store_true",
-                            help="Delete finished sessions older than --older-than days.")
-        parser.add_argument("--older-than", type=int, metavar="DAYS", default=None,
-                            help="With --purge: age in days (default: SESSION_RETENTION_DAYS).")
-        parser.add_argument("--reap", action="store_true",
-                            help="Mark live sessions without a heartbeat for SESSION_LEASE "
-                                 "seconds as failed, and print their ids.")
+        parser.add_argument(
+            "--purge",
+            action="store_true",
+            help="Delete finished sessions older than --older-than days.",
+        )
+        parser.add_argument(
+            "--older-than",
+            type=int,
+            metavar="DAYS",
+            default=None,
+            help="With --purge: age in days (default: SESSION_RETENTION_DAYS).",
+        )
+        parser.add_argument(
+            "--reap",
+            action="store_true",
+            help="Mark live sessions without a heartbeat for SESSION_LEASE "
+            "seconds as failed, and print their ids.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         chosen = [f"--{name}" for name in ("all", "purge", "reap") if options[name]]
@@ -54,8 +65,16 @@ class Command(BaseCommand):
         if not include_finished:
             sessions = sessions.filter(state__in=ACTIVE_STATES)
         now = timezone.now()
-        rows = [[s.stream, s.webrtc_id, s.state, s.worker or "-",
-                 humanize_duration(session_age(s, now))] for s in sessions]
+        rows = [
+            [
+                s.stream,
+                s.webrtc_id,
+                s.state,
+                s.worker or "-",
+                humanize_duration(session_age(s, now)),
+            ]
+            for s in sessions
+        ]
         if not rows:
             self.stdout.write("No sessions." if include_finished else "No live sessions.")
             return

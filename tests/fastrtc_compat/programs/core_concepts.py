@@ -17,9 +17,7 @@ stream = Stream(
     handler=detection,
     modality="video",
     mode="send-receive",
-    additional_inputs=[
-        gr.Slider(minimum=0, maximum=1, step=0.01, value=0.3)
-    ],
+    additional_inputs=[gr.Slider(minimum=0, maximum=1, step=0.01, value=0.3)],
     additional_outputs=None,
     additional_outputs_handler=None,
 )

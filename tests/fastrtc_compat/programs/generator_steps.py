@@ -32,7 +32,5 @@ stream = Stream(
     handler=generation,
     modality="audio",
     mode="receive",
-    additional_inputs=[
-        gr.Slider(label="Number of Steps", minimum=1, maximum=10, step=1, value=2)
-    ],
+    additional_inputs=[gr.Slider(label="Number of Steps", minimum=1, maximum=10, step=1, value=2)],
 )

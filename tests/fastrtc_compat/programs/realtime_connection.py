@@ -50,8 +50,10 @@ class RealtimeHandler(AsyncStreamHandler):
         if not self.connection:
             return
         _, array = frame
-        message = {"type": "input_audio_buffer.append",
-                   "audio": base64.b64encode(array.squeeze().tobytes()).decode()}
+        message = {
+            "type": "input_audio_buffer.append",
+            "audio": base64.b64encode(array.squeeze().tobytes()).decode(),
+        }
         self.connection.write(json.dumps(message).encode() + b"\n")
         await self.connection.drain()
 
