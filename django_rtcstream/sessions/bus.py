@@ -35,7 +35,8 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from channels.layers import BaseChannelLayer, get_channel_layer
+from asgiref.sync import async_to_sync
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.core.cache import cache
 
 from django_rtcstream.conf import rtc_settings
@@ -46,7 +47,7 @@ from django_rtcstream.exceptions import (
     UnknownSession,
 )
 from django_rtcstream.handlers import AdditionalOutputs
-from django_rtcstream.sessions import records
+from django_rtcstream.sessions import records, table
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ def check_webrtc_id(webrtc_id: Any) -> str:
 
 def _local(webrtc_id: str) -> Any:
     """The session if this process owns it and we are on its loop."""
-    from django_rtcstream.sessions.runtime import local_session
-
-    session = local_session(webrtc_id)
+    session = table.get(webrtc_id)
     if session is None:
         return None
     try:
@@ -175,6 +174,41 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
         return
     await _require_live(stream, webrtc_id)
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
+
+
+def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -> Any:
+    """``Stream.set_input``: deliver values from sync or async code, wherever the session is.
+
+    A session of this process (``owner`` is its ``Stream``) gets them at once, from
+    its loop or from another thread; an unknown id raises ``UnknownSession`` at
+    once. From sync code the call waits for the delivery. From inside a loop, with
+    a channel layer shared by several processes, it returns the delivery task,
+    whose failure, unawaited, is logged.
+    """
+    session = table.get(webrtc_id)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if session is not None and session.stream is owner and not session.closed.is_set():
+        if loop is session.loop:
+            session.set_inputs(values)
+        else:  # another thread of the owning worker: hand them to the session's loop
+            session.loop.call_soon_threadsafe(session.set_inputs, values)
+        return None
+    if loop is None:
+        return async_to_sync(send_inputs)(stream, webrtc_id, values)
+    if isinstance(layer(), InMemoryChannelLayer):
+        raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
+    task = loop.create_task(send_inputs(stream, webrtc_id, values))
+    task.add_done_callback(_log_failed_delivery)
+    return task
+
+
+def _log_failed_delivery(task: asyncio.Task[None]) -> None:
+    """An unawaited ``set_input`` task: its failure is logged once, never lost."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("set_input() was not delivered: %s", task.exception())
 
 
 async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) -> list[Any]:
