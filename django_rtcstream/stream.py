@@ -311,9 +311,9 @@ class Stream:
 
         Works on any worker. Raises ``UnknownSession`` for an id that never existed.
         """
-        from django_rtcstream.sessions import bus
+        from django_rtcstream.sessions import outputs
 
-        async for output in bus.subscribe_outputs(self._require_name(), webrtc_id):
+        async for output in outputs.subscribe_outputs(self._require_name(), webrtc_id):
             yield output
 
     async def fetch_latest_output(self, webrtc_id: str, timeout: float = 10.0) -> AdditionalOutputs:
@@ -323,9 +323,9 @@ class Stream:
         Raises:
             TimeoutError: no output within ``timeout``.
         """
-        from django_rtcstream.sessions import bus
+        from django_rtcstream.sessions import outputs
 
-        return await bus.latest_output(self._require_name(), webrtc_id, timeout)
+        return await outputs.latest_output(self._require_name(), webrtc_id, timeout)
 
     async def close_session(self, webrtc_id: str, reason: str = "closed_by_server") -> None:
         """Close a session on whatever worker holds it."""

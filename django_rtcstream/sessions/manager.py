@@ -21,7 +21,7 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.models import SessionState
-from django_rtcstream.sessions import bus, memory, records, table
+from django_rtcstream.sessions import bus, memory, outputs, records, table
 from django_rtcstream.sessions.pool import HandlerPool
 from django_rtcstream.sessions.runtime import Session
 from django_rtcstream.stream import Stream
@@ -72,6 +72,12 @@ class SessionManager:
 
         The caller starts it (``start_socket``); ``open_webrtc`` does both for offers.
         """
+        if stream.modality != "audio":  # sockets and phones carry audio only
+            raise SignalingError(
+                "unsupported_modality",
+                f"Stream {stream.name!r} is {stream.modality}; audio over WebSocket "
+                "and telephone need an audio stream.",
+            )
         session = self._new_session(stream, webrtc_id)
         session.channel, session.user_id = channel, user_id
         try:
@@ -211,10 +217,10 @@ class SessionManager:
             await records.mark_closed(record_id, *closed)
             del self.unsaved_closes[record_id]
         running = {s.record_id: s for s in self.sessions.values() if not s.closed.is_set()}
-        unsaved = {rid: set(s.unsaved) for rid, s in running.items()}
+        unsaved = {rid: set(s.record.unsaved) for rid, s in running.items()}
         lost = await records.heartbeat({rid: s.record_fields() for rid, s in running.items()})
         for record_id, session in running.items():
-            session.unsaved -= unsaved[record_id]
+            session.record.unsaved -= unsaved[record_id]
         for record_id in lost:
             await self._reclaim(running[record_id])
         lease = rtc_settings.SESSION_LEASE
@@ -222,7 +228,7 @@ class SessionManager:
             return
         for webrtc_id in await records.reap(lease, keep=self.own_records()):
             logger.warning("Reaped session %s: its worker stopped heartbeating", webrtc_id)
-            background.start(bus.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
+            background.start(outputs.publish_end(webrtc_id), "end marker", webrtc_id=webrtc_id)
 
     async def _reclaim(self, session: Session) -> None:
         """A running session's record was reaped (this worker's heartbeat came too late):

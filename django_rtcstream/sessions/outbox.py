@@ -15,7 +15,7 @@ from collections import deque
 
 from django_rtcstream import background
 from django_rtcstream.handlers import AdditionalOutputs
-from django_rtcstream.sessions import bus
+from django_rtcstream.sessions import bus, outputs
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Outbox:
                 await self._wake.wait()
                 continue
             output = self._queue[0]
-            if await bus.publish_output(self.webrtc_id, output):
+            if await outputs.publish_output(self.webrtc_id, output):
                 if self._queue and self._queue[0] is output:
                     self._queue.popleft()
                 if failures:
