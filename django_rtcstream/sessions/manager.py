@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django_rtcstream import background
 from django_rtcstream.conf import rtc_settings
@@ -24,8 +24,10 @@ from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, memory, outputs, records, table
 from django_rtcstream.sessions.pool import HandlerPool
 from django_rtcstream.sessions.runtime import Session
-from django_rtcstream.stream import Stream
 from django_rtcstream.tokens import new_token
+
+if TYPE_CHECKING:
+    from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 

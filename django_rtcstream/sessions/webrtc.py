@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -27,7 +27,9 @@ from django_rtcstream.media.sdp import read_offer
 from django_rtcstream.media.tracks import PacedAudioTrack, ProducedVideoTrack
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions.transport import Transport
-from django_rtcstream.stream import Stream
+
+if TYPE_CHECKING:
+    from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 
