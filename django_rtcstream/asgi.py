@@ -89,10 +89,11 @@ def warm_up() -> None:
     """Import the media stack and open the records connection (runs in a thread)."""
     from django.db import connection
 
+    from django_rtcstream.api import hooks, sessions  # noqa: F401  (DRF: lazy in the URLconf)
+
     # The seam into aiortc is checked where it is used, by the session manager
     # (which honours the settings that turn the buffers off).
-    from django_rtcstream.sessions import records, runtime  # noqa: F401  (imports aiortc, av)
-    from django_rtcstream.api import hooks, sessions  # noqa: F401  (DRF: lazy in the URLconf)
+    from django_rtcstream.sessions import manager, records  # noqa: F401  (imports aiortc, av)
     from django_rtcstream.signaling import consumers  # noqa: F401
     from django_rtcstream.telephone import audio_socket, media_streams  # noqa: F401
 
@@ -143,10 +144,10 @@ def _warmed(future: asyncio.Future[None]) -> None:
             exc_info=future.exception(),
         )
         return
-    from django_rtcstream.sessions import runtime
+    from django_rtcstream.sessions import manager
 
     try:
-        runtime.manager().start_heartbeat()
+        manager.manager().start_heartbeat()
     except Exception:
         logger.warning(
             "django-rtcstream: the heartbeat did not start; the first offer starts it",
@@ -191,10 +192,10 @@ async def _shut_down() -> None:
 
 
 async def close_worker_sessions(reason: str = "server_shutdown") -> None:
-    from django_rtcstream.sessions import runtime
+    from django_rtcstream.sessions import manager
 
-    if runtime._manager is not None:
-        await runtime._manager.close_all(reason)
+    if manager._manager is not None:
+        await manager._manager.close_all(reason)
 
 
 def _chain_server_signals() -> None:

@@ -126,7 +126,4 @@ rtc_settings = RtcSettings()
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "RTCSTREAM":
-        _merged.cache_clear()
-        from django_rtcstream import registry
-
-        registry.reset()
+        _merged.cache_clear()  # the registry resets itself too (registry._reset)

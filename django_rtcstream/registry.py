@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from django_rtcstream.conf import rtc_settings
@@ -30,6 +33,14 @@ def reset() -> None:
     """Forget resolved streams (called when ``RTCSTREAM`` changes)."""
     with _lock:
         _cache.clear()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    """The registry owns its reset, as Channels' layers do: tests that override
+    ``RTCSTREAM`` resolve their streams afresh."""
+    if setting == "RTCSTREAM":
+        reset()
 
 
 def stream_names() -> list[str]:

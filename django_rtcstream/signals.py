@@ -21,10 +21,14 @@ receivers, and no receiver delays the media.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from typing import Any
 
 from django.dispatch import Signal
+
+from django_rtcstream import background
 
 __all__ = ["inputs_changed", "session_ended", "session_started"]
 
@@ -55,3 +59,19 @@ def _name(signal: Signal) -> str:
         if globals()[name] is signal:
             return name
     return "signal"
+
+
+def send_soon(signal: Signal, stream: Any, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+    """Send ``signal`` for a session without waiting (nothing is started if nobody listens).
+
+    In a fresh context: the caller's may be a request's ``async_to_sync``, whose
+    thread executor is gone by the time a sync receiver would run in it.
+    """
+    if signal.has_listeners(stream):
+        background.start(
+            send(signal, stream, **kwargs),
+            "signal",
+            webrtc_id=kwargs.get("webrtc_id"),
+            loop=loop,
+            context=contextvars.Context(),
+        )

@@ -9,7 +9,6 @@ the same calls work from any worker.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypedDict
@@ -303,42 +302,18 @@ class Stream:
         :meth:`aset_input`, to see its errors; unawaited, a failure is logged).
         """
         values = self.clean_inputs(*args)
-        from channels.layers import InMemoryChannelLayer
-
-        from django_rtcstream.exceptions import UnknownSession
         from django_rtcstream.sessions import bus
-        from django_rtcstream.sessions.runtime import local_session
 
-        name = self._require_name()
-        session = local_session(webrtc_id)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if session is not None and session.stream is self and not session.closed.is_set():
-            if loop is session.loop:
-                session.set_inputs(values)
-            else:  # another thread of the owning worker: hand them to the session's loop
-                session.loop.call_soon_threadsafe(session.set_inputs, values)
-            return None
-        if loop is None:
-            from asgiref.sync import async_to_sync
-
-            return async_to_sync(bus.send_inputs)(name, webrtc_id, values)
-        if isinstance(bus.layer(), InMemoryChannelLayer):
-            raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
-        task = loop.create_task(bus.send_inputs(name, webrtc_id, values))
-        task.add_done_callback(_log_failed_delivery)
-        return task
+        return bus.deliver_inputs(self, self._require_name(), webrtc_id, values)
 
     async def output_stream(self, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
         """Yield the session's ``AdditionalOutputs`` as they happen, until it ends.
 
         Works on any worker. Raises ``UnknownSession`` for an id that never existed.
         """
-        from django_rtcstream.sessions import bus
+        from django_rtcstream.sessions import outputs
 
-        async for output in bus.subscribe_outputs(self._require_name(), webrtc_id):
+        async for output in outputs.subscribe_outputs(self._require_name(), webrtc_id):
             yield output
 
     async def fetch_latest_output(self, webrtc_id: str, timeout: float = 10.0) -> AdditionalOutputs:
@@ -348,9 +323,9 @@ class Stream:
         Raises:
             TimeoutError: no output within ``timeout``.
         """
-        from django_rtcstream.sessions import bus
+        from django_rtcstream.sessions import outputs
 
-        return await bus.latest_output(self._require_name(), webrtc_id, timeout)
+        return await outputs.latest_output(self._require_name(), webrtc_id, timeout)
 
     async def close_session(self, webrtc_id: str, reason: str = "closed_by_server") -> None:
         """Close a session on whatever worker holds it."""
@@ -435,17 +410,6 @@ class Stream:
     @ui.setter
     def ui(self, blocks: Any) -> None:
         self._ui = blocks
-
-
-def _log_failed_delivery(task: asyncio.Task[None]) -> None:
-    """An unawaited ``set_input`` task: its failure is logged once, never lost."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        import logging
-
-        logging.getLogger(__name__).warning("set_input() was not delivered: %s", exc)
 
 
 def _jsonable(value: Any) -> Any:

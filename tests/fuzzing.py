@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests.media import collect
 
 FRAMES_PER_SECOND = 50  # 20 ms Opus frames

@@ -16,7 +16,7 @@ import websockets
 
 from django_rtcstream.api.permissions import HoldsSessionToken, TOKEN_HEADER
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, http_json
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests.media import collect
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

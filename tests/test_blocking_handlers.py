@@ -18,7 +18,7 @@ from django.test import override_settings
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, ToneAudioTrack
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import pool as pool_module
-from django_rtcstream.sessions import runtime
+from django_rtcstream.sessions import manager as session_manager
 from django_rtcstream.sessions.pool import HandlerPool, OwnThread
 from tests import streams
 from tests.media import collect, dominant_frequency
@@ -101,13 +101,13 @@ def small_pool():
     """A fresh session manager whose handler pool has 4 threads (restored afterwards)."""
     from django.conf import settings
 
-    previous = runtime._manager
+    previous = session_manager._manager
     with override_settings(RTCSTREAM={**settings.RTCSTREAM, "HANDLER_THREADS": 4}):
-        runtime._manager = None
+        session_manager._manager = None
         yield
-        if runtime._manager is not None:
-            runtime._manager.executor.shutdown()
-    runtime._manager = previous
+        if session_manager._manager is not None:
+            session_manager._manager.executor.shutdown()
+    session_manager._manager = previous
 
 
 @pytest.mark.media
@@ -148,7 +148,7 @@ async def test_ten_abandoned_blocking_emit_sessions_starve_nobody(rtc_url, small
         assert len(stuck) == 10 and all(s.stuck_calls == 1 for s in stuck), [
             (s.webrtc_id, s.stuck_calls, s.close_reason) for s in stuck
         ]
-        assert runtime.manager().executor.stats()["stuck"] >= 10
+        assert session_manager.manager().executor.stats()["stuck"] >= 10
     finally:
         await video.close()
 
@@ -164,7 +164,9 @@ async def test_media_flows_while_start_up_is_still_running(rtc_url):
         events = [e for i, e in streams.EVENTS if i == client.webrtc_id]
         assert events == ["start_up"]  # still running: it sleeps 30 s
         webrtc_id = client.webrtc_id
-    await _until(lambda: runtime.manager().get(webrtc_id) is None, 10, "the session to close")
+    await _until(
+        lambda: session_manager.manager().get(webrtc_id) is None, 10, "the session to close"
+    )
     # Closing cancelled the unfinished start_up, and shutdown() ran all the same.
     assert [e for i, e in streams.EVENTS if i == webrtc_id] == [
         "start_up",

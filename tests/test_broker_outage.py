@@ -550,7 +550,7 @@ class BrokerDown:
 @pytest.fixture
 def live_record(transactional_db):
     """A live session record owned by "another worker" (no session in this process)."""
-    from django_rtcstream.api.permissions import new_token
+    from django_rtcstream.tokens import new_token
     from django_rtcstream.models import StreamSession
 
     token, token_hash = new_token()
@@ -620,9 +620,10 @@ async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(
 ):
     """Publishing fails for a while: the handler and media go on, the newest outputs are
     kept and published in order once the broker is back, one warning says so."""
+    from django_rtcstream.handlers import AdditionalOutputs
     from django_rtcstream.registry import get_stream
     from django_rtcstream.sessions import bus
-    from django_rtcstream.sessions.runtime import local_session
+    from django_rtcstream.sessions.manager import local_session
     from tests.media import collect
 
     stream = get_stream("echo")  # audio back, so the media can be watched
@@ -644,7 +645,7 @@ async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(
         await asyncio.sleep(0.2)  # subscribed
         monkeypatch.setattr(layer, "group_send", group_send)
         for n in range(1, 41):  # more than the session keeps
-            session.queue_output(bus.AdditionalOutputs(n))
+            session.queue_output(AdditionalOutputs(n))
         await collect(client.audio_frames, 25)  # media meanwhile
         assert len(refused) >= 1 and not session.ended
         refused = None  # the broker is back

@@ -18,7 +18,7 @@ from django.test import override_settings
 
 from django_rtcstream.models import StreamSession
 from django_rtcstream.registry import get_stream
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from django_rtcstream.signaling.direct import DirectOffers
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

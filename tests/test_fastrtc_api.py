@@ -295,12 +295,12 @@ def test_video_stream_handler_keeps_fastrtcs_skip_frames_default():
 async def test_skip_frames_false_hands_a_slow_function_every_frame_in_order(rtc_url):
     # slow_flip takes 0.1 s a frame: with skip_frames=False it falls behind, in order,
     # by at most a second of frames; the latest-frame policy would skip most of them.
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
 
     async with StreamClient(rtc_url, "in_order", video=SyntheticVideoTrack()) as client:
         await collect(client.video_frames, 10, timeout=15)
         session = manager().get(client.webrtc_id)
-        source = session._latest_video
+        source = session.pipelines.video_in
         assert type(source).__name__ == "EveryFrame" and source.limit == 30
         assert len(source._frames) > 5  # a backlog builds, bounded
         assert len(source._frames) <= 30

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from django_rtcstream.media.arrivals import Arrivals
-from django_rtcstream.sessions.feed import SerialFeed
+from django_rtcstream.media.feed import SerialFeed
 
 LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="none")
 

@@ -965,7 +965,7 @@ async def test_a_twilio_parameter_past_floats_range_is_ignored(asgi_server, no_s
         )
         await ws.send(json.dumps({"event": "ping"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"event": "pong"}
-        from django_rtcstream.sessions.runtime import manager
+        from django_rtcstream.sessions.manager import manager
 
         assert "fuzz-big-gain" in manager().sessions
     await assert_nothing_left()
@@ -990,7 +990,7 @@ async def test_a_message_after_stop_leaves_no_session(asgi_server, protocol, no_
         await ws.send(json.dumps(ping))
         while json.loads(await asyncio.wait_for(ws.recv(), 10)).get(next(iter(ping))) != "pong":
             pass
-        from django_rtcstream.sessions.runtime import manager
+        from django_rtcstream.sessions.manager import manager
 
         assert len(manager().sessions) == 1
         await ws.send(json.dumps(stop))

@@ -147,7 +147,7 @@ async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, ro
 
     from django_rtcstream.client import _http_json
     from django_rtcstream.sessions import bus
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
     from tests.settings import RTCSTREAM
 
     if route == "control channel":

@@ -162,7 +162,7 @@ def test_the_seam_into_aiortc_is_where_we_expect():
 async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
     from django_rtcstream.client import StreamClient, ToneAudioTrack
     from django_rtcstream.registry import get_stream
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
     from tests.media import collect
 
     stream = get_stream("echo")
@@ -170,7 +170,7 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
     try:
         async with StreamClient(rtc_url, "echo", audio=ToneAudioTrack()) as client:
             await collect(client.audio_frames, 10)
-            server = manager().get(client.webrtc_id).jitter_buffer
+            server = manager().get(client.webrtc_id).transport.jitter_buffer
             client_buffers = [
                 getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
                 for t in client.pc.getTransceivers()
@@ -187,7 +187,7 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
 
     from django_rtcstream.client import ToneAudioTrack, http_json
     from django_rtcstream.media import jitter
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
     from tests.relay import host_candidate, via_relay
 
     await relay.start()
@@ -228,7 +228,7 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
     try:
         await asyncio.wait_for(connected.wait(), 10)
         await asyncio.sleep(seconds)
-        buffer = manager().get(webrtc_id).jitter_buffer
+        buffer = manager().get(webrtc_id).transport.jitter_buffer
         return list(frames), buffer
     finally:
         await pc.close()
@@ -328,7 +328,7 @@ async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_o
     from django_rtcstream.client import StreamClient, SyntheticVideoTrack
     from django_rtcstream.conf import rtc_settings
     from django_rtcstream.media.jitter import MarkerVideoJitterBuffer
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
     from tests.media import collect
 
     settings = {**rtc_settings.user_settings, "VIDEO_MARKER_RELEASE": release}
@@ -338,7 +338,7 @@ async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_o
         ) as client:
             await collect(client.video_frames, 10)
             server = getattr(
-                manager().get(client.webrtc_id).pc.getTransceivers()[0].receiver,
+                manager().get(client.webrtc_id).transport.pc.getTransceivers()[0].receiver,
                 "_RTCRtpReceiver__jitter_buffer",
             )
             mine = [

@@ -16,7 +16,7 @@ from django_rtcstream.client import (
     http_json,
 )
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests import streams
 from tests.media import collect
 

@@ -18,7 +18,7 @@ from django.test import override_settings
 
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests import rawhttp
 from tests.media import collect, drain, mean_brightness
 from tests.settings import RTCSTREAM

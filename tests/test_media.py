@@ -138,13 +138,13 @@ async def test_set_input_reaches_a_function_video_handler_as_its_first_extra_arg
 
 
 async def test_a_slow_video_handler_drops_stale_frames_instead_of_queueing(rtc_url):
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
 
     async with StreamClient(rtc_url, "slow", video=SyntheticVideoTrack(fps=30)) as client:
         await collect(client.video_frames, 3)
         await asyncio.sleep(2.0)
         session = manager().get(client.webrtc_id)
-        latest = session._latest_video
+        latest = session.pipelines.video_in
         called = streams.SEEN[client.webrtc_id]
         # ~30 fps in, ~10 calls a second: two thirds are dropped, none wait in a queue
         # (aiortc's own queue of decoded frames stays drained).

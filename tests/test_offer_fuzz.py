@@ -16,7 +16,7 @@ from aiortc import RTCPeerConnection
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack, http_json
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests.media import collect
 from tests.test_bad_input import no_server_errors  # noqa: F401  (fixture)
 

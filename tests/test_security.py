@@ -24,7 +24,7 @@ from django.test import override_settings
 
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, ToneAudioTrack
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from django_rtcstream.telephone.twilio import signature
 from tests import rawhttp
 from tests.media import collect, drain

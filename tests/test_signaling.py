@@ -18,7 +18,7 @@ from django_rtcstream.client import (
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.models import StreamSession
 from django_rtcstream.media.ice import parse_candidate
-from django_rtcstream.sessions.runtime import manager
+from django_rtcstream.sessions.manager import manager
 from tests.media import collect, rows_brightness
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -164,7 +164,7 @@ async def test_a_candidate_sent_before_its_offer_is_kept(rtc_url):
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
     await asyncio.wait_for(connected.wait(), 10)
     session = manager().get("early1")
-    transport = session.pc.getTransceivers()[0].receiver.transport.transport
+    transport = session.transport.pc.getTransceivers()[0].receiver.transport.transport
     remote_ports = {c.port for c in transport.getRemoteCandidates()}
     await pc.close()
     assert {int(c.split()[5]) for c in cands} <= remote_ports
@@ -366,7 +366,7 @@ async def test_host_candidates_use_the_configured_address_and_port_range(rtc_url
             async with StreamClient(rtc_url, "flip", video=SyntheticVideoTrack()) as client:
                 await collect(client.video_frames, 3)
                 session = manager().get(client.webrtc_id)
-                transport = session.pc.getTransceivers()[0].receiver.transport.transport
+                transport = session.transport.pc.getTransceivers()[0].receiver.transport.transport
                 local = transport.iceGatherer.getLocalCandidates()
         finally:
             ice.install_port_range(None)

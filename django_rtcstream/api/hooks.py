@@ -45,7 +45,7 @@ from django_rtcstream.exceptions import (
     UnknownSession,
 )
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions import bus, records, shutdown
+from django_rtcstream.sessions import bus, outputs, records, shutdown
 from django_rtcstream.signaling.http import failure, get_stream_or_fail, retry_headers
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused, parse_json
 
@@ -247,7 +247,7 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
             await permissions.acheck("outputs", request, the_stream, record)
         # Joined before answering: a broker that is away gets a 503, not a stream that
         # never hears anything.
-        subscription = bus.OutputSubscription(stream, webrtc_id)
+        subscription = outputs.OutputSubscription(stream, webrtc_id)
         await subscription.join()
     except SignalingError as exc:
         return failure(exc)

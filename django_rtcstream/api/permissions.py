@@ -15,9 +15,7 @@ user, or staff may then set inputs, read outputs or close it. Setting
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,21 +25,11 @@ from rest_framework.permissions import AllowAny, BasePermission
 
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.tokens import hash_token
+from django_rtcstream.tokens import new_token as new_token  # its home is tokens
 
 ACTIONS = ("open", "input", "outputs", "close")
 TOKEN_HEADER = "HTTP_X_SESSION_TOKEN"
-
-
-def new_token() -> tuple[str, str]:
-    """A fresh session secret and the hash stored in its record."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_token(token)
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 of a token. ``surrogatepass``: JSON may carry a lone surrogate
-    (``"\\ud800"``), which plain UTF-8 cannot encode; it hashes to a wrong token."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def request_token(request: Any) -> str | None:

@@ -7,18 +7,14 @@ Two names per session, built only here:
   candidate or input sent before the owner started listening is not lost.
 - ``rtcstream.out.<id>``, a group every output subscriber (SSE hook,
   ``stream.output_stream``) joins; the owner sends each ``AdditionalOutputs``
-  to it, then an end marker when the session closes.
-
-Outputs travel pickled (the channel layer is trusted infrastructure, like
-Django's cache) so ``output_stream`` yields the handler's own objects on
-every worker.
+  to it, then an end marker when the session closes (``sessions.outputs``).
 
 The broker may go away (a Redis restart, a partition). Nothing here then fails a
 session or hangs: a request that needs the broker (an input or a close for another
 worker's session, joining an output group) gets ``BrokerUnavailable`` (503) within
 ``BROKER_TIMEOUT``; publishing an output or an end marker reports failure instead
 of raising (the session keeps a few outputs and sends them later, see
-``Session._publish_outputs``); receivers (a session's control loop, output
+``sessions.outbox``); receivers (a session's control loop, output
 subscribers) retry with a bounded backoff, warn once per outage, and re-join their
 group when the broker is back: a Redis that restarted without persistence has
 forgotten every group. redis-py reconnects its pooled connections by itself.
@@ -28,25 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 
-from channels.layers import BaseChannelLayer, get_channel_layer
-from django.core.cache import cache
+from asgiref.sync import async_to_sync
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import (
     BrokerUnavailable,
-    DatabaseUnavailable,
     SignalingError,
     UnknownSession,
 )
-from django_rtcstream.handlers import AdditionalOutputs
-from django_rtcstream.sessions import records
+from django_rtcstream.sessions import records, table
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +133,7 @@ def check_webrtc_id(webrtc_id: Any) -> str:
 
 def _local(webrtc_id: str) -> Any:
     """The session if this process owns it and we are on its loop."""
-    from django_rtcstream.sessions.runtime import local_session
-
-    session = local_session(webrtc_id)
+    session = table.get(webrtc_id)
     if session is None:
         return None
     try:
@@ -175,6 +165,41 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
         return
     await _require_live(stream, webrtc_id)
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
+
+
+def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -> Any:
+    """``Stream.set_input``: deliver values from sync or async code, wherever the session is.
+
+    A session of this process (``owner`` is its ``Stream``) gets them at once, from
+    its loop or from another thread; an unknown id raises ``UnknownSession`` at
+    once. From sync code the call waits for the delivery. From inside a loop, with
+    a channel layer shared by several processes, it returns the delivery task,
+    whose failure, unawaited, is logged.
+    """
+    session = table.get(webrtc_id)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if session is not None and session.stream is owner and not session.closed.is_set():
+        if loop is session.loop:
+            session.set_inputs(values)
+        else:  # another thread of the owning worker: hand them to the session's loop
+            session.loop.call_soon_threadsafe(session.set_inputs, values)
+        return None
+    if loop is None:
+        return async_to_sync(send_inputs)(stream, webrtc_id, values)
+    if isinstance(layer(), InMemoryChannelLayer):
+        raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
+    task = loop.create_task(send_inputs(stream, webrtc_id, values))
+    task.add_done_callback(_log_failed_delivery)
+    return task
+
+
+def _log_failed_delivery(task: asyncio.Task[None]) -> None:
+    """An unawaited ``set_input`` task: its failure is logged once, never lost."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("set_input() was not delivered: %s", task.exception())
 
 
 async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) -> list[Any]:
@@ -309,185 +334,3 @@ async def send_candidate(
             if not _early_by_id[webrtc_id]:  # the last waiter for it: nothing is kept
                 del _early_by_id[webrtc_id]
                 _early_events.pop(webrtc_id, None)
-
-
-def _dumps(output: AdditionalOutputs) -> bytes:
-    return pickle.dumps(output.args, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-async def publish_output(webrtc_id: str, output: AdditionalOutputs) -> bool:
-    """Called by the owner: fan an output out to every subscriber, keep it as the latest.
-
-    Never raises for the broker: returns False when the output could not be handed to
-    the channel layer within ``BROKER_TIMEOUT`` (the session keeps it for later, see
-    ``Session._publish_outputs``). The latest-output cache is best effort.
-    """
-    try:
-        payload = _dumps(output)
-    except Exception:  # an unpicklable result still reaches subscribers as text
-        payload = _dumps(AdditionalOutputs(*[repr(a) for a in output.args]))
-    try:  # first, so that a subscriber that got it finds it as the latest too
-        await asyncio.wait_for(
-            cache.aset(latest_key(webrtc_id), payload, timeout=3600), BROKER_TIMEOUT
-        )
-    except Exception as exc:
-        logger.debug("Latest output of %s not cached: %r", webrtc_id, exc)
-    try:
-        await asyncio.wait_for(
-            layer().group_send(output_group(webrtc_id), {"type": "rtc.output", "args": payload}),
-            BROKER_TIMEOUT,
-        )
-    except Exception as exc:
-        logger.debug("Output of %s not published: %r", webrtc_id, exc)
-        return False
-    return True
-
-
-async def publish_end(webrtc_id: str) -> bool:
-    """Tell the session's subscribers it ended; False if the broker could not take it
-    (they then see it in the record, within ``LIVE_RECHECK_SECONDS``). Never raises."""
-    try:
-        await asyncio.wait_for(
-            layer().group_send(output_group(webrtc_id), {"type": "rtc.output_end"}), BROKER_TIMEOUT
-        )
-    except Exception as exc:
-        logger.warning(
-            "End of session %s not published (%r): its subscribers see it in "
-            "the record within %g s",
-            webrtc_id,
-            exc,
-            LIVE_RECHECK_SECONDS,
-        )
-        return False
-    return True
-
-
-class OutputSubscription:
-    """One subscriber of a session's output group, from any worker.
-
-    ``await join()`` first (``UnknownSession``; ``BrokerUnavailable`` when the broker
-    cannot be reached; False when the session has already ended), then iterate to
-    get the outputs until the session ends. While the broker is away the iteration
-    waits and retries (warning once); once it is back the subscription joins the
-    group again, since a restarted broker may have forgotten it. It also re-joins
-    after every ``LIVE_RECHECK_SECONDS`` without a message, which covers a restart
-    that happened between two reads.
-    """
-
-    def __init__(self, stream: str, webrtc_id: str) -> None:
-        self.stream = stream
-        self.webrtc_id = webrtc_id
-        self.group = output_group(webrtc_id)
-        self.channel = ""
-        self.joined = False
-
-    async def join(self) -> bool:
-        record = await records.find(self.stream, self.webrtc_id)
-        if record is None:
-            raise UnknownSession(self.webrtc_id)
-        if not record.is_live:
-            return False
-        channel_layer = layer()
-        self.channel = await channel_layer.new_channel("rtcstream.sub.")
-        await _broker(
-            f"subscribing to the outputs of session {self.webrtc_id!r}",
-            channel_layer.group_add(self.group, self.channel),
-        )
-        self.joined = True
-        return True
-
-    async def __aiter__(self) -> AsyncIterator[AdditionalOutputs]:
-        if not self.joined:
-            return
-        channel_layer = layer()
-        failures = 0
-        rejoin = False
-        try:
-            # The session may have ended between the check and joining the group.
-            if not await _is_live(self.stream, self.webrtc_id):
-                return
-            while True:
-                try:
-                    if rejoin:
-                        await asyncio.wait_for(
-                            channel_layer.group_add(self.group, self.channel), BROKER_TIMEOUT
-                        )
-                        rejoin = False
-                    message = await asyncio.wait_for(
-                        channel_layer.receive(self.channel), LIVE_RECHECK_SECONDS
-                    )
-                except Exception as exc:  # our timeout, or the broker is away
-                    rejoin = True
-                    if not isinstance(exc, asyncio.TimeoutError):
-                        failures += 1
-                        if failures == 1:
-                            logger.warning(
-                                "Output subscription of %s: the channel layer "
-                                "cannot be reached (%r); retrying",
-                                self.webrtc_id,
-                                exc,
-                            )
-                        await asyncio.sleep(backoff(failures))
-                    # A dead worker sends no end marker: fall back on the record.
-                    if not await _is_live(self.stream, self.webrtc_id):
-                        return
-                    continue
-                retrieve_cleaner_errors(channel_layer)
-                if failures:
-                    logger.warning(
-                        "Output subscription of %s: the channel layer is back "
-                        "after %d failed reads",
-                        self.webrtc_id,
-                        failures,
-                    )
-                    failures = 0
-                if message["type"] == "rtc.output":
-                    yield AdditionalOutputs(*pickle.loads(message["args"]))
-                elif message["type"] == "rtc.output_end":
-                    return
-        finally:
-            try:
-                await asyncio.wait_for(
-                    channel_layer.group_discard(self.group, self.channel), BROKER_TIMEOUT
-                )
-            except Exception as exc:  # the group entry expires with the broker's data
-                logger.debug(
-                    "Output subscription of %s: leaving the group failed: %r", self.webrtc_id, exc
-                )
-
-
-async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
-    """Yield a session's outputs until it ends; see ``Stream.output_stream``."""
-    subscription = OutputSubscription(stream, webrtc_id)
-    if not await subscription.join():
-        return
-    async for output in subscription:
-        yield output
-
-
-async def _is_live(stream: str, webrtc_id: str) -> bool:
-    """Whether the session's record is live; True while the database is away (the
-    subscription goes on: the end marker comes through the broker, and the record is
-    looked at again later)."""
-    try:
-        record = await records.find(stream, webrtc_id)
-    except DatabaseUnavailable:
-        return True
-    return record is not None and record.is_live
-
-
-async def latest_output(stream: str, webrtc_id: str, timeout: float) -> AdditionalOutputs:
-    try:
-        payload = await asyncio.wait_for(cache.aget(latest_key(webrtc_id)), BROKER_TIMEOUT)
-    except Exception as exc:  # a cache on the broker that is away: wait for the next one
-        logger.debug("Latest output of %s not read: %r", webrtc_id, exc)
-        payload = None
-    if payload is not None:
-        return AdditionalOutputs(*pickle.loads(payload))
-
-    async def first() -> AdditionalOutputs:
-        async for output in subscribe_outputs(stream, webrtc_id):
-            return output
-        raise TimeoutError(f"Session {webrtc_id!r} ended without outputs")
-
-    return await asyncio.wait_for(first(), timeout)

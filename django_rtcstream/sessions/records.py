@@ -43,7 +43,6 @@ from django.utils import timezone
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.models import ACTIVE_STATES, SessionState, StreamSession
 
-
 P = ParamSpec("P")
 R = TypeVar("R")
 

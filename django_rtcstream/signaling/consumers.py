@@ -97,8 +97,7 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             await self.send_failure(exc)
 
     async def on_offer(self, data: dict[str, Any]) -> None:
-        from django_rtcstream.media.ice import local_candidates
-        from django_rtcstream.sessions.runtime import manager
+        from django_rtcstream.sessions.manager import manager
 
         if self.session is not None:
             raise SignalingError(
@@ -118,11 +117,11 @@ class SignalingConsumer(AsyncWebsocketConsumer):
             user_id=user.pk if user is not None and user.is_authenticated else None,
         )
         self.session = session
-        session.listeners.append(self.on_session_message)
+        session.subscribe(self.on_session_message)
         await self.send_json(
             {"type": "answer", "sdp": answer, "webrtc_id": webrtc_id, "token": session.token}
         )
-        for candidate in local_candidates(session.pc):
+        for candidate in session.transport.local_candidates():
             await self.send_json({"type": "ice-candidate", "candidate": candidate})
         await self.send_json({"type": "ice-candidate", "candidate": None})
 

@@ -17,8 +17,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from django_rtcstream import registry
-from django_rtcstream.conf import rtc_settings
 from django_rtcstream.api import permissions
+from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import (
     DatabaseUnavailable,
     SignalingError,
@@ -105,7 +105,7 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     the media, which DTLS binds to the fingerprints of the offer and answer.
     """
     from django_rtcstream.sessions import bus
-    from django_rtcstream.sessions.runtime import manager
+    from django_rtcstream.sessions.manager import manager
 
     try:
         the_stream = get_stream_or_fail(stream)

@@ -27,20 +27,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import fractions
 import json
 import logging
 from typing import Any
 
-import av
 import numpy as np
-from av import AudioFrame
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_rtcstream import background, registry, safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
-from django_rtcstream.media import mulaw
+from django_rtcstream.media.socket_audio import decode
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +60,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     channel_kind = "websocket"
     session: Any = None
+    transport: Any = None  # the session's SocketTransport, once started
     encoding = "mulaw"
     input_rate = 0
     output_rate = 0
@@ -176,29 +174,22 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     async def play(self) -> None:
         """Send the session's output audio at real time, at the client's rate and encoding."""
-        from django_rtcstream.media.tracks import paced_frames
+        from django_rtcstream.media.socket_audio import socket_audio_out
 
-        assert self.session is not None and self.session.audio_out is not None
-        out = self.session.audio_out
-        resampler = None
-        if out.sample_rate != self.output_rate:
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=self.output_rate)
-        async for samples in paced_frames(out):
-            if samples is None:
+        assert self.transport is not None and self.transport.output is not None
+        async for payload in socket_audio_out(
+            self.transport.output, self.output_rate, self.encoding
+        ):
+            if payload is None:
                 self._output_went_dry()
                 continue
             self._output_flows()
-            if resampler is not None:
-                frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-                frame.sample_rate = out.sample_rate
-                parts = [f.to_ndarray()[0] for f in resampler.resample(frame)]
-                if not parts:
-                    continue
-                samples = np.concatenate(parts)
+            if not payload:
+                continue
             if self.encoding == "pcm16":
-                await self.send(bytes_data=samples.astype("<i2").tobytes())
+                await self.send(bytes_data=payload)
             else:
-                await self.send_json(self.media_message(mulaw.encode(samples)))
+                await self.send_json(self.media_message(payload))
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -257,7 +248,8 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
     ) -> None:
         from django_rtcstream.api import permissions
         from django_rtcstream.sessions.bus import check_webrtc_id
-        from django_rtcstream.sessions.runtime import manager
+        from django_rtcstream.sessions.manager import manager
+        from django_rtcstream.sessions.transport import SocketTransport
         from django_rtcstream.signaling.consumers import ScopeRequest
 
         try:
@@ -277,10 +269,15 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         except SignalingError as exc:
             await self.refuse(exc)
             return
-        session.listeners.append(self.on_session_message)
-        session.clear_listeners.append(self.on_clear)
-        await session.start_socket(phone=phone, websocket=self)
-        if session.audio_out is not None:
+        self.transport = SocketTransport(
+            self,
+            self.channel_kind,
+            input_rate=self.input_rate,
+            receives=self.stream.receives_media_from_client,
+            sends=self.stream.sends_media_to_client,
+        )
+        await session.start_socket(self.transport, phone=phone, websocket=self)
+        if self.transport.output is not None:
             self._player = background.start(
                 self.play(),
                 "socket player",
@@ -335,7 +332,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         if self.encoding == "pcm16":
             await self.error("This session declared pcm16: send binary frames, not media events.")
             return
-        self.push(mulaw.decode(raw))
+        self.push(decode(raw, "mulaw"))
 
     async def on_binary(self, data: bytes) -> None:
         if self.session is None or self.encoding != "pcm16":
@@ -344,12 +341,12 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         if len(data) % 2:
             await self.error("PCM16 frames must hold whole 16-bit samples (an even byte count).")
             return
-        self.push(np.frombuffer(data, dtype="<i2").astype(np.int16))
+        self.push(decode(data, "pcm16"))
 
     def push(self, samples: np.ndarray) -> None:
         """Hand decoded input to the session (ignored in receive mode)."""
-        session = self.session
-        if session is None or session.audio_input is None or not len(samples):
+        session, transport = self.session, self.transport
+        if session is None or transport is None or transport.input is None or not len(samples):
             return
         if len(samples) > MAX_SECONDS_PER_FRAME * self.input_rate:
             background.start(
@@ -365,12 +362,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
                 webrtc_id=session.webrtc_id,
             )
             return
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.input_rate
-        frame.time_base = fractions.Fraction(1, self.input_rate)
-        frame.pts = getattr(self, "_pts", 0)
-        self._pts = frame.pts + len(samples)
-        session.audio_input.push(frame)
+        transport.push(samples)
 
     async def on_stop(self, data: dict[str, Any]) -> None:
         self._stopped = True

@@ -71,10 +71,7 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
         if not isinstance(digit, str) or self.session is None:
             return
         self.dtmf.append(digit)
-        handler = self.session.handler
-        on_dtmf = getattr(handler, "on_dtmf", None)
-        if callable(on_dtmf):
-            await self.session.call(on_dtmf, digit)
+        await self.session.call_hook("on_dtmf", digit)
 
     # Twilio's shapes for what we send ----------------------------------------------------
 
