@@ -500,13 +500,7 @@ class Session(SessionPort):
         manager runs concurrently with this negotiation.
         """
         kinds = self._check_offer(offer_sdp)
-        self.pc = pc = RTCPeerConnection(
-            ice.rtc_configuration(
-                (self.stream.server_rtc_configuration or {}).get("iceServers")
-                if self.stream.server_rtc_configuration is not None
-                else rtc_settings.SERVER_ICE_SERVERS
-            )
-        )
+        self.pc = pc = RTCPeerConnection(ice.server_configuration(self.stream))
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_state)
