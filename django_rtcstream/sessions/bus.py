@@ -191,7 +191,7 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
         return session.update_inputs(changes)
     await _require_live(stream, webrtc_id)
     channel_layer = layer()
-    reply = await channel_layer.new_channel("rtcstream.reply.")
+    reply = await channel_layer.new_channel()  # the default prefix (OutputSubscription.join)
     await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes, "reply": reply})
     try:
         message = await asyncio.wait_for(channel_layer.receive(reply), INPUT_REPLY_SECONDS)
@@ -388,7 +388,12 @@ class OutputSubscription:
         if not record.is_live:
             return False
         channel_layer = layer()
-        self.channel = await channel_layer.new_channel("rtcstream.sub.")
+        # The default prefix, as every consumer's channel has: channels-redis lets one
+        # receive() at a time read Redis for the whole process, and it reads only the
+        # prefix of its own channel. A WebSocket consumer of this worker waiting on
+        # "specific.<id>!" would starve a "rtcstream.sub.<id>!" channel for ever (its
+        # outputs were never read, and SSE got nothing from WebSocket-signaled sessions).
+        self.channel = await channel_layer.new_channel()
         await _broker(
             f"subscribing to the outputs of session {self.webrtc_id!r}",
             channel_layer.group_add(self.group, self.channel),
