@@ -207,3 +207,31 @@ async def test_every_session_gets_credentials_of_its_own(turnserver, rtc_url):
     # Both are real credentials: coturn allocates for each.
     for username, password in minted:
         await allocate(turnserver, username, password)
+
+
+def test_the_servers_policy_comes_from_the_stream_or_the_setting_and_is_checked():
+    from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+    from django_rtcstream import Stream
+    from tests.streams import flip_frame
+
+    relay = {"iceServers": [{"urls": "turn:127.0.0.1:3478"}], "iceTransportPolicy": "relay"}
+    stream = Stream(
+        flip_frame, modality="video", mode="send-receive", server_rtc_configuration=relay
+    )
+    assert ice.server_configuration(stream).iceTransportPolicy == RTCIceTransportPolicy.RELAY
+    with override_settings(
+        RTCSTREAM={**settings.RTCSTREAM, "SERVER_ICE_TRANSPORT_POLICY": "relay"}
+    ):
+        plain = Stream(flip_frame, modality="video", mode="send-receive")
+        assert ice.server_configuration(plain).iceTransportPolicy == RTCIceTransportPolicy.RELAY
+    assert ice.server_configuration(plain).iceTransportPolicy == RTCIceTransportPolicy.ALL
+    with pytest.raises(ValueError, match="iceTransportPolicy"):
+        Stream(
+            flip_frame,
+            modality="video",
+            mode="send-receive",
+            server_rtc_configuration={"iceServers": [], "iceTransportPolicy": "none"},
+        )
+    with pytest.raises(ValueError, match="'all' or 'relay'"):
+        ice.rtc_configuration([], policy="relay-only")
