@@ -28,6 +28,7 @@ class Codes:
     NO_DRF = "django_rtcstream.E008"
     BAD_LEASE = "django_rtcstream.E011"
     BAD_PERMISSIONS = "django_rtcstream.E012"
+    BAD_TURN = "django_rtcstream.E013"
     REDIS_SOCKET_TIMEOUT = "django_rtcstream.W002"
     DIRECT_OFFERS_SKIP_CORS = "django_rtcstream.W003"
     # manage.py check --deploy
@@ -38,7 +39,11 @@ class Codes:
     DEPLOY_UNSIGNED_TELEPHONE = "django_rtcstream.W105"
     DEPLOY_NO_ICE_SERVERS = "django_rtcstream.W106"
     DEPLOY_LOOPBACK_ICE = "django_rtcstream.W107"
+    DEPLOY_SHORT_TURN_SECRET = "django_rtcstream.W108"
 
+
+# Characters below which check_deploy calls a TURN secret guessable.
+MIN_TURN_SECRET = 32
 
 _POSITIVE = (
     "CONNECT_TIMEOUT",
@@ -103,6 +108,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         ("DIRECT_OFFERS", "True answers offers before Django's middleware."),
         ("TRIM_MEMORY", "True gives memory freed by ended sessions back to the OS."),
         ("GC_FREEZE", "True freezes the import-time heap after the warm-up."),
+        ("TURN_RELAY_ONLY", "True tells clients to use relayed (TURN) candidates only."),
     ):
         flag = value.get(key, DEFAULTS[key])
         if not isinstance(flag, bool):
@@ -163,15 +169,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     servers = value.get("SERVER_ICE_SERVERS", [])
-    if not isinstance(servers, list):
+    if not isinstance(servers, (list, str)) and not callable(servers):
         messages.append(
             Error(
                 "RTCSTREAM['SERVER_ICE_SERVERS'] must be a list of "
-                "{'urls': ..., 'username': ..., 'credential': ...} dicts.",
-                hint="Use [] for none.",
+                "{'urls': ..., 'username': ..., 'credential': ...} dicts, or the dotted path "
+                "of a callable returning one.",
+                hint="Use [] for none, or 'django_rtcstream.turn.server_ice_servers'.",
                 id=Codes.BAD_ICE,
             )
         )
+    messages += _check_turn(value)
     layers = getattr(settings, "CHANNEL_LAYERS", {})
     alias = value.get("CHANNEL_LAYER_ALIAS", "default")
     if alias not in layers:
@@ -212,6 +220,69 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 hint="Add 'rest_framework' before 'django_rtcstream'.",
                 id=Codes.NO_DRF,
             )
+        )
+    return messages
+
+
+def _check_turn(value: dict[str, Any]) -> list[CheckMessage]:
+    """TURN_* and SERVER_ICE_TRANSPORT_POLICY: what django_rtcstream.turn needs to mint."""
+    from django_rtcstream.media import ice
+    from django_rtcstream.turn import URI_SCHEMES
+
+    messages: list[CheckMessage] = []
+
+    def error(message: str, hint: str) -> None:
+        messages.append(Error(message, hint=hint, id=Codes.BAD_TURN))
+
+    secret = value.get("TURN_SECRET")
+    urls = value.get("TURN_URLS", [])
+    ttl = value.get("TURN_TTL", DEFAULTS["TURN_TTL"])
+    example = "['turn:turn.example.com:3478?transport=udp']"
+    if secret is not None and not isinstance(secret, str):
+        error(
+            f"RTCSTREAM['TURN_SECRET'] must be a string, got {type(secret).__name__}.",
+            "The TURN server's static-auth-secret, e.g. from an environment variable.",
+        )
+    if not isinstance(urls, (list, tuple)) or not all(
+        isinstance(u, str) and u.startswith(URI_SCHEMES) for u in urls
+    ):
+        error(
+            f"RTCSTREAM['TURN_URLS'] must be a list of stun:/turn:/turns: URIs, got {urls!r}.",
+            f"For example {example}.",
+        )
+    elif urls and not secret:
+        error(
+            "RTCSTREAM['TURN_URLS'] is set but TURN_SECRET is not: no credentials can be minted.",
+            "Set TURN_SECRET to the TURN server's static-auth-secret (use-auth-secret).",
+        )
+    elif secret and not urls:
+        error(
+            "RTCSTREAM['TURN_SECRET'] is set but TURN_URLS is empty: credentials for no server.",
+            f"List the TURN server's URIs, e.g. {example}.",
+        )
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+        error(
+            f"RTCSTREAM['TURN_TTL'] must be a positive int (seconds), got {ttl!r}.",
+            f"Remove it to use the default {DEFAULTS['TURN_TTL']!r} (a day).",
+        )
+    policy = value.get("SERVER_ICE_TRANSPORT_POLICY", DEFAULTS["SERVER_ICE_TRANSPORT_POLICY"])
+    if policy not in ice.TRANSPORT_POLICIES:
+        error(
+            f"RTCSTREAM['SERVER_ICE_TRANSPORT_POLICY'] must be 'all' or 'relay', got {policy!r}.",
+            "'relay' makes the server's peer connections use TURN candidates only.",
+        )
+    elif policy == "relay" and not ice.relay_only_supported():
+        error(
+            "RTCSTREAM['SERVER_ICE_TRANSPORT_POLICY'] is 'relay', which this aiortc cannot "
+            "honour (it has no iceTransportPolicy).",
+            "Install aiortc 1.16 or later, or use 'all'.",
+        )
+    elif policy == "relay" and value.get("SERVER_ICE_SERVERS", []) in ([], None):
+        error(
+            "RTCSTREAM['SERVER_ICE_TRANSPORT_POLICY'] is 'relay' but SERVER_ICE_SERVERS is "
+            "empty: the server would gather no candidate and no session could connect.",
+            "Set SERVER_ICE_SERVERS = 'django_rtcstream.turn.server_ice_servers' "
+            "(or a list with a turn: server).",
         )
     return messages
 
@@ -339,6 +410,17 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 "clients behind NAT or a firewall will not connect.",
                 hint="Offer STUN/TURN servers, e.g. time-limited TURN credentials from a callable.",
                 id=Codes.DEPLOY_NO_ICE_SERVERS,
+            )
+        )
+    secret = value.get("TURN_SECRET")
+    if isinstance(secret, str) and 0 < len(secret) < MIN_TURN_SECRET:
+        messages.append(
+            Warning(
+                f"RTCSTREAM['TURN_SECRET'] has {len(secret)} characters: anyone who guesses it "
+                "can mint credentials and relay through your TURN server.",
+                hint=f"Use at least {MIN_TURN_SECRET} random characters, e.g. "
+                "`openssl rand -hex 32`, in both coturn's static-auth-secret and TURN_SECRET.",
+                id=Codes.DEPLOY_SHORT_TURN_SECRET,
             )
         )
     addresses = value.get("ICE_HOST_ADDRESSES")

@@ -153,6 +153,10 @@ class StreamClient:
         audio_adaptive: let that hold follow the reordering on the link.
         video_marker_release: release each received video frame on its last
             packet, not one frame period later on the next frame's first.
+        relay_only: gather and use relayed (TURN) candidates only. None (the
+            default) follows the stream's configuration
+            (``"iceTransportPolicy": "relay"``); True forces it, False ignores it.
+            Raises RuntimeError at ``connect()`` if aiortc cannot honour it.
     """
 
     def __init__(
@@ -170,6 +174,7 @@ class StreamClient:
         audio_prefetch: int | None = 1,
         audio_adaptive: bool = True,
         video_marker_release: bool = True,
+        relay_only: bool | None = None,
     ) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
@@ -183,6 +188,7 @@ class StreamClient:
         self.audio_prefetch = audio_prefetch
         self.audio_adaptive = audio_adaptive
         self.video_marker_release = video_marker_release
+        self.relay_only = relay_only
         self.config: dict[str, Any] = {}
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None
@@ -213,8 +219,10 @@ class StreamClient:
         if status != 200:
             raise SignalingFailed(status, config)
         self.config = config
-        servers = config.get("rtc_configuration", {}).get("iceServers", [])
-        self.pc = pc = RTCPeerConnection(ice.rtc_configuration(servers))
+        rtc = config.get("rtc_configuration") or {}
+        self.pc = pc = RTCPeerConnection(
+            ice.rtc_configuration(rtc.get("iceServers", []), policy=self._policy(rtc))
+        )
         self.channel = pc.createDataChannel("text")
         self.channel.on("message", self._on_channel_message)
         pc.on("track", self._on_track)
@@ -222,6 +230,11 @@ class StreamClient:
         self._add_transceivers(config)
         await asyncio.wait_for(self._negotiate(), timeout)
         await asyncio.wait_for(self.connected.wait(), timeout)
+
+    def _policy(self, rtc: dict[str, Any]) -> str:
+        if self.relay_only is None:
+            return "relay" if rtc.get("iceTransportPolicy") == "relay" else "all"
+        return "relay" if self.relay_only else "all"
 
     def _add_transceivers(self, config: dict[str, Any]) -> None:
         assert self.pc is not None
@@ -436,6 +449,7 @@ async def _main(args: argparse.Namespace) -> None:
         video=(player.video if player else SyntheticVideoTrack()),
         audio=(player.audio if player else ToneAudioTrack()),
         ice_host_addresses=args.ice_host,
+        relay_only=True if args.relay_only else None,
     )
     await client.connect()
     print(f"connected: session {client.webrtc_id}")
@@ -469,6 +483,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--signaling", choices=["http", "websocket"], default="http")
     parser.add_argument("--ice-host", action="append", help="gather candidates on this address")
+    parser.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="use relayed (TURN) candidates only, whatever the stream's configuration says",
+    )
     asyncio.run(_main(parser.parse_args(argv)))
 
 

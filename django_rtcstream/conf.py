@@ -20,9 +20,25 @@ DEFAULTS: dict[str, Any] = {
     "STREAMS": {},
     # ICE servers offered to clients: a dict, or the dotted path of a sync/async callable
     "RTC_CONFIGURATION": None,
-    # ICE servers of the server's own peer connections. Empty by default: aiortc would
+    # ICE servers of the server's own peer connections: a list, or the dotted path of a
+    # sync callable returning one (called for every session, e.g.
+    # "django_rtcstream.turn.server_ice_servers"). Empty by default: aiortc would
     # otherwise use a public STUN server.
     "SERVER_ICE_SERVERS": [],
+    # "all" or "relay": "relay" makes the server's own peer connections gather and use
+    # relayed (TURN) candidates only (needs a TURN server in SERVER_ICE_SERVERS)
+    "SERVER_ICE_TRANSPORT_POLICY": "all",
+    # coturn's static-auth-secret (use-auth-secret): django_rtcstream.turn mints
+    # time-limited credentials with it
+    "TURN_SECRET": None,
+    # URIs of that TURN server, e.g. ["turn:turn.example.com:3478?transport=udp"]
+    "TURN_URLS": [],
+    # Seconds minted TURN credentials stay valid (the TURN server checks them again at
+    # every allocation refresh, so longer than the longest session)
+    "TURN_TTL": 86400,
+    # True: django_rtcstream.turn.rtc_configuration tells clients
+    # "iceTransportPolicy": "relay" (they offer relayed candidates only)
+    "TURN_RELAY_ONLY": False,
     # Local addresses host candidates are gathered on; None keeps aioice's choice
     # (every interface but loopback). ["127.0.0.1"] makes loopback-only setups work.
     "ICE_HOST_ADDRESSES": None,

@@ -117,7 +117,8 @@ class Stream:
         rtc_configuration: ICE configuration for clients: a dict, or a sync or
             async callable returning one.
         server_rtc_configuration: ICE configuration of the server's peer
-            connections (``{"iceServers": [...]}``). Empty unless given.
+            connections (``{"iceServers": [...]}``, optionally with
+            ``"iceTransportPolicy": "relay"``). ``SERVER_ICE_SERVERS`` unless given.
         track_constraints: ``getUserMedia`` constraints for browser clients.
         allow_extra_tracks: ignore offered tracks of another kind instead of
             refusing the offer.
@@ -194,6 +195,9 @@ class Stream:
             raise ValueError("video_format must be 'bgr24' or 'rgb24'")
         if server_rtc_configuration is not None and not isinstance(server_rtc_configuration, dict):
             raise ValueError("server_rtc_configuration must be a dict like {'iceServers': [...]}")
+        server_policy = (server_rtc_configuration or {}).get("iceTransportPolicy", "all")
+        if server_policy not in ("all", "relay"):
+            raise ValueError("server_rtc_configuration's iceTransportPolicy: 'all' or 'relay'")
         self.handler = handler
         self.event_handler = handler  # FastRTC's name
         self.modality: str = modality

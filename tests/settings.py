@@ -88,6 +88,7 @@ RTCSTREAM = {
         "refuse": "tests.streams.refuse",
         "int_steps": "tests.streams.int_steps",
         "in_order": "tests.streams.in_order",
+        "report": "tests.streams.report",
     },
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
     # RTCSTREAM_TEST_CONNECT_TIMEOUT: a server subprocess's own (tests/churn.py).

@@ -31,7 +31,13 @@ CHANNEL_LAYERS = {
         # A plain URL on purpose: redis-py's default 5 s socket timeout must not end sessions
         # (test_a_session_outlives_the_redis_socket_timeout); deployments should still set
         # {"address": ..., "socket_timeout": None} (check W002).
-        "CONFIG": {"hosts": [_redis], "prefix": _prefix},
+        "CONFIG": {
+            # RTCSTREAM_TEST_REDIS_NO_TIMEOUT=1: as the deployment guide says (tests/test_nginx.py)
+            "hosts": [{"address": _redis, "socket_timeout": None}]
+            if os.environ.get("RTCSTREAM_TEST_REDIS_NO_TIMEOUT") == "1"
+            else [_redis],
+            "prefix": _prefix,
+        },
     }
 }
 CACHES = {

@@ -85,6 +85,18 @@ def mix(frame, a, b):
     return frame
 
 
+REPORTED: dict[str, float] = {}
+
+
+def report_level(frame, level):
+    """Passes frames through and reports each new ``level`` once, as an output."""
+    webrtc_id = get_current_context().webrtc_id
+    if REPORTED.get(webrtc_id) != level:
+        REPORTED[webrtc_id] = level
+        return frame, AdditionalOutputs(level)
+    return frame
+
+
 def count_frames(frame, every=5):
     webrtc_id = get_current_context().webrtc_id
     SEEN[webrtc_id] += 1
@@ -273,6 +285,14 @@ gain = Stream(
     modality="video",
     mode="send-receive",
     additional_inputs=[Slider(minimum=0, maximum=1, value=1.0, label="Level")],
+)
+# tests/test_nginx.py: one output per input change, so an output that nginx held back
+# would never be followed by another.
+report = Stream(
+    report_level,
+    modality="video",
+    mode="send-receive",
+    additional_inputs=[Slider(minimum=0, maximum=100, step=1, value=0, label="Level")],
 )
 video_send = Stream(count_frames, modality="video", mode="send")
 video_receive = Stream(

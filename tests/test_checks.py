@@ -28,10 +28,17 @@ REDIS_CACHE = {
         "LOCATION": "redis://127.0.0.1:6379/1",
     }
 }
+TURN_URL = "turn:turn.example.org:3478?transport=udp"
+TURN_SECRET = "0123456789abcdef0123456789abcdef"  # 32 characters: long enough for W108
+TURN = {"TURN_SECRET": TURN_SECRET, "TURN_URLS": [TURN_URL]}
 # A deployment-ready configuration: no deploy warning fires for it.
 READY = {
     **BASE,
-    "RTC_CONFIGURATION": {"iceServers": [{"urls": "stun:stun.example.org"}]},
+    **TURN,
+    "RTC_CONFIGURATION": "django_rtcstream.turn.rtc_configuration",
+    "SERVER_ICE_SERVERS": "django_rtcstream.turn.server_ice_servers",
+    "SERVER_ICE_TRANSPORT_POLICY": "relay",
+    "TURN_RELAY_ONLY": True,
     "ICE_HOST_ADDRESSES": None,
     "TWILIO_AUTH_TOKEN": "secret",
 }
@@ -72,6 +79,16 @@ def ours(deploy: bool = False) -> list[str]:
             {"MIDDLEWARE": ["corsheaders.middleware.CorsMiddleware"]},
             [Codes.DIRECT_OFFERS_SKIP_CORS],
         ),
+        ({"RTCSTREAM": {**BASE, "TURN_URLS": [TURN_URL]}}, [Codes.BAD_TURN]),
+        ({"RTCSTREAM": {**BASE, "TURN_SECRET": TURN_SECRET}}, [Codes.BAD_TURN]),
+        (
+            {"RTCSTREAM": {**BASE, **TURN, "TURN_URLS": ["turn.example.org:3478"]}},
+            [Codes.BAD_TURN],
+        ),
+        ({"RTCSTREAM": {**BASE, **TURN, "TURN_TTL": 0}}, [Codes.BAD_TURN]),
+        ({"RTCSTREAM": {**BASE, "SERVER_ICE_TRANSPORT_POLICY": "none"}}, [Codes.BAD_TURN]),
+        ({"RTCSTREAM": {**BASE, "SERVER_ICE_TRANSPORT_POLICY": "relay"}}, [Codes.BAD_TURN]),
+        ({"RTCSTREAM": {**BASE, "TURN_RELAY_ONLY": "yes"}}, [Codes.BAD_NUMBER]),
     ],
 )
 def test_each_check_fires_alone(overrides, expected):
@@ -125,6 +142,7 @@ def test_a_production_configuration_passes_the_deploy_checks():
             {"RTCSTREAM": {**READY, "ICE_HOST_ADDRESSES": ["127.0.0.1", "::1"]}},
             [Codes.DEPLOY_LOOPBACK_ICE],
         ),
+        ({"RTCSTREAM": {**READY, "TURN_SECRET": "short"}}, [Codes.DEPLOY_SHORT_TURN_SECRET]),
         ({"CHANNEL_LAYERS": REDIS_SHORT}, [Codes.REDIS_SOCKET_TIMEOUT]),
     ],
 )
@@ -145,3 +163,12 @@ def test_telephone_warning_needs_an_audio_stream():
         RTCSTREAM=video_only, CHANNEL_LAYERS=REDIS_OK, CACHES=REDIS_CACHE, DATABASES=POSTGRES
     ):
         assert ours(deploy=True) == []
+
+
+def test_every_check_id_is_exercised_here():
+    # A new id in Codes must get its own case above.
+    import pathlib
+
+    text = pathlib.Path(__file__).read_text()
+    names = [n for n in vars(Codes) if not n.startswith("_")]
+    assert [n for n in names if f"Codes.{n}" not in text] == []

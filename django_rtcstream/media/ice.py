@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcconfiguration
 import aiortc.rtcicetransport
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
@@ -73,9 +74,95 @@ def ice_servers(entries: list[dict[str, Any]] | None) -> list[RTCIceServer]:
     return servers
 
 
-def rtc_configuration(entries: list[dict[str, Any]] | None) -> RTCConfiguration:
-    """An ``RTCConfiguration`` that always names its ICE servers (possibly none)."""
-    return RTCConfiguration(iceServers=ice_servers(entries))
+TRANSPORT_POLICIES = ("all", "relay")
+
+
+def relay_only_supported() -> bool:
+    """Whether this aiortc can make a peer connection relay-only.
+
+    aiortc 1.16 added ``RTCConfiguration.iceTransportPolicy``, which it hands to
+    aioice (0.12 and later): with ``relay`` aioice binds no host socket and asks no
+    STUN server, so the only local candidates are the TURN allocations. Older aiortc
+    has no such option, and aioice 0.10 with ``TransportPolicy.RELAY`` still
+    offered server-reflexive candidates and kept its host sockets in the checks.
+    """
+    return hasattr(aiortc.rtcconfiguration, "RTCIceTransportPolicy")
+
+
+def rtc_configuration(
+    entries: list[dict[str, Any]] | None, *, policy: str = "all"
+) -> RTCConfiguration:
+    """An ``RTCConfiguration`` that always names its ICE servers (possibly none).
+
+    Args:
+        entries: ``[{"urls", "username", "credential"}]``.
+        policy: ``"all"`` or ``"relay"`` (the W3C ``iceTransportPolicy``).
+
+    Raises:
+        ValueError: an unknown policy.
+        RuntimeError: ``"relay"`` with an aiortc that cannot honour it (older than
+            1.16): a peer connection that silently used host candidates would
+            defeat the point of asking for relay-only.
+    """
+    if policy not in TRANSPORT_POLICIES:
+        raise ValueError(f"iceTransportPolicy must be 'all' or 'relay', got {policy!r}")
+    servers = ice_servers(entries)
+    if policy == "all":
+        return RTCConfiguration(iceServers=servers)
+    if not relay_only_supported():
+        raise RuntimeError(
+            "iceTransportPolicy 'relay' needs aiortc 1.16 or later "
+            f"(installed: {getattr(aiortc, '__version__', 'unknown')})"
+        )
+    from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+    return RTCConfiguration(
+        iceServers=servers,
+        iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+    )
+
+
+def server_configuration(stream: Any) -> RTCConfiguration:
+    """The ``RTCConfiguration`` of the server's peer connection for one session.
+
+    The stream's ``server_rtc_configuration`` (``iceServers``, optionally
+    ``iceTransportPolicy``) wins; otherwise ``SERVER_ICE_SERVERS`` (a list, or a
+    dotted path / callable returning one, called now so that minted TURN
+    credentials are fresh for every session) and ``SERVER_ICE_TRANSPORT_POLICY``.
+    """
+    from django.utils.module_loading import import_string
+
+    from django_rtcstream.conf import rtc_settings
+
+    own = getattr(stream, "server_rtc_configuration", None)
+    if own is not None:
+        return rtc_configuration(
+            own.get("iceServers"),
+            policy=own.get("iceTransportPolicy") or rtc_settings.SERVER_ICE_TRANSPORT_POLICY,
+        )
+    servers: Any = rtc_settings.SERVER_ICE_SERVERS
+    if isinstance(servers, str):
+        servers = import_string(servers)
+    if callable(servers):
+        servers = servers()
+    return rtc_configuration(servers, policy=rtc_settings.SERVER_ICE_TRANSPORT_POLICY)
+
+
+def selected_pair_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the pair ICE selected, or None before that.
+
+    Reads aioice's nominated pair (aiortc exposes no selected-pair API): ``("relay",
+    "relay")`` means the media of this peer connection goes through TURN both ways.
+    """
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is None:
+            continue
+        connection = getattr(transport.transport, "_connection", None)
+        pair = getattr(connection, "_nominated", {}).get(1)
+        if pair is not None:
+            return (pair.local_candidate.type, pair.remote_candidate.type)
+    return None
 
 
 _port_range: tuple[int, int] | None = None

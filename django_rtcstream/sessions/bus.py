@@ -216,7 +216,7 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
         return session.update_inputs(changes)
     await _require_live(stream, webrtc_id)
     channel_layer = layer()
-    reply = await channel_layer.new_channel("rtcstream.reply.")
+    reply = await channel_layer.new_channel()  # the default prefix (OutputSubscription.join)
     await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes, "reply": reply})
     try:
         message = await asyncio.wait_for(channel_layer.receive(reply), INPUT_REPLY_SECONDS)

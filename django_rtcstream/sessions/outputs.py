@@ -105,7 +105,12 @@ class OutputSubscription:
         if not record.is_live:
             return False
         channel_layer = bus.layer()
-        self.channel = await channel_layer.new_channel("rtcstream.sub.")
+        # The default prefix, as every consumer's channel has: channels-redis lets one
+        # receive() at a time read Redis for the whole process, and it reads only the
+        # prefix of its own channel. A WebSocket consumer of this worker waiting on
+        # "specific.<id>!" would starve a "rtcstream.sub.<id>!" channel for ever (its
+        # outputs were never read, and SSE got nothing from WebSocket-signaled sessions).
+        self.channel = await channel_layer.new_channel()
         await bus._broker(
             f"subscribing to the outputs of session {self.webrtc_id!r}",
             channel_layer.group_add(self.group, self.channel),

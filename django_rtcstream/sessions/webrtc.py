@@ -76,12 +76,7 @@ class WebRTCTransport(Transport):
         """Check and set the client's offer; the client's tracks and the kinds it takes."""
         self._kinds = self._check_offer(offer_sdp)
         stream = self.stream
-        servers = (
-            (stream.server_rtc_configuration or {}).get("iceServers")
-            if stream.server_rtc_configuration is not None
-            else rtc_settings.SERVER_ICE_SERVERS
-        )
-        self.pc = pc = RTCPeerConnection(ice.rtc_configuration(servers))
+        self.pc = pc = RTCPeerConnection(ice.server_configuration(stream))
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_state)
