@@ -59,7 +59,9 @@ from bench.markers import (  # noqa: E402
     VideoMarker,
 )
 
-aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
+# Loopback only, or BENCH_ICE_HOST (bench/hosts.py: the client namespace's address).
+ICE_HOST = os.environ.get("BENCH_ICE_HOST", "127.0.0.1")
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: [ICE_HOST]
 
 now = time.monotonic
 
@@ -342,7 +344,7 @@ async def run_package(session: Session, base: str, stream: str) -> None:
     client = StreamClient(
         base + "/",
         stream,
-        ice_host_addresses=["127.0.0.1"],
+        ice_host_addresses=[ICE_HOST],
         webrtc_id=secrets.token_urlsafe(12),
         **kwargs,
     )

@@ -95,6 +95,10 @@ SCENARIOS = [
     ("audio-jitter-inorder", "echo", "audio", "1", "stock"),
     ("audio-jitter-prefetch4", "echo", "audio", "1", "stock"),
     ("audio-jitter-pkgbuffer", "echo", "audio", "1", "stock"),
+    # The many-session scenarios again with the replay client (bench/replay.py): its CPU per
+    # session-second beside the stock client's, same run; one session decodes, the rest count.
+    ("video-many-replay", "flip", "video", "many", "replay"),
+    ("audio-many-replay", "echo", "audio", "many", "replay"),
 ]
 PACKAGE_CLIENT_SERVERS = ("floor", "ours-1")  # StreamClient reads <base>/<stream>/config
 
@@ -105,6 +109,8 @@ JITTER_WINDOW = 10.0  # seconds at least: 1 % loss is a handful of packets a win
 # Per-scenario options: "link" (the relay), "client_buffer" (the stock client gets the package
 # client's audio buffer), "servers" (only these), "stream_on" (another stream on some server).
 SCENARIO_OPTIONS: dict[str, dict[str, Any]] = {
+    "video-many-replay": {"sample": 1},
+    "audio-many-replay": {"sample": 1},
     "audio-1-prefetch4": {"servers": ("floor", "ours-1"), "stream_on": {"ours-1": "echo-p4"}},
     "audio-jitter": {"link": JITTER, "min_window": JITTER_WINDOW},
     "audio-jitter-inorder": {"link": {**JITTER, "reorder": False}, "min_window": JITTER_WINDOW},
@@ -622,6 +628,7 @@ def measure(
     sample = options.get("sample", n)
     sampled = [[i < sample for i in range(n) if i % nproc == j] for j in range(nproc)]
     pin = ["taskset", "-c", options["clients_cores"]] if options.get("clients_cores") else []
+    pin = [*options.get("client_prefix", []), *pin]  # bench/hosts.py: ip netns exec <clients>
     procs = []
     for group, marks in zip(groups, sampled):
         spec = {
@@ -642,7 +649,7 @@ def measure(
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), **options.get("client_env", {})},
             )
         )
     # While the clients import: the last run's sessions gone, the machine quiet.
