@@ -1637,6 +1637,7 @@ def main() -> None:
                                     "sessions": n,
                                     "pass": ok,
                                     "rt_p95": m["rt_p95"],
+                                    "rt_quarters": m["rt_quarters"],
                                     "returned": m["returned"],
                                     "connected": m["connected"],
                                     "stalled": m["stalled"],
@@ -1653,6 +1654,7 @@ def main() -> None:
                             log(
                                 f"[{time.monotonic() - t_begin:5.0f} s] capacity {name} rep {rep} "
                                 f"{server.key:<8} n={n:<4} p95 {fmt(m['rt_p95'], 1000)} ms "
+                                f"(quarters {fmt(m['rt_quarters'], 1000)}) "
                                 f"back {fmt(m['returned'], 100)}% conn {m['connected']}/{n} "
                                 f"server {fmt(m['cpu_per_session_s'], 1)} client "
                                 f"{fmt(m['client_cpu_per_session_s'], 1)} s/session-s, others "
