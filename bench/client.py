@@ -19,6 +19,12 @@ Two clients:
   frames unprocessed until ``set_input`` is called).
 - ``package``: django-rtcstream's own ``StreamClient`` with the same marker
   tracks, reading its ``video_frames`` / ``audio_frames`` queues.
+- ``replay``: the stock client's signaling and peer connection, but the media is
+  encoded once per process and replayed (``bench/replay.py``), and only the
+  sessions listed in ``"sampled"`` decode what comes back to time it; the others
+  count returned frames (audio: bursts) without the decoder thread's hand-offs.
+- ``ws``: FastRTC's audio WebSocket protocol (``bench/ws_client.py``), mu-law at
+  48 kHz: the audio marker encoded once, bursts found in what comes back.
 
 ``"link": {"max_delay", "loss", "reorder"}`` in the spec puts a jittery, lossy
 UDP relay (``tests/relay.py``) between the stock client and the server: both
@@ -53,7 +59,9 @@ from bench.markers import (  # noqa: E402
     VideoMarker,
 )
 
-aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
+# Loopback only, or BENCH_ICE_HOST (bench/hosts.py: the client namespace's address).
+ICE_HOST = os.environ.get("BENCH_ICE_HOST", "127.0.0.1")
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: [ICE_HOST]
 
 now = time.monotonic
 
@@ -114,9 +122,12 @@ class MarkerAudioTrack(MediaStreamTrack):
 class Session:
     """One session's media and timings, whatever the client."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, track: Any = None) -> None:
         self.kind = kind
-        self.track = MarkerVideoTrack() if kind == "video" else MarkerAudioTrack()
+        if track is None:
+            track = MarkerVideoTrack() if kind == "video" else MarkerAudioTrack()
+        self.track = track
+        self.counter: Any = None  # replay, not sampled: bench.replay.ArrivalCounter
         self.received: dict[int, float] = {}  # video: frame index -> first arrival
         self.detector = AudioDetector(self.track.sent) if kind == "audio" else None
         self.gaps: list[tuple[float, int]] = []  # audio: (arrival, frames missing before it)
@@ -140,7 +151,13 @@ class Session:
         if not flipped:
             self.unflipped += 1  # the handler did not run on it
             return
-        index = self.track.unwrap.full(counter)
+        if hasattr(self.track, "index_of"):  # replayed loop: counter = position in the loop
+            index = self.track.index_of(counter)
+            if index is None:
+                self.unreadable += 1
+                return
+        else:
+            index = self.track.unwrap.full(counter)
         if index in self.received:
             self.duplicates += 1
             return
@@ -167,6 +184,8 @@ class Session:
             self.on_audio(frame, t)
 
     def arrivals(self) -> dict[int, float]:
+        if self.counter is not None:
+            return {}
         if self.kind == "video":
             return self.received
         return dict(self.detector.arrivals)
@@ -204,6 +223,18 @@ class Session:
                 out["rt"].append([round(t_sent - start, 4), round(t_back - t_sent, 5)])
         # Frames a live session sends in the window; a session that died sent fewer.
         out["expected"] = max(out["sent"], round((end - start) * rate) - 1)
+        if self.counter is not None:
+            # Not decoded: the arrivals (audio: burst onsets) near the window, relative to its
+            # start; the runner counts those inside the window shifted by the sampled round trip.
+            back = self.counter.returns()
+            out["counted"] = [round(t - start, 4) for t in back if start - 2 <= t <= end + grace]
+            last = back[-1] if back else None
+        else:
+            last = max(arrivals.values()) if arrivals else None
+        # Nothing came back in the window's last second: the session stalled (or was dropped).
+        out["stalled"] = bool(last is None or last < end - 1.0)
+        if hasattr(self.track, "keyframes"):
+            out["keyframes"] = self.track.keyframes
         return out
 
 
@@ -228,6 +259,7 @@ async def run_stock(
     needs_input: bool,
     link: dict[str, Any] | None = None,
     client_buffer: bool = False,
+    count: bool = False,
 ) -> None:
     session.t_start = now()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -251,11 +283,18 @@ async def run_stock(
     session.closer = close
     connected = asyncio.Event()
     pc.createDataChannel("text")
-    pc.addTrack(session.track)
+    sender = pc.addTrack(session.track)
+    if hasattr(session.track, "sender"):
+        session.track.sender = sender  # keyframe requests restart the replayed loop
     tasks: list[asyncio.Task] = []
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
+        if count:
+            from bench.replay import count_only
+
+            session.counter = count_only(track)
+            return
         if client_buffer:
             from django_rtcstream.media import jitter
 
@@ -305,7 +344,7 @@ async def run_package(session: Session, base: str, stream: str) -> None:
     client = StreamClient(
         base + "/",
         stream,
-        ice_host_addresses=["127.0.0.1"],
+        ice_host_addresses=[ICE_HOST],
         webrtc_id=secrets.token_urlsafe(12),
         **kwargs,
     )
@@ -327,7 +366,21 @@ async def main(spec: dict[str, Any]) -> None:
     import psutil
 
     kind, stream = spec["kind"], spec["stream"]
-    sessions = [Session(kind) for _ in spec["bases"]]
+    if spec["client"] == "ws":
+        from bench.ws_client import main as ws_main
+
+        await ws_main(spec, Session)
+        return
+    media = None
+    if spec["client"] == "replay":
+        from bench.replay import ReplayAudioTrack, ReplayVideoTrack, encode_media
+
+        media = encode_media(spec.get("video_bitrate"), video=kind == "video")
+        replay = ReplayVideoTrack if kind == "video" else ReplayAudioTrack
+        sessions = [Session(kind, replay(media)) for _ in spec["bases"]]
+    else:
+        sessions = [Session(kind) for _ in spec["bases"]]
+    sampled = spec.get("sampled") or [True] * len(sessions)
     # Imports are done: say so, and connect when told (the runner waits for a quiet machine).
     print(json.dumps({"event": "loaded"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -351,6 +404,7 @@ async def main(spec: dict[str, Any]) -> None:
                         spec.get("needs_input", False),
                         link,
                         spec.get("client_buffer", False),
+                        count=spec["client"] == "replay" and not sampled[i],
                     )
             except Exception as exc:  # reported, the run goes on
                 session.error = f"{type(exc).__name__}: {exc}"[:300]

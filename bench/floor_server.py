@@ -4,7 +4,10 @@
 
 Routes, shaped like django-rtcstream's and FastRTC's so one client talks to all:
 ``POST /<stream>/webrtc/offer`` ({sdp, type, webrtc_id} -> {sdp, type, webrtc_id}),
-``GET /<stream>/config`` and ``GET /ready``. Streams:
+``GET /<stream>/config``, ``GET /ready`` and, for ``echo``, FastRTC's audio
+WebSocket protocol at ``GET /echo/websocket/offer`` (each ``media`` event's
+mu-law decoded to samples, handed back, encoded and sent at once: the least an
+echo over that protocol can do). Streams:
 
 - ``flip``: video; the received frame, upside down, returned from the output
   track's ``recv`` on the event loop (aiortc's own example pattern);
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import logging
 import os
 import secrets
@@ -25,13 +30,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import aioice.ice
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.handlers import flip_frame, slow_flip_frame  # noqa: E402
+from django_rtcstream.media import mulaw  # noqa: E402  (numpy G.711 tables, the same codec cost as ours)
 
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
 
@@ -131,6 +137,32 @@ async def offer(request: web.Request) -> web.Response:
     )
 
 
+async def websocket_offer(request: web.Request) -> web.StreamResponse:
+    if request.match_info["stream"] != "echo":
+        return web.json_response(
+            {"status": "failed", "meta": {"error": "unknown_stream"}}, status=404
+        )
+    ws = web.WebSocketResponse(max_msg_size=1 << 22)
+    await ws.prepare(request)
+    started = False
+    async for message in ws:
+        if message.type != WSMsgType.TEXT:
+            continue
+        data = json.loads(message.data)
+        event = data.get("event")
+        if event == "start":
+            started = True
+        elif event == "media" and started:
+            samples = mulaw.decode(
+                base64.b64decode(data["media"]["payload"])
+            )  # the handler's input
+            payload = base64.b64encode(mulaw.encode(samples)).decode()  # its output, echoed
+            await ws.send_str(json.dumps({"event": "media", "media": {"payload": payload}}))
+        elif event == "stop":
+            break
+    return ws
+
+
 async def config(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     if name not in STREAMS:
@@ -166,6 +198,7 @@ def main() -> None:
     app.router.add_get("/ready", ready)
     app.router.add_get("/{stream}/config", config)
     app.router.add_post("/{stream}/webrtc/offer", offer)
+    app.router.add_get("/{stream}/websocket/offer", websocket_offer)
     app.on_shutdown.append(on_shutdown)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 

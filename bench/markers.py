@@ -177,10 +177,13 @@ class AudioDetector:
             mono = data[0]
         else:
             mono = data.reshape(-1)[::channels]
-        rate = frame.sample_rate
         mono = mono.astype(np.float32)
         if frame.format.name.startswith("flt"):
             mono = mono * 32768
+        self.feed_samples(mono, frame.sample_rate, t)
+
+    def feed_samples(self, mono: np.ndarray, rate: int, t: float) -> None:
+        """``feed`` for samples already at hand (float32 on the int16 scale), e.g. a WebSocket's."""
         start = self.index
         self.index += mono.size
         loud = np.flatnonzero(np.abs(mono) > THRESHOLD)
