@@ -25,7 +25,7 @@ from django.test import override_settings
 from django_rtcstream import turn
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, http_json
 from django_rtcstream.media import ice
-from django_rtcstream.sessions.runtime import local_session
+from django_rtcstream.sessions.manager import local_session
 from tests.coturn import coturn
 from tests.media import collect, rows_brightness
 
@@ -135,14 +135,14 @@ async def test_relay_only_client_and_server_exchange_media_through_coturn_both_w
             top, bottom = rows_brightness(frames[-1])
             assert bottom > 200 and top < 60, (top, bottom)  # sent, flipped, sent back
             session = local_session(client.webrtc_id)
-            assert session is not None and session.pc is not None
+            assert session is not None and session.transport.pc is not None
             # Neither side has anything but its TURN allocation to offer or use.
-            assert local_types(client.pc) == local_types(session.pc) == ["relay"]
+            assert local_types(client.pc) == local_types(session.transport.pc) == ["relay"]
             assert ice.selected_pair_types(client.pc) == ("relay", "relay")
-            assert ice.selected_pair_types(session.pc) == ("relay", "relay")
+            assert ice.selected_pair_types(session.transport.pc) == ("relay", "relay")
             peers = {
                 usernames(client.pc): await rtp_counts(client.pc),
-                usernames(session.pc): await rtp_counts(session.pc),
+                usernames(session.transport.pc): await rtp_counts(session.transport.pc),
             }
     client_user, server_user = peers
     assert client_user != server_user and server_user.split(":")[1].startswith("server-")
@@ -169,9 +169,9 @@ async def test_a_client_forced_relay_only_reaches_a_server_with_host_candidates(
             await collect(client.video_frames, 5, timeout=20)
             session = local_session(client.webrtc_id)
             assert local_types(client.pc) == ["relay"]
-            assert "host" in local_types(session.pc)
+            assert "host" in local_types(session.transport.pc)
             assert ice.selected_pair_types(client.pc)[0] == "relay"
-            assert ice.selected_pair_types(session.pc)[1] == "relay"
+            assert ice.selected_pair_types(session.transport.pc)[1] == "relay"
 
 
 async def test_a_relay_only_session_with_forged_credentials_does_not_connect(turnserver, rtc_url):
