@@ -902,6 +902,7 @@ class Session(SessionPort):
             "frames_out": self.frames_out,
             "messages_out": self.messages_out,
             "stuck_calls": len(self.manager.executor.calls.stuck(owner=self)),
+            **(self.handler.session_counters() if self.handler is not None else {}),
         }
 
     # -- closing -------------------------------------------------------------------------
