@@ -8,6 +8,7 @@ something came back), not on the wall clock: a busy machine delays both alike.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from django_rtcstream import ReplyOnPause, Stream
 from django_rtcstream.client import ArrayAudioTrack
 from django_rtcstream.models import StreamSession
+from django_rtcstream.signals import session_started
 from django_rtcstream.testing import live_server, override_streams, stream_client
 from tests.voice import locate, needs_espeak, script
 
@@ -237,3 +239,176 @@ async def test_without_can_interrupt_speech_is_ignored_until_the_reply_has_finis
     assert first_reply[-1] - first_reply[0] >= 2.3  # played to its end
     record = await StreamSession.objects.aget(webrtc_id=webrtc_id)
     assert (record.turns, record.interruptions) == (2, 0)
+
+
+# -- the audio WebSocket and a Twilio call ------------------------------------------------
+
+
+class SocketTalker:
+    """FastRTC's audio WebSocket protocol: plays audio at real time, keeps a timeline of what
+    comes back (seconds of audio sent when it arrived)."""
+
+    RATE = 16000
+
+    def __init__(self, url: str, audio: np.ndarray) -> None:
+        port = url.rsplit(":", 1)[1]
+        self.url = f"ws://127.0.0.1:{port}/ws/rtc/voice/websocket/offer"
+        self.origin = url
+        self.audio = audio
+        self.sent = 0
+        self.frames: list[tuple[float, float]] = []
+        self.clears: list[float] = []
+        self.messages: list[tuple[float, dict]] = []
+
+    @property
+    def position(self) -> float:
+        return self.sent * 0.02
+
+    async def run(self, done, timeout: float = 40) -> None:
+        import base64
+        import json
+
+        import websockets
+
+        from django_rtcstream.media import mulaw
+
+        frame = self.RATE // 50
+        async with websockets.connect(self.url, origin=self.origin) as ws:
+
+            async def read() -> None:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if message.get("event") == "media":
+                        samples = mulaw.decode(base64.b64decode(message["media"]["payload"]))
+                        rms = float(np.sqrt((samples.astype(np.float64) ** 2).mean()))
+                        self.frames.append((self.position, rms))
+                    elif message.get("event") == "clear":
+                        self.clears.append(self.position)
+                    else:
+                        self.messages.append((self.position, message))
+
+            reader = asyncio.ensure_future(read())
+            start = {
+                "event": "start",
+                "websocket_id": secrets.token_hex(12),
+                "sample_rate": self.RATE,
+                "output_sample_rate": self.RATE,
+            }
+            await ws.send(json.dumps(start))
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            try:
+                while not done(self):
+                    assert loop.time() - t0 < timeout, "timed out"
+                    chunk = self.audio[self.sent * frame : (self.sent + 1) * frame]
+                    if len(chunk) < frame:
+                        chunk = np.zeros(frame, np.int16)
+                    payload = base64.b64encode(mulaw.encode(chunk)).decode()
+                    await ws.send(json.dumps({"event": "media", "media": {"payload": payload}}))
+                    self.sent += 1
+                    await asyncio.sleep(max(0.0, t0 + self.sent * 0.02 - loop.time()))
+            finally:
+                reader.cancel()
+
+    turn_events = Listener.turn_events
+    first_loud_after = Listener.first_loud_after
+    last_loud = Listener.last_loud
+
+
+async def talk_socket(handler: ReplyOnPause, sc, done) -> SocketTalker:
+    stream = Stream(handler, modality="audio", mode="send-receive")
+    with override_streams(voice=stream):
+        async with live_server() as url:
+            talker = SocketTalker(url, sc.at(SocketTalker.RATE))
+            await talker.run(done)
+    return talker
+
+
+async def test_two_turns_and_a_barge_in_over_the_audio_websocket_which_gets_clear():
+    sc = script(1.0, "Tell me a long story.", 1.4, "Stop, please stop now.", 2.0, "Thank you.", 2.0)
+    fn = Recorder(reply_seconds=[6.0, 0.0, 0.4])
+    talker = await talk_socket(
+        ReplyOnPause(fn),
+        sc,
+        lambda t: len(t.turn_events("reply_end")) >= 2 and len(fn.utterances) >= 3,
+    )
+    assert len(fn.utterances) == 3
+    for utterance, span in zip(fn.utterances, sc.spans):
+        assert_whole(utterance, sc, span)
+    started = [
+        e["at"] - end
+        for e, (_, end) in zip(talker.turn_events("reply_audio"), (sc.spans[0], sc.spans[2]))
+    ]
+    heard = talker.first_loud_after(sc.spans[0][1]) - sc.spans[0][1]
+    barge = talker.turn_events("speech_start")[1]
+    assert talker.turn_events("interrupted")[0]["turn"] == 1 and fn.closed == 1
+    assert len(talker.clears) == 1
+    cleared = talker.clears[0] - barge["detected"]
+    # The last frame of the long reply arrived by then (the third reply is later).
+    last = max(p for p, rms in talker.frames if rms > LOUD and p < sc.spans[2][0])
+    print(
+        f"websocket: reply started {started}, heard +{heard:.3f}; clear +{cleared:.3f} s after "
+        f"speech detected, last reply audio +{last - barge['detected']:.3f} s"
+    )
+    assert all(latency <= 0.7 for latency in started), started
+    assert cleared <= 0.35 and last - barge["detected"] <= 0.35
+
+
+async def test_two_turns_and_a_barge_in_on_a_twilio_call_which_gets_clear():
+    from django_rtcstream.telephone import caller
+
+    sc = script(
+        1.0,
+        "Tell me a long story.",
+        1.4,
+        "Stop, please stop now.",
+        2.0,
+        "Thank you.",
+        2.0,
+        rate=8000,
+    )
+    fn = Recorder(reply_seconds=[6.0, 0.0, 0.4])
+    stream = Stream(ReplyOnPause(fn), modality="audio", mode="send-receive")
+    events: list[dict] = []  # a phone has no data channel: read the turn events on the server
+
+    def listen(sender, webrtc_id, **kwargs):
+        from django_rtcstream.sessions.runtime import local_session
+
+        local_session(webrtc_id).listeners.append(
+            lambda m: events.append(m["data"]) if m.get("type") == "turn" else None
+        )
+
+    session_started.connect(listen, sender=stream)
+    try:
+        with override_streams(voice=stream):
+            async with live_server() as url:
+                result = await caller.place_call(
+                    f"{url}/rtc/voice/telephone/incoming", sc.audio, listen=0.5
+                )
+    finally:
+        session_started.disconnect(listen, sender=stream)
+    assert len(fn.utterances) == 3
+    for utterance, span in zip(fn.utterances, sc.spans):
+        assert_whole(utterance, sc, span)
+    media = [p for p, name in result.timeline if name == "media"]
+    first = next(p for p in media if p >= sc.spans[0][1]) - sc.spans[0][1]
+    clears = [p for p, name in result.timeline if name == "clear"]
+    assert len(clears) == 1 and result.clears == 1
+    onset = sc.spans[1][0]
+    last = max(p for p in media if p < sc.spans[2][0])
+    third = next(p for p in media if p >= sc.spans[2][1]) - sc.spans[2][1]
+    print(
+        f"twilio: reply heard +{first:.3f} and +{third:.3f} s after speech; clear "
+        f"+{clears[0] - onset:.3f} s after the barge-in's onset, last reply audio +{last - onset:.3f} s"
+    )
+    # The server's input clock (the call's first frame is its 0) for when the reply started;
+    # the caller's for when it was heard (both network paths, a busy machine: a hang guard).
+    started = [e["at"] for e in events if e["event"] == "reply_audio"]
+    started = [started[0] - sc.spans[0][1], started[-1] - sc.spans[2][1]]
+    print(f"twilio: reply started {started}")
+    assert all(latency <= 0.7 for latency in started), started
+    assert first <= 1.2 and third <= 1.2
+    # Detection needs ~0.25 s of speech (started_talking / min_speech), then it is at once.
+    assert clears[0] - onset <= 0.6 and last - onset <= 0.6
+    record = await StreamSession.objects.aget(webrtc_id=result.stream_sid)
+    assert (record.turns, record.interruptions) == (3, 1)
