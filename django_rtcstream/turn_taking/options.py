@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
+from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
     "AlgoOptions",
@@ -40,8 +41,12 @@ ModelOptions: TypeAlias = Any
 """Options a :class:`PauseDetectionModel` takes (FastRTC's alias)."""
 
 
-class VadUnavailable(RuntimeError):
-    """No voice activity detector can be loaded (the ``vad`` extra is missing or broken)."""
+class VadUnavailable(ImproperlyConfigured, RuntimeError):
+    """No voice activity detector can be loaded (the ``vad`` extra is missing or broken).
+
+    An ``ImproperlyConfigured`` (the project cannot start that stream) and, as
+    FastRTC raises, a ``RuntimeError``.
+    """
 
 
 @dataclass
