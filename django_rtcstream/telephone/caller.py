@@ -37,6 +37,9 @@ class CallResult:
     first_audio_after: float | None  # seconds from the first sent frame to the first answer
     duration: float
     events: list[dict[str, Any]] = field(default_factory=list)
+    # (seconds of caller audio sent when it arrived, "media" or the event's name), in order:
+    # times measured on the caller's audio clock.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def marks(self) -> list[str]:
@@ -108,6 +111,8 @@ async def place_call(
     ws_url, twiml_params = stream_from_twiml(twiml)
     headers = {"X-Twilio-Signature": signature(ws_url, {}, auth_token)} if auth_token else {}
     events: list[dict[str, Any]] = []
+    timeline: list[tuple[float, str]] = []
+    sent_frames = 0
     marked = asyncio.Event()
     received: list[np.ndarray] = []
     first_sent: float | None = None
@@ -125,6 +130,7 @@ async def place_call(
             nonlocal first_audio
             async for raw in ws:
                 event = json.loads(raw)
+                timeline.append((sent_frames * 0.02, str(event.get("event"))))
                 if event.get("event") == "media":
                     if first_audio is None:
                         first_audio = time.monotonic()
@@ -190,6 +196,7 @@ async def place_call(
                     },
                 }
             )
+            sent_frames = i + 1
             await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - loop.time()))
         if until_marks:
             try:
@@ -216,6 +223,7 @@ async def place_call(
         first_audio_after=(first_audio - first_sent) if first_audio and first_sent else None,
         duration=time.monotonic() - started,
         events=events,
+        timeline=timeline,
     )
 
 

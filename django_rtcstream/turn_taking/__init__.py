@@ -1,0 +1,1 @@
+"""Turn-taking: ReplyOnPause, ReplyOnStopWords and their voice activity detection."""

