@@ -172,3 +172,12 @@ def test_every_check_id_is_exercised_here():
     text = pathlib.Path(__file__).read_text()
     names = [n for n in vars(Codes) if not n.startswith("_")]
     assert [n for n in names if f"Codes.{n}" not in text] == []
+
+
+def test_the_vad_check_fires_in_the_test_that_can_take_the_vad_away():
+    """Codes.VAD_UNAVAILABLE needs the ``vad`` extra unimportable, which only a process
+    of its own can arrange: tests/test_vad_offline.py runs ``manage.py check`` there."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).parent / "test_vad_offline.py").read_text()
+    assert f'"{Codes.VAD_UNAVAILABLE}" in result.stderr' in text
