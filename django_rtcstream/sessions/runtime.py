@@ -31,6 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from django_rtcstream import background, safejson, signals
+from django_rtcstream import metrics  # issue 16: metrics hooks (marked # metrics)
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.handlers import (
@@ -66,6 +67,7 @@ from django_rtcstream.media.tracks import (
 )
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, memory, records
+from django_rtcstream.sessions import drain  # issue 16: no admission while draining
 from django_rtcstream.sessions.feed import SerialFeed
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
 from django_rtcstream.stream import Stream
@@ -186,6 +188,7 @@ class Session(SessionPort):
     ) -> Any:
         """Run handler code: coroutines on the loop, sync code in the pool
         (or on ``executor``: the session's own thread for a blocking ``emit``)."""
+        fn = metrics.timed(self, fn)  # metrics: handler call durations
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
         pool = executor or self.manager.executor
@@ -678,7 +681,7 @@ class Session(SessionPort):
     async def _audio_in(self, track: MediaStreamTrack) -> None:
         assert self.handler is not None
         converter = AudioInput(self.handler.input_sample_rate, self.handler.expected_layout)
-        receive = self.handler.receive  # type: ignore[attr-defined]
+        receive = metrics.timed(self, self.handler.receive)  # type: ignore[attr-defined]  # metrics
         if inspect.iscoroutinefunction(receive):
             while True:
                 try:
@@ -1085,6 +1088,7 @@ class SessionManager:
         if self.sessions.get(session.webrtc_id) is session:
             del self.sessions[session.webrtc_id]
             self._ended_since_trim = True
+            metrics.session_gone(session)  # metrics: the session's last frames
 
     async def open(
         self,
@@ -1123,6 +1127,7 @@ class SessionManager:
     def _new_session(self, stream: Stream, webrtc_id: str) -> Session:
         from django_rtcstream.api.permissions import new_token
 
+        drain.check_admitting(stream)  # drain: 503 draining while the worker drains
         self.loop_thread = threading.get_ident()
         self._ensure_heartbeat()
         if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
@@ -1146,7 +1151,7 @@ class SessionManager:
         self, session: Session, *, inputs: list[Any] | None = None, **fields: Any
     ) -> asyncio.Future[Any]:
         stream = session.stream
-        return records.admit(
+        admission = records.admit(
             stream.name or "",
             session.webrtc_id,
             stream.concurrency_limit,
@@ -1158,6 +1163,7 @@ class SessionManager:
             inputs=inputs if inputs is not None else stream.inputs.defaults(),
             **fields,
         )
+        return metrics.admission(stream, admission)  # metrics: admissions refused, by reason
 
     async def open_webrtc(
         self, stream: Stream, webrtc_id: str, offer_sdp: str, **kwargs: Any
