@@ -203,6 +203,9 @@ async def worker_stopped() -> None:
 
     tasks = [task for task in (metrics.stop(), drain.stop_listening()) if task is not None]
     await asyncio.gather(*tasks, return_exceptions=True)
+    # Its live gauges leave the sums now: uvicorn ends the process by raising the signal
+    # again, so exit handlers do not run.
+    metrics.process_exiting()
 
 
 def _on_sigterm(previous: Any, number: int) -> None:
@@ -235,6 +238,7 @@ def begin_shutdown() -> asyncio.Future[None]:
 
 async def _shut_down() -> None:
     await asyncio.gather(close_worker_sessions(), shutdown.streams_ended())
+    await worker_stopped()
 
 
 async def close_worker_sessions(reason: str = "server_shutdown") -> None:

@@ -161,7 +161,9 @@ class StreamClient:
             packet, not one frame period later on the next frame's first.
         reconnect_on_drain: on a ``draining`` message that allows it, open a new
             session (a new ``webrtc_id`` and ``token``) and close the old one once
-            the new one is connected; frames keep arriving in the same queues, and
+            the new one is connected (the tracks sent move to the new one; what the
+            old session sends keeps arriving until then); frames keep arriving in
+            the same queues, and
             a ``{"type": "reconnected", "data": {"webrtc_id", "base_url",
             "previous"}}`` message says so. False: stay until the server closes.
     """
@@ -389,6 +391,11 @@ class StreamClient:
         start = self.base_urls.index(self.base_url) if self.base_url in self.base_urls else 0
         order = self.base_urls[start + 1 :] + self.base_urls[: start + 1]
         deadline = time.monotonic() + seconds
+        # The tracks move to the new connection: one track read by two senders would
+        # hand each every other frame (and a paced track would run ahead of real time).
+        moved = [(sender, sender.track) for sender in (old[1].getSenders() if old[1] else [])]
+        for sender, _ in moved:
+            sender.replaceTrack(None)
         connected = False
         while not connected and time.monotonic() < deadline:
             for url in order:
@@ -403,6 +410,8 @@ class StreamClient:
             if not connected:
                 await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if not connected:  # stay on the draining worker until it closes the session
+            for sender, track in moved:
+                sender.replaceTrack(track)
             self.base_url, self.pc, self.channel, self._ws, self._tasks = old
             self.webrtc_id, self.token, self.connected = old_ids
             return

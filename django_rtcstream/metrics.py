@@ -183,6 +183,12 @@ if prometheus_client is not None:
         atexit.register(lambda: _mark_dead(os.getpid()))
 
 
+def process_exiting() -> None:
+    """This worker stops: in multiprocess mode, its live gauges leave the sums."""
+    if prometheus_client is not None and multiprocess():
+        _mark_dead(os.getpid())
+
+
 def _mark_dead(pid: int) -> None:
     from prometheus_client import multiprocess as mp
 

@@ -91,16 +91,15 @@ def begin(timeout: float | None = None) -> asyncio.Future[None]:
 
 
 def resume() -> bool:
-    """Take sessions again (``rtcstream_drain --resume``); False if the drain was over
-    (its sessions are closed) or none was going on."""
+    """Take sessions again (``rtcstream_drain --resume``): sessions still in their grace
+    are no longer closed at its end. False if the worker was not draining."""
     global _since, _deadline, _task
     if _since is None:
         return False
-    was_running = _task is not None and not _task.done()
-    if _task is not None:
+    if _task is not None and not _task.done():
         _task.cancel()
     _since = _deadline = _task = None
-    return was_running
+    return True
 
 
 def reset() -> None:
