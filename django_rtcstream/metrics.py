@@ -45,7 +45,7 @@ try:
     import prometheus_client
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 except ImportError:  # the "metrics" extra is not installed
-    prometheus_client = None
+    prometheus_client = None  # type: ignore[assignment]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LAG_PROBE_SECONDS = 0.1  # how often the sampler looks at the event loop's lag
@@ -193,7 +193,7 @@ def _mark_dead(pid: int) -> None:
     from prometheus_client import multiprocess as mp
 
     try:
-        mp.mark_process_dead(pid)
+        mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]
     except OSError:  # the directory went first
         pass
 
@@ -201,6 +201,7 @@ def _mark_dead(pid: int) -> None:
 # -- handler calls (runtime hooks) ------------------------------------------------------
 
 _call_children: dict[tuple[str, str], Any] = {}
+_is_async: dict[Any, bool] = {}  # function -> whether it is a coroutine function
 
 
 def _call_child(stream: str, kind: str) -> Any:
@@ -221,7 +222,13 @@ def timed(session: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     child = _call_child(session.stream.name or "", kind)
     clock = time.perf_counter
     wrapper: Any
-    if inspect.iscoroutinefunction(fn):
+    function = getattr(fn, "__func__", fn)  # a bound method's function: the cache key
+    is_async = _is_async.get(function)
+    if is_async is None:
+        is_async = inspect.iscoroutinefunction(fn)
+        if len(_is_async) < 1000:  # handler methods and the runtime's functions: a few
+            _is_async[function] = is_async
+    if is_async:
 
         async def wrapper(*args: Any) -> Any:
             started = clock()
@@ -239,7 +246,8 @@ def timed(session: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
                 child.observe(clock() - started)
 
     wrapper.__qualname__ = getattr(fn, "__qualname__", kind)  # what stuck-call logs name
-    return wrapper
+    timed_fn: Callable[..., Any] = wrapper
+    return timed_fn
 
 
 # -- admission (runtime hook) -----------------------------------------------------------
@@ -444,7 +452,7 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
     assert prometheus_client is not None
     from prometheus_client.exposition import choose_encoder
 
-    encoder, content_type = choose_encoder(accept)
+    encoder, content_type = choose_encoder(accept or "")
     if multiprocess():
         from prometheus_client import multiprocess as mp
 
@@ -452,6 +460,6 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
         if not os.path.isdir(path):
             raise FileNotFoundError(path)
         registry = CollectorRegistry()
-        mp.MultiProcessCollector(registry, path=path)
+        mp.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         return encoder(registry), content_type
     return encoder(REGISTRY), content_type

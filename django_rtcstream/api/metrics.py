@@ -57,7 +57,7 @@ async def refusal(request: HttpRequest) -> JsonResponse | None:
         )
     auser = getattr(request, "auser", None)
     if auser is not None:
-        request.user = await auser()  # type: ignore[assignment]
+        request.user = await auser()
     classes = [
         import_string(c) if isinstance(c, str) else c
         for c in rtc_settings.METRICS_PERMISSION_CLASSES

@@ -96,7 +96,7 @@ class Command(BaseCommand):
         from django_rtcstream.sessions import bus, drain
 
         layer = bus.layer()
-        reply_channel = await layer.new_channel("rtcstream.drain-reply.")
+        reply_channel = await layer.new_channel()
         await layer.send(drain.worker_channel(worker), {**request, "reply": reply_channel})
         try:
             return await asyncio.wait_for(layer.receive(reply_channel), ANSWER_SECONDS)
