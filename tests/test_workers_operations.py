@@ -262,3 +262,15 @@ async def test_the_python_client_moves_to_the_other_worker_when_its_worker_drain
         received = client.received["audio"]
         await wait_until(lambda: client.received["audio"] > received + 25, what="audio from B")
         assert record(db, client.webrtc_id)[1] == "connected"
+
+
+async def test_rtcstream_drain_wait_returns_once_the_workers_sessions_are_gone(workers):
+    a, db, env = workers["A"][0], workers["db"], workers["env"]
+    async with echo_client(a, reconnect_on_drain=False) as client:
+        await collect(client.audio_frames, 5)
+        done = await asyncio.to_thread(
+            manage, env, "rtcstream_drain", "A", "--timeout", "1", "--wait"
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Worker A has no live session left." in done.stdout, done.stdout
+        assert record(db, client.webrtc_id) == ("A", "closed", "server_shutdown")
