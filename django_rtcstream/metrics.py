@@ -34,7 +34,6 @@ import contextlib
 import inspect
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -282,11 +281,16 @@ _counted: dict[Any, tuple[str, int, int, int, int]] = {}
 
 
 def _frame_counts(session: Any) -> tuple[int, int, int, int]:
-    video = getattr(session, "_latest_video", None)
-    audio = getattr(session, "audio_input", None)
+    counters = session.counters()  # frames_in, frames_out (what the record stores)
+    # The input buffers' drop counts, where the session keeps them (before and after
+    # the runtime's split into pipelines and transports).
+    pipelines = getattr(session, "pipelines", None)
+    transport = getattr(session, "transport", None)
+    video = getattr(pipelines, "video_in", None) or getattr(session, "_latest_video", None)
+    audio = getattr(transport, "input_track", None) or getattr(session, "audio_input", None)
     return (
-        session.frames_in,
-        session.frames_out,
+        counters["frames_in"],
+        counters["frames_out"],
         getattr(video, "dropped", 0) or 0,
         getattr(audio, "dropped", 0) or 0,
     )
@@ -327,8 +331,9 @@ _live_labels: set[tuple[str, str]] = set()
 
 def _manager() -> Any:
     """This worker's session manager, if the runtime is loaded (never loads it)."""
-    runtime = sys.modules.get("django_rtcstream.sessions.runtime")
-    return getattr(runtime, "_manager", None) if runtime is not None else None
+    from django_rtcstream.sessions import drain
+
+    return drain.manager_if_loaded()
 
 
 def sample(lag_max: float | None = None) -> None:

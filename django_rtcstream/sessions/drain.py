@@ -108,9 +108,21 @@ def reset() -> None:
     _since = _deadline = _task = None
 
 
+MANAGER_MODULES = ("django_rtcstream.sessions.manager", "django_rtcstream.sessions.runtime")
+
+
+def manager_if_loaded() -> Any:
+    """This worker's session manager if the runtime is loaded and made it (never loads
+    it: this module stays light). Either module, before or after the runtime's split."""
+    for name in MANAGER_MODULES:
+        found = getattr(sys.modules.get(name), "_manager", None)
+        if found is not None:
+            return found
+    return None
+
+
 def _manager() -> Any:
-    runtime = sys.modules.get("django_rtcstream.sessions.runtime")
-    return getattr(runtime, "_manager", None) if runtime is not None else None
+    return manager_if_loaded()
 
 
 def _live_sessions() -> list[Any]:
