@@ -14,6 +14,9 @@ to the app's consumers (plus any ``websocket_urlpatterns`` of your own), behind
 Channels' session/auth middleware and an origin check against ``ALLOWED_HOSTS``
 (for clients that send an ``Origin``: browsers).
 
+On SIGTERM the worker first drains (see ``sessions.drain``): it takes no new
+sessions and gives its live ones ``DRAIN_TIMEOUT`` seconds, holding the server's
+own SIGTERM handler back until then (a second SIGTERM, or SIGINT, stops at once).
 When the server starts stopping, every open SSE output stream ends (``event:
 end``) and every session of the worker closes as ``server_shutdown``, so
 ``shutdown()`` runs for each. uvicorn says so only with ``lifespan.shutdown``,
@@ -44,7 +47,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from django_rtcstream.routing import telephone_routes, websocket_routes
-from django_rtcstream.sessions import shutdown
+from django_rtcstream.sessions import drain, shutdown
 from django_rtcstream.signaling.direct import DirectOffers
 
 
@@ -163,18 +166,65 @@ class _Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                global _closing
+                global _closing, _sigterms
                 _closing = None
+                _sigterms = 0
                 shutdown.reset()
+                drain.reset()
                 _chain_server_signals()
+                worker_started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await begin_shutdown()
+                await worker_stopped()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
 _closing: asyncio.Future[None] | None = None
+_sigterms = 0
+
+
+def worker_started() -> None:
+    """On the worker's loop, once it serves (lifespan startup; daphne: once its reactor
+    runs): the metrics sampler and the listener for drain requests
+    (``rtcstream_drain``). Idempotent."""
+    from django_rtcstream import metrics
+
+    try:
+        metrics.start()
+        drain.listen()
+    except Exception:
+        logger.warning("django-rtcstream: metrics or drain requests did not start", exc_info=True)
+
+
+async def worker_stopped() -> None:
+    """Lifespan shutdown: stop what ``worker_started`` started, and wait until it has."""
+    from django_rtcstream import metrics
+
+    tasks = [task for task in (metrics.stop(), drain.stop_listening()) if task is not None]
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Its live gauges leave the sums now: uvicorn ends the process by raising the signal
+    # again, so exit handlers do not run.
+    metrics.process_exiting()
+
+
+def _on_sigterm(previous: Any, number: int) -> None:
+    """On the loop: drain, then let the server's own SIGTERM handler stop it; at once on
+    a second SIGTERM or when ``DRAIN_TIMEOUT`` is 0."""
+    global _sigterms
+    from django_rtcstream.conf import rtc_settings
+
+    _sigterms += 1
+
+    def stop(_: Any = None) -> None:
+        begin_shutdown()
+        previous(number, None)
+
+    if _sigterms > 1 or float(rtc_settings.DRAIN_TIMEOUT) <= 0:
+        stop()
+        return
+    drain.begin().add_done_callback(stop)
 
 
 def begin_shutdown() -> asyncio.Future[None]:
@@ -189,6 +239,7 @@ def begin_shutdown() -> asyncio.Future[None]:
 
 async def _shut_down() -> None:
     await asyncio.gather(close_worker_sessions(), shutdown.streams_ended())
+    await worker_stopped()
 
 
 async def close_worker_sessions(reason: str = "server_shutdown") -> None:
@@ -199,8 +250,12 @@ async def close_worker_sessions(reason: str = "server_shutdown") -> None:
 
 
 def _chain_server_signals() -> None:
-    """Begin shutting down when the server gets SIGTERM or SIGINT, then let its own
-    handler run as before.
+    """Drain on SIGTERM, then let the server's own handler run; on SIGINT (a person at
+    a terminal) begin shutting down and let it run at once.
+
+    Holding the SIGTERM handler back is what lets the drain answer: uvicorn closes its
+    listening socket as soon as its handler runs (new offers would be refused
+    connections, not 503s), and daphne's reactor cancels every connection.
 
     uvicorn sends ``lifespan.shutdown`` only after every connection has closed, and
     it has no earlier hook; open SSE streams and sessions' WebSockets end only once
@@ -218,7 +273,11 @@ def _chain_server_signals() -> None:
             continue  # the default ends the process anyway; or already chained
 
         def handler(number: int, frame: Any, previous: Any = previous) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
+            if number == signal.SIGTERM:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(_on_sigterm, previous, number)
+                    return
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(begin_shutdown)
             previous(number, frame)
 
@@ -242,7 +301,14 @@ def _daphne_shutdown_hook() -> None:
     def before_shutdown() -> Any:
         return defer.Deferred.fromFuture(begin_shutdown())
 
+    def started() -> None:  # on the running loop, after Twisted set its signal handlers
+        shutdown.reset()
+        drain.reset()
+        _chain_server_signals()
+        worker_started()
+
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    reactor.callWhenRunning(reactor.callLater, 0, started)
 
 
 def rtcstream_application(

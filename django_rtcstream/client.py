@@ -8,7 +8,10 @@ It reads the stream's ``config`` to learn modality and mode, negotiates over
 HTTP (FastRTC-compatible offer) or the WebSocket signaling, sends the tracks
 given (or nothing), and exposes what comes back: ``video_frames`` and
 ``audio_frames`` queues (latest kept when full) and ``messages`` (data
-channel and signaling messages). From a shell::
+channel and signaling messages). When the server's worker drains (it is being
+stopped) and the stream allows it, the client connects again, to the next of its
+URLs or the same one (a load balancer's next worker), and hangs up the old session
+once the new one is connected (``reconnect_on_drain``). From a shell::
 
     python -m django_rtcstream.client http://127.0.0.1:8000/rtc/ flip \\
         --input in.mp4 --output out.mp4 --seconds 10
@@ -25,6 +28,7 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -179,7 +183,9 @@ class StreamClient:
     """Connect to one stream and collect what it sends back.
 
     Args:
-        base_url: the app's HTTP prefix, e.g. ``http://127.0.0.1:8000/rtc/``.
+        base_url: the app's HTTP prefix, e.g. ``http://127.0.0.1:8000/rtc/``; or
+            several (one per worker, or a load balancer's), tried in turn when a
+            draining worker asks the client to reconnect.
         stream: the stream's name.
         video, audio: tracks to send (needed for send and send-receive modes).
         signaling: ``"http"`` (FastRTC-compatible) or ``"websocket"``.
@@ -197,11 +203,18 @@ class StreamClient:
             default) follows the stream's configuration
             (``"iceTransportPolicy": "relay"``); True forces it, False ignores it.
             Raises RuntimeError at ``connect()`` if aiortc cannot honour it.
+        reconnect_on_drain: on a ``draining`` message that allows it, open a new
+            session (a new ``webrtc_id`` and ``token``) and close the old one once
+            the new one is connected (the tracks sent move to the new one; what the
+            old session sends keeps arriving until then); frames keep arriving in
+            the same queues, and
+            a ``{"type": "reconnected", "data": {"webrtc_id", "base_url",
+            "previous"}}`` message says so. False: stay until the server closes.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         stream: str,
         *,
         video: MediaStreamTrack | None = None,
@@ -215,10 +228,19 @@ class StreamClient:
         audio_adaptive: bool = True,
         video_marker_release: bool = True,
         relay_only: bool | None = None,
+        reconnect_on_drain: bool = True,
     ) -> None:
         if signaling not in ("http", "websocket"):
             raise ValueError("signaling must be 'http' or 'websocket'")
-        self.base_url = base_url.rstrip("/") + "/"
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("base_url must name at least one URL")
+        self.base_urls = [url.rstrip("/") + "/" for url in urls]
+        self.base_url = self.base_urls[0]
+        self.reconnect_on_drain = reconnect_on_drain
+        self.reconnects = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._drained: set[str] = set()  # sessions whose draining message was acted on
         self.stream = stream
         self.video, self.audio = video, audio
         self.signaling = signaling
@@ -266,7 +288,7 @@ class StreamClient:
         self.channel = pc.createDataChannel("text")
         self.channel.on("message", self._on_channel_message)
         pc.on("track", self._on_track)
-        pc.on("connectionstatechange", self._on_state)
+        pc.on("connectionstatechange", lambda: self._on_state(pc))
         self._add_transceivers(config)
         await asyncio.wait_for(self._negotiate(), timeout)
         await asyncio.wait_for(self.connected.wait(), timeout)
@@ -385,7 +407,9 @@ class StreamClient:
     async def _read_ws(self) -> None:
         try:
             async for raw in self._ws:
-                await self.messages.put({"via": "websocket", **json.loads(raw)})
+                message = {"via": "websocket", **json.loads(raw)}
+                self._watch_drain(message)
+                await self.messages.put(message)
         except Exception:
             return
 
@@ -394,7 +418,97 @@ class StreamClient:
             data = json.loads(message)
         except (TypeError, ValueError):
             data = {"type": "raw", "data": message}
-        self.messages.put_nowait({"via": "datachannel", **data})
+        message = {"via": "datachannel", **data}
+        self._watch_drain(message)
+        self.messages.put_nowait(message)
+
+    # -- draining servers ------------------------------------------------------------
+
+    def _watch_drain(self, message: dict[str, Any]) -> None:
+        """A ``draining`` message: reconnect if the stream allows it (once a session)."""
+        if message.get("type") != "draining" or not self.reconnect_on_drain:
+            return
+        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        if not data.get("reconnect") or not self.webrtc_id or self.webrtc_id in self._drained:
+            return
+        self._drained.add(self.webrtc_id)
+        if self._reconnecting is None or self._reconnecting.done():
+            seconds = float(data.get("seconds") or 0) or 10.0
+            self._reconnecting = asyncio.ensure_future(self._reconnect(seconds))
+
+    async def _reconnect(self, seconds: float) -> None:
+        """Connect a new session (the next URL first, then the others, the draining one
+        last), then hang the old one up; within ``seconds`` (the drain's grace)."""
+        old = (self.base_url, self.pc, self.channel, self._ws, self._tasks)
+        old_ids = (self.webrtc_id, self.token, self.connected)
+        start = self.base_urls.index(self.base_url) if self.base_url in self.base_urls else 0
+        order = self.base_urls[start + 1 :] + self.base_urls[: start + 1]
+        deadline = time.monotonic() + seconds
+        # The tracks move to the new connection: one track read by two senders would
+        # hand each every other frame (and a paced track would run ahead of real time).
+        moved = [(sender, sender.track) for sender in (old[1].getSenders() if old[1] else [])]
+        for sender, _ in moved:
+            sender.replaceTrack(None)
+        connected = False
+        while not connected and time.monotonic() < deadline:
+            for url in order:
+                self.base_url, self._ws, self._tasks = url, None, []
+                self.webrtc_id, self.token, self.connected = None, None, asyncio.Event()
+                try:
+                    await self.connect(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                    connected = True
+                    break
+                except Exception:  # refused (503 draining), unreachable, timed out
+                    await self._close_connection(self.pc, self._ws, self._tasks, None, None)
+            if not connected:
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        if not connected:  # stay on the draining worker until it closes the session
+            for sender, track in moved:
+                sender.replaceTrack(track)
+            self.base_url, self.pc, self.channel, self._ws, self._tasks = old
+            self.webrtc_id, self.token, self.connected = old_ids
+            return
+        self.reconnects += 1
+        await self.messages.put(
+            {
+                "via": "client",
+                "type": "reconnected",
+                "data": {
+                    "webrtc_id": self.webrtc_id,
+                    "base_url": self.base_url,
+                    "previous": old_ids[0],
+                },
+            }
+        )
+        old_base, old_pc, _, old_ws, old_tasks = old
+        await self._close_connection(old_pc, old_ws, old_tasks, old_ids[0], old_ids[1], old_base)
+
+    async def _close_connection(
+        self,
+        pc: RTCPeerConnection | None,
+        ws: Any,
+        tasks: list[asyncio.Task[Any]],
+        webrtc_id: str | None,
+        token: str | None,
+        base_url: str | None = None,
+    ) -> None:
+        """Hang up one connection (not necessarily the current one)."""
+        for task in tasks:
+            task.cancel()
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        elif token and webrtc_id and pc is not None and base_url is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    http_json(
+                        f"{base_url}{self.stream}/webrtc/offer",
+                        {"type": "close", "webrtc_id": webrtc_id, "token": token},
+                    ),
+                    2,
+                )
+        if pc is not None:
+            await pc.close()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         from django_rtcstream.media import jitter
@@ -416,8 +530,8 @@ class StreamClient:
         except MediaStreamError:
             return
 
-    async def _on_state(self) -> None:
-        if self.pc is not None and self.pc.connectionState == "connected":
+    async def _on_state(self, pc: RTCPeerConnection) -> None:
+        if pc is self.pc and pc.connectionState == "connected":
             self.connected.set()
 
     async def next_message(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -456,6 +570,11 @@ class StreamClient:
         datagram; if it is lost, the server finds out only when ICE consent
         expires (~30 s), and the session holds its slot until then.
         """
+        reconnecting, self._reconnecting = self._reconnecting, None
+        if reconnecting is not None and not reconnecting.done():
+            reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await reconnecting
         for task in self._tasks:
             task.cancel()
         if self._ws is not None:

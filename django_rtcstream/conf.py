@@ -106,6 +106,17 @@ DEFAULTS: dict[str, Any] = {
     "TELEPHONE_WS_SCHEME": None,
     # DRF permission classes of the sessions API
     "SESSIONS_API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # DRF permission classes of <prefix>/metrics (for people; scrapers use METRICS_TOKEN)
+    "METRICS_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # A secret a scraper sends as "Authorization: Bearer <token>" to read <prefix>/metrics;
+    # None: only what METRICS_PERMISSION_CLASSES allow (staff)
+    "METRICS_TOKEN": None,
+    # Seconds between a worker's looks at its sessions' frame counters and handler pool
+    # for the metrics (and its event loop's worst lag over that time)
+    "METRICS_INTERVAL": 1.0,
+    # Seconds a draining worker (SIGTERM, manage.py rtcstream_drain) gives its live
+    # sessions to end before it closes them as server_shutdown; 0 closes them at once
+    "DRAIN_TIMEOUT": 30.0,
 }
 
 

@@ -92,3 +92,22 @@ class DatabaseUnavailable(SignalingError):
             f"possible right now; try again in a few seconds.",
             status=503,
         )
+
+
+class WorkerDraining(SignalingError):
+    """Raised when a session is offered to a worker that is draining (it was sent SIGTERM,
+    or ``manage.py rtcstream_drain``): it finishes its sessions and takes no new ones.
+
+    Views answer 503 with ``Retry-After: <retry_after>``; any other worker (the load
+    balancer's next choice) takes the same offer.
+    """
+
+    retry_after = 1  # seconds, for the Retry-After header
+
+    def __init__(self) -> None:
+        super().__init__(
+            "draining",
+            "This worker is shutting down and takes no new sessions: send the offer again "
+            "(another worker will answer it).",
+            status=503,
+        )

@@ -137,6 +137,11 @@ class Stream:
         input_serializer: a DRF serializer class for the input hook, instead of
             the one derived from ``additional_inputs``; its validated data, in
             field order, become the handler's extra arguments.
+        reconnect_on_drain: when the session's worker drains (SIGTERM,
+            ``rtcstream_drain``), its ``draining`` message tells clients to
+            connect again elsewhere (True) or to stay until the session ends or
+            ``DRAIN_TIMEOUT`` runs out (False: a handler whose state a new
+            session would lose, such as a conversation).
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class Stream:
         video_marker_release: bool | None = None,
         permission_classes: dict[str, list[Any]] | None = None,
         input_serializer: Any = None,
+        reconnect_on_drain: bool = True,
     ) -> None:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -227,6 +233,7 @@ class Stream:
             )
         self.permission_classes = permission_classes
         self.input_serializer = input_serializer
+        self.reconnect_on_drain = bool(reconnect_on_drain)
         self.inputs = InputSchema(self.additional_inputs)
         self.name: str | None = None
         self._ui: Any = None

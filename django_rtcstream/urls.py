@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils.module_loading import import_string
 
 from django_rtcstream import pages
-from django_rtcstream.api import health, openapi
+from django_rtcstream.api import health, metrics, openapi
 from django_rtcstream.signaling import http, metadata
 from django_rtcstream.telephone import twilio
 
@@ -67,6 +67,7 @@ urlpatterns = [
     path("openapi.json", openapi.schema_view, name="openapi"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
+    path("metrics", metrics.view, name="metrics"),
     path(
         "sessions/",
         lazy_view(SESSIONS, csrf_exempt=True, actions={"get": "list"}),

@@ -98,5 +98,10 @@ RTCSTREAM = {
 # tests/churn.py: a server subprocess releasing memory sooner, or not at all.
 if os.environ.get("RTCSTREAM_TEST_HEARTBEAT_INTERVAL"):
     RTCSTREAM["HEARTBEAT_INTERVAL"] = float(os.environ["RTCSTREAM_TEST_HEARTBEAT_INTERVAL"])
+# tests/test_drain.py, tests/test_shutdown.py: a server subprocess's own drain on SIGTERM.
+if os.environ.get("RTCSTREAM_TEST_DRAIN_TIMEOUT"):
+    RTCSTREAM["DRAIN_TIMEOUT"] = float(os.environ["RTCSTREAM_TEST_DRAIN_TIMEOUT"])
+if os.environ.get("RTCSTREAM_TEST_METRICS_TOKEN"):
+    RTCSTREAM["METRICS_TOKEN"] = os.environ["RTCSTREAM_TEST_METRICS_TOKEN"]
 if os.environ.get("RTCSTREAM_TEST_TRIM_MEMORY"):
     RTCSTREAM["TRIM_MEMORY"] = os.environ["RTCSTREAM_TEST_TRIM_MEMORY"] == "1"

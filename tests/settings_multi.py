@@ -52,4 +52,6 @@ RTCSTREAM = {
     "HEARTBEAT_INTERVAL": float(os.environ.get("RTCSTREAM_TEST_HEARTBEAT", "0.5")),
     "SESSION_LEASE": float(os.environ.get("RTCSTREAM_TEST_LEASE", "2.0")),
     "WORKER_NAME": os.environ.get("RTCSTREAM_WORKER_NAME"),
+    # SIGTERM drains (tests/workers.py stops workers with it): briefly, unless a test says
+    "DRAIN_TIMEOUT": float(os.environ.get("RTCSTREAM_TEST_DRAIN_TIMEOUT", "2")),
 }

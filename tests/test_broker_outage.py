@@ -645,7 +645,7 @@ async def test_outputs_wait_out_a_broker_outage_and_the_session_goes_on(
         await asyncio.sleep(0.2)  # subscribed
         monkeypatch.setattr(layer, "group_send", group_send)
         for n in range(1, 41):  # more than the session keeps
-            session.queue_output(AdditionalOutputs(n))
+            session.outbox.put(AdditionalOutputs(n))
         await collect(client.audio_frames, 25)  # media meanwhile
         assert len(refused) >= 1 and not session.ended
         refused = None  # the broker is back

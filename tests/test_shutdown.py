@@ -1,4 +1,5 @@
-"""SIGTERM to a real server process: it exits promptly, every session closes as
+"""SIGTERM to a real server process with no drain (``DRAIN_TIMEOUT`` 0; the drain is
+tests/test_drain.py's): it exits promptly, every session closes as
 ``server_shutdown`` (so every handler's ``shutdown()`` runs) and every SSE
 subscriber gets its ``event: end``, under uvicorn and under daphne.
 
@@ -102,6 +103,7 @@ async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tm
         "RTCSTREAM_TEST_SQLITE": str(db),
         "RTCSTREAM_TEST_EVENTS": str(events_file),
         "PYTHONUNBUFFERED": "1",
+        "RTCSTREAM_TEST_DRAIN_TIMEOUT": "0",  # no grace: tests/test_drain.py has it
     }
     migrate = subprocess.run(
         [sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],

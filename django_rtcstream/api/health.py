@@ -2,7 +2,7 @@
 
 - ``GET <prefix>/health/live``: 200 as long as the worker's event loop answers.
 - ``GET <prefix>/health/ready``: 200 when the database and the channel layer
-  answer and the worker is not shutting down, else 503; the JSON body says what
+  answer and the worker is not draining or shutting down, else 503; the JSON body says what
   failed, so a load balancer moves on and a person can read why.
 
 Both are public (a probe carries no credentials) and say nothing but "ok" or
@@ -27,7 +27,7 @@ async def live(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 async def ready(request: HttpRequest) -> JsonResponse:
-    from django_rtcstream.sessions import shutdown
+    from django_rtcstream.sessions import drain, shutdown
 
     results = dict(
         zip(
@@ -35,7 +35,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
             await asyncio.gather(_probe(_database()), _probe(_channel_layer())),
         )
     )
-    draining = shutdown.begun()
+    draining = shutdown.begun() or drain.draining()
     ok = not draining and all(value == "ok" for value in results.values())
     body: dict[str, Any] = {
         "status": "ready" if ok else "unavailable",

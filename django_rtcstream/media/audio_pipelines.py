@@ -37,7 +37,8 @@ class AudioReceiver(Pipeline):
         super().__init__(host)
         self.track, self.arrivals = track, arrivals
         self.converter = AudioInput(handler.input_sample_rate, handler.expected_layout)
-        self.receive: Callable[..., Any] = handler.receive  # type: ignore[attr-defined]
+        # Called directly, not through host.call: timed here (handler call metrics).
+        self.receive: Callable[..., Any] = host.timed(handler.receive)  # type: ignore[attr-defined]
 
     def tasks(self) -> dict[str, Work]:
         return {"audio-in": self.run()}

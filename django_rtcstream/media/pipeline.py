@@ -41,6 +41,9 @@ class PipelineHost(Protocol):
         """A feed that runs sync ``fn(item)`` off the loop, in order, failing the session
         on error; ``calls`` is the handler function it runs, named if a call gets stuck."""
 
+    def timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, counted in the handler call metrics when a pipeline calls it directly."""
+
     async def handle_extra(self, extra: Any) -> None:
         """An ``AdditionalOutputs`` or ``CloseStream`` the handler returned."""
 

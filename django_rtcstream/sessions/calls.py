@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from django_rtcstream import metrics
 from django_rtcstream.handlers import SessionPort, StreamHandlerBase, VideoStreamHandler
 from django_rtcstream.media.feed import SerialFeed
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
@@ -58,6 +59,7 @@ class SessionCalls:
         return f"{name}() of {self.naming}"
 
     async def call(self, fn: Callable[..., Any], *args: Any, own_thread: bool = False) -> Any:
+        fn = metrics.timed(self.owner, fn)  # handler call durations (a no-op without them)
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
         executor: HandlerPool | OwnThread = self.pool

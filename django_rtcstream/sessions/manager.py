@@ -16,12 +16,12 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from django_rtcstream import background
+from django_rtcstream import background, metrics
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.models import SessionState
-from django_rtcstream.sessions import bus, memory, outputs, records, table
+from django_rtcstream.sessions import bus, drain, memory, outputs, records, table
 from django_rtcstream.sessions.pool import HandlerPool
 from django_rtcstream.sessions.runtime import Session
 from django_rtcstream.tokens import new_token
@@ -57,6 +57,7 @@ class SessionManager:
     def forget(self, session: Session) -> None:
         if self.sessions.get(session.webrtc_id) is session:
             del self.sessions[session.webrtc_id]
+            metrics.session_gone(session)  # the session's last frames
             self._ended_since_trim = True
 
     async def open(
@@ -100,6 +101,7 @@ class SessionManager:
         return session
 
     def _new_session(self, stream: Stream, webrtc_id: str) -> Session:
+        drain.check_admitting(stream)  # 503 draining while the worker drains
         self.loop_thread = threading.get_ident()
         self._ensure_heartbeat()
         if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
@@ -123,7 +125,7 @@ class SessionManager:
         self, session: Session, *, inputs: list[Any] | None = None, **fields: Any
     ) -> asyncio.Future[Any]:
         stream = session.stream
-        return records.admit(
+        admission = records.admit(
             stream.name or "",
             session.webrtc_id,
             stream.concurrency_limit,
@@ -135,6 +137,7 @@ class SessionManager:
             inputs=inputs if inputs is not None else stream.inputs.defaults(),
             **fields,
         )
+        return metrics.admission(stream, admission)  # admissions refused, by reason
 
     async def open_webrtc(
         self, stream: Stream, webrtc_id: str, offer_sdp: str, **kwargs: Any

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.mediastreams import MediaStreamError
 
-from django_rtcstream import signals
+from django_rtcstream import metrics, signals
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.handlers import (
     AdditionalOutputs,
@@ -214,6 +214,9 @@ class Session(SessionPort):
     ) -> SerialFeed:
         return self.calls.serial_feed(fn, self.fail, after, calls)
 
+    def timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return metrics.timed(self, fn)
+
     async def call_hook(self, name: str, *args: Any) -> None:
         """Call the handler's optional method ``name`` if it has one (``on_dtmf``)."""
         method = getattr(self.handler, name, None)
@@ -227,10 +230,6 @@ class Session(SessionPort):
         elif isinstance(extra, CloseStream):
             self.send_message({"type": "end_stream", "data": extra.msg})
             self.request_close("closed_by_handler")
-
-    def queue_output(self, output: AdditionalOutputs) -> None:
-        """Publish an output to the session's subscribers (in order; never waits)."""
-        self.outbox.put(output)
 
     def fail(self, exc: BaseException) -> None:
         """A handler raised: tell the client, log it with the session id, close."""

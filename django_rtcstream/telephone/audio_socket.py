@@ -48,6 +48,7 @@ CLOSE_CODES = {
     "permission_denied": 4403,
     "unsupported_modality": 4400,
     "invalid_webrtc_id": 4400,
+    "draining": 4503,  # issue 16: the worker drains; start again (another worker answers)
 }
 MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this much audio
 # Seconds the output must stay dry before a reply counts as finished (one Twilio mark

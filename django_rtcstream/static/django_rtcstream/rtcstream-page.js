@@ -216,6 +216,8 @@ async function start() {
     if (page.client === client) showError(error);
   });
   client.on("notice", (text) => showNotice(text));
+  client.on("reconnecting", () => showNotice("This server is restarting: moving your session to another one…"));
+  client.on("reconnected", () => showNotice(""));
   client.on("warning", (data) => addMessage("warning", data));
   client.on("log", (data) => addMessage("log", data));
   client.on("end_stream", (data) => {

@@ -66,6 +66,9 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** Milliseconds to wait for the signaling socket to open before falling back (default 5000). */
   socketTimeout?: number;
+  /** When the server's worker drains and the stream allows it, move to a new session
+   * through the same URL (default true); see the "reconnecting"/"reconnected" events. */
+  reconnectOnDrain?: boolean;
 }
 
 /**

@@ -132,6 +132,12 @@ function serverUnreachable(error) {
  * message), one event per message type (fetch_output, warning, log, end_stream, ...;
  * detail: the message's data), "output" (values from the output hook), "error"
  * (an RTCStreamError) and "closed" ({reason}).
+ *
+ * When the server's worker drains (it is being stopped) it sends a "draining" message;
+ * if the stream allows it and `reconnectOnDrain` is on (the default), the client opens
+ * a new session through the same URL (a load balancer's next worker), switches to it
+ * once it is connected and hangs up the old one: "reconnecting" ({seconds}) then
+ * "reconnected" ({webrtcId, previous}) are emitted, the state stays "connected".
  */
 export class RTCStreamClient extends EventTarget {
   /**
@@ -141,7 +147,7 @@ export class RTCStreamClient extends EventTarget {
   constructor(url, options = {}) {
     super();
     this.url = url;
-    this.options = { signaling: "auto", connectTimeout: 20000, socketTimeout: 5000, ...options };
+    this.options = { signaling: "auto", connectTimeout: 20000, socketTimeout: 5000, reconnectOnDrain: true, ...options };
     this.state = "idle";
     this.config = null;
     this.webrtcId = null;
@@ -165,6 +171,9 @@ export class RTCStreamClient extends EventTarget {
     this._candidateQueue = [];
     this._candidateSink = null;
     this._endReason = null;
+    this._moving = null; // the move to a new session while the worker drains
+    this._leaving = null; // the connection that move leaves, until it is hung up
+    this._drained = new Set(); // sessions whose draining message was acted on
   }
 
   get modality() { return this.config && this.config.modality; }
@@ -365,14 +374,19 @@ export class RTCStreamClient extends EventTarget {
     this.channel = pc.createDataChannel("text");
     this.channel.onmessage = (event) => this._onMessage(event.data);
     this.channel.onclose = () => {
+      if (pc !== this.pc) return; // a connection left behind by a move
       if (!this._closing && this.state === "connected") this._serverEnded(this._endReason || "closed_by_server");
     };
+    const remoteStream = this.remoteStream;
     pc.ontrack = (event) => {
-      this.remoteStream.addTrack(event.track);
+      remoteStream.addTrack(event.track);
+      if (pc !== this.pc) return;
       this._attachRemote();
       this._emit("track", this.remoteStream);
     };
-    pc.onconnectionstatechange = () => this._onConnectionState(pc.connectionState);
+    pc.onconnectionstatechange = () => {
+      if (pc === this.pc) this._onConnectionState(pc.connectionState);
+    };
   }
 
   _attachRemote() {
@@ -393,7 +407,7 @@ export class RTCStreamClient extends EventTarget {
       this._openOutputs();
     } else if (state === "failed") {
       const error = new RTCStreamError("ice_failed", CLOSE_REASONS.ice_failed[1]);
-      if (this._connected && this.state === "connecting") this._connected.reject(error);
+      if (this._connected && (this.state === "connecting" || this._leaving)) this._connected.reject(error);
       else if (!this._closing) this._serverEnded("ice_failed");
     } else if (state === "disconnected" && this.state === "connected") {
       this._emit("state-detail", "disconnected"); // often recovers by itself
@@ -463,6 +477,7 @@ export class RTCStreamClient extends EventTarget {
     return new Promise((resolve, reject) => {
       let answered = false;
       socket.onmessage = async (event) => {
+        if (socket !== this.socket) return; // a socket left behind by a move
         let message;
         try {
           message = JSON.parse(event.data);
@@ -496,6 +511,7 @@ export class RTCStreamClient extends EventTarget {
         // Session messages also arrive over the data channel, which is where they are read.
       };
       socket.onclose = (event) => {
+        if (socket !== this.socket) return;
         if (!answered) {
           if (event.code === 4404) reject(explainFailure({ error: "unknown_stream" }, 404, this.config.name));
           else reject(serverUnreachable(new Error(`the signaling socket closed (${event.code})`)));
@@ -514,7 +530,7 @@ export class RTCStreamClient extends EventTarget {
 
   async _negotiateHttp(offer) {
     const url = this.config.urls.offer;
-    const webrtcId = this.options.webrtcId || randomId();
+    const webrtcId = (!this._leaving && this.options.webrtcId) || randomId(); // a move needs a new id
     this.webrtcId = webrtcId;
     // Candidates race the offer, as FastRTC's client does; the server holds early ones.
     this._trickleTo((candidate) => {
@@ -546,6 +562,58 @@ export class RTCStreamClient extends EventTarget {
     }
     if (message.type === "end_stream") this._endReason = this._endReason || data;
     if (message.type) this._emit(message.type, data);
+    if (message.type === "draining") this._onDraining(data || {});
+  }
+
+  _onDraining(data) {
+    if (!this.options.reconnectOnDrain || !data.reconnect || this.state !== "connected") return;
+    if (this._moving || this._drained.has(this.webrtcId)) return;
+    this._drained.add(this.webrtcId);
+    this._moving = this._moveToNewSession(Number(data.seconds) || 10).finally(() => { this._moving = null; });
+  }
+
+  // Make before break: negotiate a new session (same URL: the load balancer picks a
+  // worker that is not draining; a draining one answers 503 and is tried again), then
+  // hang up the old one. The local tracks are sent on both meanwhile.
+  async _moveToNewSession(seconds) {
+    const old = { pc: this.pc, channel: this.channel, socket: this.socket, webrtcId: this.webrtcId, token: this.token, signaling: this.signaling, events: this._events, remoteStream: this.remoteStream };
+    const deadline = Date.now() + seconds * 1000;
+    this._leaving = old;
+    this._emit("reconnecting", { seconds });
+    this._events = null; // the new session's outputs are read once it is connected
+    let moved = false;
+    while (!moved && Date.now() < deadline && !this._closing) {
+      try {
+        this._createPeerConnection();
+        await this._negotiate();
+        await this._waitConnected();
+        moved = true;
+      } catch (error) {
+        const failed = { pc: this.pc, socket: this.socket };
+        this.pc = old.pc; this.channel = old.channel; this.socket = old.socket; this.webrtcId = old.webrtcId;
+        this.token = old.token; this.signaling = old.signaling; this.remoteStream = old.remoteStream;
+        if (failed.socket && failed.socket !== old.socket) try { failed.socket.close(); } catch (e) { /* closed */ }
+        if (failed.pc && failed.pc !== old.pc) failed.pc.close();
+        const wait = Math.min(1000, Math.max(0, deadline - Date.now()));
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+    this._leaving = null;
+    if (!moved) {
+      if (this._closing) return;
+      this._events = old.events; // stay until the draining worker ends the session
+      const gone = !old.pc || ["closed", "failed"].includes(old.pc.connectionState) || !old.channel || old.channel.readyState !== "open";
+      if (gone) this._serverEnded(this._endReason || "server_shutdown"); // it ended meanwhile
+      return;
+    }
+    if (old.events) old.events.close();
+    if (old.signaling === "http" && old.webrtcId && old.token) {
+      this._fetchJSON(this.config.urls.offer, { method: "POST", body: { type: "close", webrtc_id: old.webrtcId, token: old.token } }).catch(() => {});
+    } else if (old.socket && old.socket.readyState === WebSocket.OPEN) {
+      try { old.socket.close(); } catch (error) { /* closed */ }
+    }
+    if (old.pc) old.pc.close();
+    this._emit("reconnected", { webrtcId: this.webrtcId, previous: old.webrtcId });
   }
 
   _serverEnded(reason) {
@@ -687,6 +755,12 @@ export class RTCStreamClient extends EventTarget {
 
   async _teardown(state, reason) {
     this._closing = true;
+    if (this._leaving) { // closed in the middle of a move: the old connection goes too
+      const { pc, socket } = this._leaving;
+      this._leaving = null;
+      if (socket && socket !== this.socket) try { socket.close(); } catch (error) { /* closed */ }
+      if (pc && pc !== this.pc) pc.close();
+    }
     if (this._aborted) {
       this._aborted(this.lastError || new RTCStreamError("closed", "The session was closed before it connected."));
     }
