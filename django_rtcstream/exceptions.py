@@ -2,20 +2,55 @@
 
 Each signaling failure carries the stable ``code`` that goes into the
 FastRTC-compatible failure body ``{"status": "failed", "meta": {"error": code}}``
-and the HTTP status the views answer with.
+and the HTTP status the views answer with; both, and the WebSocket close code,
+come from the one table in ``django_rtcstream.errors``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django_rtcstream.errors import ErrorCode, close_code, failure_body, lookup
+
 
 class RtcStreamError(Exception):
     """Base class of every error raised by django-rtcstream."""
 
 
-class StreamNotFound(RtcStreamError, LookupError):
-    """Raised when a stream name is not registered in ``RTCSTREAM["STREAMS"]``."""
+class SignalingError(RtcStreamError):
+    """A refused signaling request: a stable ``code``, an HTTP ``status`` and a message.
+
+    ``status`` defaults to the code's status in ``errors.ERRORS`` (400 for a code
+    outside it); ``close_code`` is the 4xxx code a WebSocket refused with it closes with.
+    """
+
+    def __init__(
+        self, code: ErrorCode | str, message: str, status: int | None = None, **meta: Any
+    ) -> None:
+        known = lookup(code)
+        self.code: str = known.value if known is not None else str(code)
+        self.status: int = status if status is not None else (known.status if known else 400)
+        self.meta = meta
+        super().__init__(message)
+
+    @property
+    def close_code(self) -> int:
+        return close_code(self.code)
+
+    def body(self) -> dict[str, Any]:
+        """The FastRTC-compatible failure body, with a human ``message`` added."""
+        return failure_body(self.code, str(self), **self.meta)
+
+
+class StreamNotFound(SignalingError, LookupError):
+    """Raised when a stream name is not registered in ``RTCSTREAM["STREAMS"]``.
+
+    It is the refusal itself (``unknown_stream``, 404, close 4404): a view or consumer
+    that looks a stream up answers it as it answers any ``SignalingError``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.UNKNOWN_STREAM, message)
 
 
 class InvalidInput(RtcStreamError, ValueError):
@@ -28,22 +63,9 @@ class InvalidInput(RtcStreamError, ValueError):
         self.errors = errors
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
 
-
-class SignalingError(RtcStreamError):
-    """A refused signaling request: a stable ``code``, an HTTP ``status`` and a message."""
-
-    def __init__(self, code: str, message: str, status: int = 400, **meta: Any) -> None:
-        self.code = code
-        self.status = status
-        self.meta = meta
-        super().__init__(message)
-
     def body(self) -> dict[str, Any]:
-        """The FastRTC-compatible failure body, with a human ``message`` added."""
-        return {
-            "status": "failed",
-            "meta": {"error": self.code, "message": str(self), **self.meta},
-        }
+        """The failure body (``invalid_input``, 400) with the messages per input."""
+        return {**failure_body(ErrorCode.INVALID_INPUT, str(self)), "errors": self.errors}
 
 
 class UnknownSession(SignalingError):
@@ -51,7 +73,7 @@ class UnknownSession(SignalingError):
 
     def __init__(self, webrtc_id: str) -> None:
         super().__init__(
-            "unknown_connection", f"No live session with webrtc_id {webrtc_id!r}.", status=404
+            ErrorCode.UNKNOWN_CONNECTION, f"No live session with webrtc_id {webrtc_id!r}."
         )
 
 
@@ -67,10 +89,9 @@ class BrokerUnavailable(SignalingError):
 
     def __init__(self, what: str) -> None:
         super().__init__(
-            "broker_unavailable",
+            ErrorCode.BROKER_UNAVAILABLE,
             f"The channel layer (the message broker) cannot be reached, so {what} is not "
             f"possible right now; try again in a few seconds.",
-            status=503,
         )
 
 
@@ -87,10 +108,9 @@ class DatabaseUnavailable(SignalingError):
 
     def __init__(self, what: str = "this request") -> None:
         super().__init__(
-            "database_unavailable",
+            ErrorCode.DATABASE_UNAVAILABLE,
             f"The database of the session records cannot be reached, so {what} is not "
             f"possible right now; try again in a few seconds.",
-            status=503,
         )
 
 
@@ -106,8 +126,7 @@ class WorkerDraining(SignalingError):
 
     def __init__(self) -> None:
         super().__init__(
-            "draining",
+            ErrorCode.DRAINING,
             "This worker is shutting down and takes no new sessions: send the offer again "
             "(another worker will answer it).",
-            status=503,
         )

@@ -34,19 +34,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from django_rtcstream import registry
+from django_rtcstream.access import Requester
 from django_rtcstream.api import permissions
 from django_rtcstream.api.serializers import input_serializer_class
 from django_rtcstream.api.views import AnswersDatabaseOutages, RefusesUnreadableBodies
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import (
-    DatabaseUnavailable,
-    InvalidInput,
-    SignalingError,
-    UnknownSession,
-)
+from django_rtcstream.errors import ErrorCode
+from django_rtcstream.exceptions import DatabaseUnavailable, InvalidInput, SignalingError
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions import bus, outputs, records, shutdown
-from django_rtcstream.signaling.http import failure, get_stream_or_fail, retry_headers
+from django_rtcstream.signaling.http import failure, retry_headers
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused, parse_json
 
 
@@ -69,29 +67,24 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
 
     def post(self, request: Request, stream: str) -> Response:
         try:
-            the_stream = get_stream_or_fail(stream)
+            the_stream = registry.get_stream(stream)  # StreamNotFound: unknown_stream, 404
             try:
                 data = dict(request.data)
             except (ParseError, UnsupportedMediaType, TypeError, ValueError) as exc:
                 raise SignalingError(
-                    "invalid_json", f"The body is not a JSON object: {exc}"
+                    ErrorCode.INVALID_JSON, f"The body is not a JSON object: {exc}"
                 ) from None
             except RecursionError:  # DRF's JSONParser lets json.loads' RecursionError through
                 raise SignalingError(
-                    "invalid_json", "The body is not a JSON object: it is nested too deeply."
+                    ErrorCode.INVALID_JSON,
+                    "The body is not a JSON object: it is nested too deeply.",
                 ) from None
             webrtc_id = bus.check_webrtc_id(data.pop("webrtc_id", None))
-            request._request.rtc_token = data.pop("token", None)
+            requester = Requester.from_request(request, token=data.pop("token", None))
             if "args" in data and "args" not in {s.name for s in the_stream.inputs.specs}:
                 data = _positional(the_stream, data.pop("args"), data)
-            record = (
-                StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
-                .order_by("-created_at")
-                .first()
-            )
-            if record is None or not record.is_live:
-                raise UnknownSession(webrtc_id)
-            permissions.check("input", request, the_stream, record)
+            record = async_to_sync(records.find_or_refuse)(stream, webrtc_id, live=True)
+            permissions.check("input", requester, the_stream, record)
             serializer_class = input_serializer_class(the_stream)
             custom = the_stream.input_serializer is not None
             serializer = serializer_class(data=data, partial=not custom)
@@ -108,14 +101,7 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
                 changes = the_stream.inputs.clean_changes(validated)
                 values = async_to_sync(bus.update_inputs)(stream, webrtc_id, changes)
         except InvalidInput as exc:
-            return Response(
-                {
-                    "status": "failed",
-                    "meta": {"error": "invalid_input", "message": str(exc)},
-                    "errors": exc.errors,
-                },
-                status=400,
-            )
+            return Response(exc.body(), status=ErrorCode.INVALID_INPUT.status)
         except SignalingError as exc:
             return _failed(exc)
         names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
@@ -176,16 +162,16 @@ async def outputs_ticket(request: HttpRequest, stream: str) -> JsonResponse:
     stands for that check, once, within ``TICKET_SECONDS``, for this session only.
     """
     try:
-        the_stream = get_stream_or_fail(stream)
+        the_stream = registry.get_stream(stream)  # StreamNotFound: unknown_stream, 404
         try:
             body = request.body
         except UNREADABLE_BODY as exc:
             raise body_refused(exc) from None
         data = parse_json(body, rtc_settings.MAX_SIGNALING_BYTES)
         webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
-        request.rtc_token = data.get("token")  # type: ignore[attr-defined]
-        record = await _find(stream, webrtc_id)
-        await permissions.acheck("outputs", request, the_stream, record)
+        record = await records.find_or_refuse(stream, webrtc_id, live=False)
+        requester = Requester.from_request(request, token=data.get("token"))
+        await permissions.acheck("outputs", requester, the_stream, record)
     except SignalingError as exc:
         return failure(exc)
     except records.DATABASE_ERRORS:  # the user's session or row, read by a permission
@@ -193,13 +179,6 @@ async def outputs_ticket(request: HttpRequest, stream: str) -> JsonResponse:
     ticket = secrets.token_urlsafe(32)
     await cache.aset(_ticket_key(ticket), _grant(record), timeout=TICKET_SECONDS)
     return JsonResponse({"ticket": ticket, "expires_in": TICKET_SECONDS})
-
-
-async def _find(stream: str, webrtc_id: str) -> StreamSession:
-    record = await records.find(stream, webrtc_id)
-    if record is None:
-        raise UnknownSession(webrtc_id)
-    return record
 
 
 def _grant(record: StreamSession) -> dict[str, str]:
@@ -216,11 +195,9 @@ async def _redeem_ticket(ticket: Any, record: StreamSession) -> None:
     key = _ticket_key(ticket) if isinstance(ticket, str) and ticket else None
     granted = await cache.aget(key) if key else None
     if granted is None or not await cache.adelete(key):
-        raise SignalingError("permission_denied", TICKET_REFUSED, status=403)
+        raise SignalingError(ErrorCode.PERMISSION_DENIED, TICKET_REFUSED)
     if granted != _grant(record):
-        raise SignalingError(
-            "permission_denied", "This SSE ticket is for another session.", status=403
-        )
+        raise SignalingError(ErrorCode.PERMISSION_DENIED, "This SSE ticket is for another session.")
 
 
 @require_GET
@@ -238,13 +215,13 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
     (``X-Session-Token``, FastRTC-style ``?token=``, the session's user, staff).
     """
     try:
-        the_stream = get_stream_or_fail(stream)
+        the_stream = registry.get_stream(stream)  # StreamNotFound: unknown_stream, 404
         webrtc_id = bus.check_webrtc_id(request.GET.get("webrtc_id"))
-        record = await _find(stream, webrtc_id)
+        record = await records.find_or_refuse(stream, webrtc_id, live=False)
         if "ticket" in request.GET:
             await _redeem_ticket(request.GET.get("ticket"), record)
         else:
-            await permissions.acheck("outputs", request, the_stream, record)
+            await permissions.acheck("outputs", Requester.from_request(request), the_stream, record)
         # Joined before answering: a broker that is away gets a 503, not a stream that
         # never hears anything.
         subscription = outputs.OutputSubscription(stream, webrtc_id)

@@ -2,9 +2,11 @@
 
 Each action (``open``, ``input``, ``outputs``, ``close``) has a list of DRF
 permission classes, from ``RTCSTREAM["PERMISSION_CLASSES"]`` or a stream's
-own ``permission_classes``. They get the Django request and an
-``AccessContext`` as the "view"; for actions on an existing session,
-``has_object_permission`` gets its ``StreamSession`` row.
+own ``permission_classes``. They get the request (the Django or DRF request of
+an HTTP call; from a WebSocket or Gradio, a stand-in with ``user``, ``META`` and
+``GET``, see ``django_rtcstream.access``) and an ``AccessContext`` as the "view",
+whose ``requester`` says who asks (user, token, address); for actions on an
+existing session, ``has_object_permission`` gets its ``StreamSession`` row.
 
 By default anyone may open a session on a stream; only the session's own
 client (it holds the token returned with the answer), the same authenticated
@@ -23,28 +25,29 @@ from asgiref.sync import sync_to_async
 from django.utils.module_loading import import_string
 from rest_framework.permissions import AllowAny, BasePermission
 
+from django_rtcstream.access import TOKEN_HEADER, Requester, request_token
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.tokens import hash_token
 from django_rtcstream.tokens import new_token as new_token  # its home is tokens
 
+__all__ = [
+    "ACTIONS",
+    "TOKEN_HEADER",
+    "AccessContext",
+    "HoldsSessionToken",
+    "IsSessionOwnerOrStaff",
+    "IsSessionUser",
+    "acheck",
+    "check",
+    "hash_token",
+    "new_token",
+    "permission_classes",
+    "request_token",
+]
+
 ACTIONS = ("open", "input", "outputs", "close")
-TOKEN_HEADER = "HTTP_X_SESSION_TOKEN"
-
-
-def request_token(request: Any) -> str | None:
-    """The session token a request carries: ``X-Session-Token`` header, ``?token=``
-    (EventSource cannot set headers), or the ``token`` of a JSON body (``rtc_token``).
-
-    A token is a string. Anything else a client sends in its place (``3.14``,
-    ``true``, a list) is no token at all: the request is then refused like one
-    without a token (403), not hashed into a 500.
-    """
-    candidates = [getattr(request, "META", {}).get(TOKEN_HEADER)]
-    if hasattr(request, "GET"):
-        candidates.append(request.GET.get("token"))
-    candidates.append(getattr(request, "rtc_token", None))
-    return next((t for t in candidates if isinstance(t, str) and t), None)
 
 
 @dataclass
@@ -54,6 +57,15 @@ class AccessContext:
     action: str
     stream: Any
     webrtc_id: str | None = None
+    requester: Requester | None = None
+
+
+def _token(request: Any, view: Any) -> str | None:
+    """The token of whoever asks: ``view.requester``'s, else the request's own."""
+    requester = getattr(view, "requester", None)
+    if isinstance(requester, Requester):
+        return requester.token
+    return request_token(request)
 
 
 class HoldsSessionToken(BasePermission):
@@ -62,7 +74,7 @@ class HoldsSessionToken(BasePermission):
     message = "This session belongs to another client: send its token as X-Session-Token."
 
     def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
-        token = request_token(request)
+        token = _token(request, view)
         return bool(
             token is not None
             and obj.token_hash
@@ -105,9 +117,16 @@ def permission_classes(action: str, stream: Any) -> list[type[BasePermission]]:
     return [import_string(c) if isinstance(c, str) else c for c in configured]
 
 
-def check(action: str, request: Any, stream: Any, record: Any = None) -> None:
-    """Raise ``SignalingError(permission_denied, 403)`` unless every class allows."""
-    view = AccessContext(action, stream, getattr(record, "webrtc_id", None))
+def check(action: str, requester: Requester | Any, stream: Any, record: Any = None) -> None:
+    """Raise ``SignalingError(permission_denied, 403)`` unless every class allows.
+
+    ``requester`` is a ``Requester``; an HTTP request is taken too (as
+    ``Requester.from_request(request)``).
+    """
+    if not isinstance(requester, Requester):
+        requester = Requester.from_request(requester)
+    view = AccessContext(action, stream, getattr(record, "webrtc_id", None), requester)
+    request = requester.permission_request()
     for cls in permission_classes(action, stream):
         permission = cls()
         allowed = permission.has_permission(request, view)
@@ -115,12 +134,12 @@ def check(action: str, request: Any, stream: Any, record: Any = None) -> None:
             allowed = permission.has_object_permission(request, view, record)
         if not allowed:
             message = getattr(permission, "message", None) or f"You may not {action} this session."
-            raise SignalingError("permission_denied", str(message), status=403)
+            raise SignalingError(ErrorCode.PERMISSION_DENIED, str(message))
 
 
-async def acheck(action: str, request: Any, stream: Any, record: Any = None) -> None:
+async def acheck(action: str, requester: Requester | Any, stream: Any, record: Any = None) -> None:
     """``check`` from async code; when only ``AllowAny`` applies, without a thread hop."""
     classes = permission_classes(action, stream)
     if all(cls is AllowAny for cls in classes):
         return
-    await sync_to_async(check)(action, request, stream, record)
+    await sync_to_async(check)(action, requester, stream, record)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 
 __all__ = ["OfferShape", "read_offer"]
@@ -24,7 +25,7 @@ class OfferShape:
 
 
 def _refuse(why: str) -> SignalingError:
-    return SignalingError("invalid_offer", f"The offer was refused: {why}.")
+    return SignalingError(ErrorCode.INVALID_OFFER, f"The offer was refused: {why}.")
 
 
 def read_offer(sdp: object) -> OfferShape:
@@ -34,7 +35,7 @@ def read_offer(sdp: object) -> OfferShape:
         SignalingError: ``invalid_offer``, saying what is wrong.
     """
     if not isinstance(sdp, str) or not sdp.strip():
-        raise SignalingError("invalid_offer", "The offer has no SDP.")
+        raise SignalingError(ErrorCode.INVALID_OFFER, "The offer has no SDP.")
     media: list[str] = []
     mids: list[str | None] = []
     bundles: list[list[str]] = []
@@ -51,7 +52,7 @@ def read_offer(sdp: object) -> OfferShape:
     kinds = frozenset(kind for kind in media if kind in ("audio", "video"))
     has_data = "application" in media
     if not kinds and not has_data:
-        raise SignalingError("invalid_offer", "The offer has no media and no data channel.")
+        raise SignalingError(ErrorCode.INVALID_OFFER, "The offer has no media and no data channel.")
     named = [mid for mid in mids if mid is not None]
     if len(set(named)) != len(named):
         raise _refuse("two m= sections share a mid")

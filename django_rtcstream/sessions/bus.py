@@ -33,6 +33,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import (
     BrokerUnavailable,
     SignalingError,
@@ -125,7 +126,7 @@ def layer() -> BaseChannelLayer:
 def check_webrtc_id(webrtc_id: Any) -> str:
     if not isinstance(webrtc_id, str) or not WEBRTC_ID_RE.match(webrtc_id):
         raise SignalingError(
-            "invalid_webrtc_id",
+            ErrorCode.INVALID_WEBRTC_ID,
             "webrtc_id must be 1-64 characters of letters, digits, '-' and '_'.",
         )
     return webrtc_id
@@ -140,12 +141,6 @@ def _local(webrtc_id: str) -> Any:
         return session if asyncio.get_running_loop() is session.loop else None
     except RuntimeError:
         return None
-
-
-async def _require_live(stream: str, webrtc_id: str) -> None:
-    record = await records.find(stream, webrtc_id)
-    if record is None or not record.is_live:
-        raise UnknownSession(webrtc_id)
 
 
 async def send_control(webrtc_id: str, message: dict[str, Any]) -> None:
@@ -163,7 +158,7 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
     if session is not None and session.stream.name == stream:
         session.set_inputs(values)
         return
-    await _require_live(stream, webrtc_id)
+    await records.find_or_refuse(stream, webrtc_id, live=True)
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
 
 
@@ -214,7 +209,7 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
     session = _local(webrtc_id)
     if session is not None and session.stream.name == stream:
         return session.update_inputs(changes)
-    await _require_live(stream, webrtc_id)
+    await records.find_or_refuse(stream, webrtc_id, live=True)
     channel_layer = layer()
     reply = await channel_layer.new_channel()  # the default prefix (OutputSubscription.join)
     await send_control(webrtc_id, {"type": "rtc.input_update", "changes": changes, "reply": reply})
@@ -226,10 +221,9 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
                 raise BrokerUnavailable(f"confirming the inputs of session {webrtc_id!r}") from exc
             raise
         raise SignalingError(
-            "session_unreachable",
+            ErrorCode.SESSION_UNREACHABLE,
             f"The worker of session {webrtc_id!r} did not confirm the inputs within "
             f"{INPUT_REPLY_SECONDS:g} s; they apply when it reads them.",
-            status=503,
         ) from None
     return message["values"]
 
@@ -239,7 +233,7 @@ async def send_close(stream: str, webrtc_id: str, reason: str) -> None:
     if session is not None and session.stream.name == stream:
         await session.close(reason)
         return
-    await _require_live(stream, webrtc_id)
+    await records.find_or_refuse(stream, webrtc_id, live=True)
     await send_control(webrtc_id, {"type": "rtc.close", "reason": reason})
 
 
@@ -283,9 +277,7 @@ async def send_candidate(
     record = await records.find(stream, webrtc_id)
     if record is not None:
         if not record.is_live:
-            raise SignalingError(
-                "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
-            )
+            raise SignalingError(ErrorCode.CONNECTION_CLOSED, f"Session {webrtc_id!r} has ended.")
         await send_control(webrtc_id, {"type": "rtc.ice", "candidate": candidate})
         return
     address = client or "-"
@@ -294,10 +286,9 @@ async def send_candidate(
         or sum(_early_waiting.values()) >= EARLY_TOTAL
     ):
         raise SignalingError(
-            "too_many_early_candidates",
+            ErrorCode.TOO_MANY_EARLY_CANDIDATES,
             f"Too many candidates are waiting for sessions that have no offer yet; "
             f"send {webrtc_id!r}'s offer first.",
-            status=429,
         )
     _early_waiting[address] = _early_waiting.get(address, 0) + 1
     try:
@@ -323,7 +314,7 @@ async def send_candidate(
                 if record.is_live:
                     return
                 raise SignalingError(
-                    "connection_closed", f"Session {webrtc_id!r} has ended.", status=409
+                    ErrorCode.CONNECTION_CLOSED, f"Session {webrtc_id!r} has ended."
                 )
     finally:
         _early_waiting[address] -= 1

@@ -40,7 +40,8 @@ from typing import Any, ParamSpec, TypeVar
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
+from django_rtcstream.errors import ErrorCode
+from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError, UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, SessionState, StreamSession
 
 P = ParamSpec("P")
@@ -203,10 +204,9 @@ def _admit(
                     ).count()
                 if live >= limit:
                     raise SignalingError(
-                        "concurrency_limit_reached",
+                        ErrorCode.CONCURRENCY_LIMIT_REACHED,
                         f"Stream {stream!r} already has {live} of {limit} sessions; "
                         "try again when one ends.",
-                        status=429,
                         limit=limit,
                     )
             return StreamSession.objects.create(
@@ -214,9 +214,8 @@ def _admit(
             )
     except IntegrityError:
         raise SignalingError(
-            "connection_already_exists",
+            ErrorCode.CONNECTION_ALREADY_EXISTS,
             f"A live session with webrtc_id {webrtc_id!r} already exists.",
-            status=409,
         ) from None
 
 
@@ -253,6 +252,20 @@ def find(stream: str, webrtc_id: str) -> StreamSession | None:
     """The newest record of this id on this stream (live first)."""
     qs = StreamSession.objects.filter(stream=stream, webrtc_id=webrtc_id)
     return qs.filter(state__in=ACTIVE_STATES).first() or qs.order_by("-created_at").first()
+
+
+async def find_or_refuse(stream: str, webrtc_id: str, *, live: bool) -> StreamSession:
+    """The session's record (``find``), or ``UnknownSession`` (404 ``unknown_connection``)
+    when there is none or, with ``live=True``, when it has ended.
+
+    The one lookup of a session by the requests that touch it (input and output hooks,
+    tickets, a hang-up, the control bus). ``live=False`` serves those that still answer
+    for an ended session (an SSE stream of one that ended just ends).
+    """
+    record = await find(stream, webrtc_id)
+    if record is None or (live and not record.is_live):
+        raise UnknownSession(webrtc_id)
+    return record
 
 
 @on_records_thread

@@ -19,27 +19,13 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_rtcstream import registry
+from django_rtcstream.access import Requester
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.signaling.messages import offer_fields, parse_json
 
 logger = logging.getLogger(__name__)
-
-CLOSE_UNKNOWN_STREAM = 4404
-
-
-class ScopeRequest:
-    """What permission classes need of a request, read from a WebSocket scope."""
-
-    def __init__(self, scope: dict[str, Any]) -> None:
-        self.user = scope.get("user")
-        self.META = {
-            "HTTP_" + k.decode("latin1").upper().replace("-", "_"): v.decode("latin1")
-            for k, v in scope.get("headers", [])
-        }
-        self.GET: dict[str, str] = {}
-        client = scope.get("client") or [None]
-        self.META["REMOTE_ADDR"] = client[0]
 
 
 class SignalingConsumer(AsyncWebsocketConsumer):
@@ -63,8 +49,8 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         try:
             self.stream = registry.get_stream(name)
         except StreamNotFound as exc:
-            await self.send_failure(SignalingError("unknown_stream", str(exc), status=404))
-            await self.close(code=CLOSE_UNKNOWN_STREAM)
+            await self.send_failure(exc)
+            await self.close(code=exc.close_code)
 
     async def send_json(self, data: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(data, default=str))
@@ -80,7 +66,7 @@ class SignalingConsumer(AsyncWebsocketConsumer):
                 await self.on_offer(data)
             elif kind == "ice-candidate":
                 if self.session is None:
-                    raise SignalingError("unknown_connection", "Send an offer first.", status=404)
+                    raise SignalingError(ErrorCode.UNKNOWN_CONNECTION, "Send an offer first.")
                 from django_rtcstream.media.ice import parse_candidate
 
                 parse_candidate(data.get("candidate"))
@@ -91,7 +77,8 @@ class SignalingConsumer(AsyncWebsocketConsumer):
                 await self.send_json({"type": "pong", "data": data.get("data")})
             else:
                 raise SignalingError(
-                    "invalid_request", "'type' must be 'offer', 'ice-candidate', 'close' or 'ping'."
+                    ErrorCode.INVALID_REQUEST,
+                    "'type' must be 'offer', 'ice-candidate', 'close' or 'ping'.",
                 )
         except SignalingError as exc:
             await self.send_failure(exc)
@@ -101,12 +88,12 @@ class SignalingConsumer(AsyncWebsocketConsumer):
 
         if self.session is not None:
             raise SignalingError(
-                "connection_already_exists", "This socket already carries a session.", status=409
+                ErrorCode.CONNECTION_ALREADY_EXISTS, "This socket already carries a session."
             )
         sdp, webrtc_id = offer_fields(data)
         from django_rtcstream.api import permissions
 
-        await permissions.acheck("open", ScopeRequest(self.scope), self.stream)
+        await permissions.acheck("open", Requester.from_scope(self.scope), self.stream)
         user = self.scope.get("user")
         client = self.scope.get("client") or [None]
         session, answer = await manager().open_webrtc(

@@ -10,21 +10,17 @@ Success answers ``{"sdp", "type": "answer", "webrtc_id"}``; every failure is
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from django_rtcstream import registry
+from django_rtcstream.access import Requester
 from django_rtcstream.api import permissions
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import (
-    DatabaseUnavailable,
-    SignalingError,
-    StreamNotFound,
-    UnknownSession,
-)
+from django_rtcstream.errors import ErrorCode
+from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.sessions import records
 from django_rtcstream.signaling.messages import (
     UNREADABLE_BODY,
@@ -46,21 +42,6 @@ def retry_headers(exc: SignalingError) -> dict[str, str]:
 
 def failure(exc: SignalingError) -> JsonResponse:
     return JsonResponse(exc.body(), status=exc.status, headers=retry_headers(exc))
-
-
-def get_stream_or_fail(name: str) -> Any:
-    try:
-        return registry.get_stream(name)
-    except StreamNotFound as exc:
-        raise SignalingError("unknown_stream", str(exc), status=404) from None
-
-
-async def _user_id(request: HttpRequest) -> Any:
-    auser = getattr(request, "auser", None)
-    if auser is None:
-        return None
-    user = await auser()
-    return user.pk if user.is_authenticated else None
 
 
 @csrf_exempt
@@ -108,7 +89,7 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
     from django_rtcstream.sessions.manager import manager
 
     try:
-        the_stream = get_stream_or_fail(stream)
+        the_stream = registry.get_stream(stream)  # StreamNotFound: unknown_stream, 404
         try:
             body = request.body  # through Django (DIRECT_OFFERS off), DATA_UPLOAD_* apply too
         except UNREADABLE_BODY as exc:
@@ -123,28 +104,27 @@ async def handle(request: HttpRequest, stream: str) -> JsonResponse:
             return JsonResponse({"status": "success"})
         if kind == "close":
             webrtc_id = bus.check_webrtc_id(data.get("webrtc_id"))
-            request.rtc_token = data.get("token")  # type: ignore[attr-defined]
-            record = await records.find(stream, webrtc_id)
-            if record is None or not record.is_live:
-                raise UnknownSession(webrtc_id)
+            record = await records.find_or_refuse(stream, webrtc_id, live=True)
             await _cookie_needs_csrf(request)
-            await permissions.acheck("close", request, the_stream, record)
+            requester = Requester.from_request(request, token=data.get("token"))
+            await permissions.acheck("close", requester, the_stream, record)
             await bus.send_close(stream, webrtc_id, "client_hangup")
             return JsonResponse({"status": "success"})
         if kind != "offer":
             raise SignalingError(
-                "invalid_request",
+                ErrorCode.INVALID_REQUEST,
                 "'type' must be 'offer', 'ice-candidate' or 'close'.",
                 fields={"type": ["Unknown or missing message type."]},
             )
         sdp, webrtc_id = offer_fields(data)
-        await permissions.acheck("open", request, the_stream)
+        requester = Requester.from_request(request)
+        await permissions.acheck("open", requester, the_stream)
         session, answer = await manager().open_webrtc(
             the_stream,
             webrtc_id,
             sdp,
-            client_address=request.META.get("REMOTE_ADDR"),
-            user_id=await _user_id(request),
+            client_address=requester.address,
+            user_id=await requester.user_id(),
         )
     except SignalingError as exc:
         logger.info("Signaling refused on %s: %s (%s)", stream, exc.code, exc)

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 
 from django_rtcstream import safejson
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.sessions.bus import check_webrtc_id
-
 
 #: What Django raises when it will not read a request's body or form. Uncaught, these
 #: become Django's bare 400 page and an error with a traceback on ``django.security``.
@@ -19,7 +19,7 @@ UNREADABLE_BODY = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
 
 
 def too_large(limit: int, what: str = "Signaling messages") -> SignalingError:
-    return SignalingError("request_too_large", f"{what} are limited to {limit} bytes.", status=413)
+    return SignalingError(ErrorCode.REQUEST_TOO_LARGE, f"{what} are limited to {limit} bytes.")
 
 
 def body_refused(exc: Exception) -> SignalingError:
@@ -32,12 +32,13 @@ def body_refused(exc: Exception) -> SignalingError:
     if isinstance(exc, TooManyFilesSent):
         limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
         return SignalingError(
-            "too_many_files",
+            ErrorCode.TOO_MANY_FILES,
             f"The form has more files than DATA_UPLOAD_MAX_NUMBER_FILES ({limit}).",
         )
     limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
     return SignalingError(
-        "too_many_fields", f"The form has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS ({limit})."
+        ErrorCode.TOO_MANY_FIELDS,
+        f"The form has more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS ({limit}).",
     )
 
 
@@ -47,9 +48,9 @@ def parse_json(raw: bytes | str, limit: int) -> dict[str, Any]:
     try:
         data = safejson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SignalingError("invalid_json", f"The body is not valid JSON: {exc}") from None
+        raise SignalingError(ErrorCode.INVALID_JSON, f"The body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise SignalingError("invalid_json", "The body must be a JSON object.")
+        raise SignalingError(ErrorCode.INVALID_JSON, "The body must be a JSON object.")
     return data
 
 
@@ -58,7 +59,7 @@ def offer_fields(data: dict[str, Any]) -> tuple[str, str]:
     sdp = data.get("sdp")
     if not isinstance(sdp, str) or not sdp.strip():
         raise SignalingError(
-            "invalid_offer",
+            ErrorCode.INVALID_OFFER,
             "An offer needs a non-empty 'sdp' string.",
             fields={"sdp": ["This field is required."]},
         )
@@ -71,13 +72,13 @@ def offer_fields(data: dict[str, Any]) -> tuple[str, str]:
 def candidate_fields(data: dict[str, Any]) -> tuple[Any, str]:
     if "candidate" not in data:
         raise SignalingError(
-            "invalid_candidate",
+            ErrorCode.INVALID_CANDIDATE,
             "An ice-candidate message needs 'candidate'.",
             fields={"candidate": ["This field is required."]},
         )
     if "webrtc_id" not in data:
         raise SignalingError(
-            "invalid_request",
+            ErrorCode.INVALID_REQUEST,
             "An ice-candidate message needs 'webrtc_id'.",
             fields={"webrtc_id": ["This field is required."]},
         )

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError
-from django_rtcstream.signaling.http import failure, get_stream_or_fail
+from django_rtcstream.signaling.http import failure
 from django_rtcstream.stream import Stream
 
 
@@ -69,8 +69,8 @@ def streams(request: HttpRequest) -> JsonResponse:
 @require_GET
 async def config(request: HttpRequest, stream: str) -> JsonResponse:
     try:
-        the_stream = get_stream_or_fail(stream)
-    except SignalingError as exc:
+        the_stream = registry.get_stream(stream)
+    except SignalingError as exc:  # StreamNotFound: unknown_stream, 404
         return failure(exc)
     data = describe(request, the_stream)
     data["rtc_configuration"] = await resolve_rtc_configuration(the_stream)

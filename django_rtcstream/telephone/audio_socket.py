@@ -35,21 +35,14 @@ import numpy as np
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_rtcstream import background, registry, safejson
+from django_rtcstream.access import Requester
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media.socket_audio import decode
 
 logger = logging.getLogger(__name__)
 
-CLOSE_CODES = {
-    "unknown_stream": 4404,
-    "concurrency_limit_reached": 4429,
-    "connection_already_exists": 4409,
-    "permission_denied": 4403,
-    "unsupported_modality": 4400,
-    "invalid_webrtc_id": 4400,
-    "draining": 4503,  # issue 16: the worker drains; start again (another worker answers)
-}
 MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this much audio
 # Seconds the output must stay dry before a reply counts as finished (one Twilio mark
 # per reply): shorter gaps are a late frame or a pause inside the reply, not its end.
@@ -87,12 +80,12 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         try:
             self.stream = registry.get_stream(name)
         except StreamNotFound as exc:
-            await self.refuse(SignalingError("unknown_stream", str(exc), status=404))
+            await self.refuse(exc)
             return
         if self.stream.modality != "audio":
             await self.refuse(
                 SignalingError(
-                    "unsupported_modality",
+                    ErrorCode.UNSUPPORTED_MODALITY,
                     f"Stream {name!r} is {self.stream.modality}; WebSocket audio needs an audio stream.",
                 )
             )
@@ -108,7 +101,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
     async def refuse(self, exc: SignalingError) -> None:
         await self.send_json(exc.body())
-        await self.close(code=CLOSE_CODES.get(exc.code, 4400))
+        await self.close(code=exc.close_code)  # errors.ERRORS: 4000 + status, 4400 for 5xx
 
     def on_session_message(self, message: dict[str, Any]) -> None:
         if message["type"] == "closed":
@@ -235,7 +228,7 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
             self.input_rate = _rate(data.get("sample_rate", in_rate))
             self.output_rate = _rate(data.get("output_sample_rate", out_rate))
         except (TypeError, ValueError) as exc:
-            await self.refuse(SignalingError("invalid_start", str(exc)))
+            await self.refuse(SignalingError(ErrorCode.INVALID_START, str(exc)))
             return
         await self.open_session(data.get("websocket_id") or data.get("webrtc_id"))
 
@@ -251,11 +244,10 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
         from django_rtcstream.sessions.bus import check_webrtc_id
         from django_rtcstream.sessions.manager import manager
         from django_rtcstream.sessions.transport import SocketTransport
-        from django_rtcstream.signaling.consumers import ScopeRequest
 
         try:
             webrtc_id = check_webrtc_id(webrtc_id)
-            await permissions.acheck("open", ScopeRequest(self.scope), self.stream)
+            await permissions.acheck("open", Requester.from_scope(self.scope), self.stream)
             user = self.scope.get("user")
             client = self.scope.get("client") or [None]
             self.session = session = await manager().open(

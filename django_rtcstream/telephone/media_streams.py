@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.telephone.audio_socket import AudioSocketConsumer
 from django_rtcstream.telephone.twilio import PHONE_RATE, public_url, stream_url, valid_signature
 
@@ -30,7 +31,7 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
             if query:
                 url = f"{url}?{query}"
             if not valid_signature(url, {}, headers.get("x-twilio-signature"), auth_token):
-                await self.close(code=4403)
+                await self.close(code=ErrorCode.INVALID_SIGNATURE.close_code)
                 return
         self.marks_played: list[str] = []
         self.dtmf: list[str] = []

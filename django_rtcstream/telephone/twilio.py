@@ -27,7 +27,8 @@ from django.views.decorators.http import require_POST
 
 from django_rtcstream import registry
 from django_rtcstream.conf import rtc_settings
-from django_rtcstream.exceptions import StreamNotFound
+from django_rtcstream.errors import ErrorCode
+from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.signaling.messages import UNREADABLE_BODY, body_refused
 
 PHONE_RATE = 8000
@@ -134,10 +135,7 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
     try:
         registry.get_stream(stream)
     except StreamNotFound as exc:
-        return JsonResponse(
-            {"status": "failed", "meta": {"error": "unknown_stream", "message": str(exc)}},
-            status=404,
-        )
+        return JsonResponse(exc.body(), status=exc.status)
     url = public_url(request.build_absolute_uri())
     auth_token = rtc_settings.TWILIO_AUTH_TOKEN
     try:
@@ -150,16 +148,11 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
     if auth_token and not valid_signature(
         url, params, request.headers.get("X-Twilio-Signature"), auth_token, body=body
     ):
-        return JsonResponse(
-            {
-                "status": "failed",
-                "meta": {
-                    "error": "invalid_signature",
-                    "message": "X-Twilio-Signature is missing or does not match TWILIO_AUTH_TOKEN.",
-                },
-            },
-            status=403,
+        refusal = SignalingError(
+            ErrorCode.INVALID_SIGNATURE,
+            "X-Twilio-Signature is missing or does not match TWILIO_AUTH_TOKEN.",
         )
+        return JsonResponse(refusal.body(), status=refusal.status)
     parameters = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(params[key])}/>"
         for name, key in (("caller", "From"), ("called", "To"))

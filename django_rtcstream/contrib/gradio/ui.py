@@ -30,7 +30,6 @@ import asyncio
 import html
 import inspect
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -267,24 +266,17 @@ def _media_html(stream: Any) -> str:
 
 async def _session_record(stream: Any, webrtc_id: Any, token: Any) -> Any:
     """The session's record, if this browser holds its token (the SSE hook's rule)."""
-    from django.contrib.auth.models import AnonymousUser
-
+    from django_rtcstream.access import Requester
     from django_rtcstream.api import permissions
-    from django_rtcstream.exceptions import SignalingError
+    from django_rtcstream.exceptions import SignalingError, UnknownSession
     from django_rtcstream.sessions import bus, records
 
     try:
         webrtc_id = bus.check_webrtc_id(webrtc_id)
-        record = await records.find(stream.name, webrtc_id)
-        if record is None:
-            raise gr.Error("This session has ended. Press Start to begin a new one.")
-        request = SimpleNamespace(
-            user=AnonymousUser(),
-            GET={},
-            rtc_token=token,
-            META={permissions.TOKEN_HEADER: token or ""},
-        )
-        await permissions.acheck("outputs", request, stream, record)
+        record = await records.find_or_refuse(stream.name, webrtc_id, live=False)
+        await permissions.acheck("outputs", Requester.from_token(token), stream, record)
+    except UnknownSession:
+        raise gr.Error("This session has ended. Press Start to begin a new one.") from None
     except SignalingError as exc:
         raise gr.Error(f"The outputs of this session are not yours to read ({exc}).") from None
     return record
