@@ -113,7 +113,7 @@ class PocketSphinxSTT:
             + " | ".join(f"( {p} )" for p in phrases)
             + ";\n"
         )
-        self._decoder.set_jsgf_string("phrases", grammar)
+        self._decoder.add_jsgf_string("phrases", grammar)
         self._decoder.activate_search("phrases")
 
     def stt(self, audio: tuple[int, NDArray[Any]]) -> str:
