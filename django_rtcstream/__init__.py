@@ -4,7 +4,8 @@ Importing this package is free: the public names below are loaded on first
 attribute access, so ``import django_rtcstream`` pulls in neither Django
 settings, nor aiortc, nor numpy, nor gradio. The audio helpers
 (``django_rtcstream.utils``) and TURN credential helpers
-(``django_rtcstream.credentials``) keep FastRTC's names.
+(``django_rtcstream.credentials``) keep FastRTC's names, and so do the offline
+speech helpers ``get_stt_model`` / ``get_tts_model`` (``django_rtcstream.speech``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ _EXPORTS = {
     "get_turn_credentials": "django_rtcstream.credentials",
     "get_turn_credentials_async": "django_rtcstream.credentials",
     "TurnCredentialsError": "django_rtcstream.credentials",
+    "get_stt_model": "django_rtcstream.speech",
+    "get_tts_model": "django_rtcstream.speech",
+    "stt_for_chunks": "django_rtcstream.speech",
+    "STTModel": "django_rtcstream.speech",
+    "TTSModel": "django_rtcstream.speech",
+    "PocketSphinxSTT": "django_rtcstream.speech",
+    "EspeakTTS": "django_rtcstream.speech",
+    "EspeakTTSOptions": "django_rtcstream.speech",
+    "SpeechModelUnavailable": "django_rtcstream.speech",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -92,6 +102,17 @@ if TYPE_CHECKING:  # pragma: no cover
         get_current_context,
     )
     from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox
+    from django_rtcstream.speech import (
+        EspeakTTS,
+        EspeakTTSOptions,
+        PocketSphinxSTT,
+        SpeechModelUnavailable,
+        STTModel,
+        TTSModel,
+        get_stt_model,
+        get_tts_model,
+        stt_for_chunks,
+    )
     from django_rtcstream.stream import Stream
     from django_rtcstream.turn_taking.options import (
         AlgoOptions,

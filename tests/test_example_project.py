@@ -153,6 +153,13 @@ async def test_example_project_serves_streams_and_flips_video(tmp_path):
         for name in EXPECTED:
             assert f'<a href="/rtc/{name}/">{name}</a>' in page, name
 
+        def status_of(url: str) -> int:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return int(response.status)
+
+        for name in EXPECTED:  # and each linked page is there
+            assert await asyncio.to_thread(status_of, f"{base}/rtc/{name}/") == 200, name
+
         client = StreamClient(
             f"{base}/rtc/", "flip", video=SyntheticVideoTrack(), ice_host_addresses=["127.0.0.1"]
         )
