@@ -58,7 +58,7 @@ async def scrape(rtc_url):
     return parse(body)
 
 
-async def until(predicate, rtc_url, timeout=10.0):
+async def until(predicate, rtc_url, timeout=30.0):  # a hang guard: CI's full run is busy
     """Scrape until ``predicate(samples)`` holds; the samples."""
     deadline = time.monotonic() + timeout
     while True:

@@ -372,9 +372,9 @@ async def test_two_turns_and_a_barge_in_on_a_twilio_call_which_gets_clear():
     events: list[dict] = []  # a phone has no data channel: read the turn events on the server
 
     def listen(sender, webrtc_id, **kwargs):
-        from django_rtcstream.sessions.runtime import local_session
+        from django_rtcstream.sessions.manager import local_session
 
-        local_session(webrtc_id).listeners.append(
+        local_session(webrtc_id).subscribe(
             lambda m: events.append(m["data"]) if m.get("type") == "turn" else None
         )
 
