@@ -607,10 +607,16 @@ export class RTCStreamClient extends EventTarget {
       return;
     }
     if (old.events) old.events.close();
+    // Hang up before closing the old peer connection: were the connection to close
+    // first, the server would record a lost peer instead of a hang-up.
     if (old.signaling === "http" && old.webrtcId && old.token) {
-      this._fetchJSON(this.config.urls.offer, { method: "POST", body: { type: "close", webrtc_id: old.webrtcId, token: old.token } }).catch(() => {});
+      const hangup = this._fetchJSON(this.config.urls.offer, { method: "POST", body: { type: "close", webrtc_id: old.webrtcId, token: old.token } }).catch(() => {});
+      await Promise.race([hangup, new Promise((resolve) => setTimeout(resolve, 2000))]);
     } else if (old.socket && old.socket.readyState === WebSocket.OPEN) {
-      try { old.socket.close(); } catch (error) { /* closed */ }
+      try {
+        old.socket.send(JSON.stringify({ type: "close" }));
+        old.socket.close();
+      } catch (error) { /* closed */ }
     }
     if (old.pc) old.pc.close();
     this._emit("reconnected", { webrtcId: this.webrtcId, previous: old.webrtcId });
