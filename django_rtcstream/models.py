@@ -69,6 +69,12 @@ class StreamSession(models.Model):
     # Sync handler calls of this session that have run over 10 s, or still run after
     # it ended (each holds a thread: see sessions/pool.py), at the last heartbeat or close.
     stuck_calls = models.PositiveIntegerField(_("stuck handler calls"), default=0)
+    # Network and media figures (sessions/stats.py): the latest sample, written by the
+    # heartbeat while live and at close; the last STATS_HISTORY samples of the charted
+    # figures, column by column; the median and worst of each figure, at close.
+    stats = models.JSONField(_("latest stats"), default=dict, blank=True)
+    stats_history = models.JSONField(_("stats history"), default=dict, blank=True)
+    stats_summary = models.JSONField(_("stats summary"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("stream session")

@@ -68,6 +68,7 @@ from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, memory, records
 from django_rtcstream.sessions.feed import SerialFeed
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
+from django_rtcstream.sessions.stats import StatsSampler
 from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class Session(SessionPort):
         self._outbox_closing = asyncio.Event()
         self._outputs_dropped = 0
         self._publisher: asyncio.Task[None] | None = None
+        self.stats = StatsSampler(self)  # network and media figures (sessions/stats.py)
 
     def __repr__(self) -> str:
         return f"<Session {self.stream.name}/{self.webrtc_id}>"
@@ -384,6 +386,7 @@ class Session(SessionPort):
             fields["inputs"] = list(self.inputs)
         if "connected" in self.unsaved:
             fields.update(state=SessionState.CONNECTED, connected_at=self.connected_at)
+        fields.update(self.stats.record_fields())  # latest stats sample and history
         return fields
 
     def update_inputs(self, changes: dict[str, Any]) -> list[Any]:
@@ -553,6 +556,7 @@ class Session(SessionPort):
             user_id=self.user_id,
         )
         self.spawn(self.control_loop(), "control")
+        self.stats.start()  # samples every STATS_INTERVAL once connected (sessions/stats.py)
         if self.pc is not None:
             self.spawn(self._connect_timeout(), "connect-timeout")
         self.spawn(self._run(), "run")
@@ -609,6 +613,8 @@ class Session(SessionPort):
                     return
                 if isinstance(data, dict) and data.get("type") == "ping":
                     self.send_message({"type": "pong", "data": data.get("data")})
+                elif isinstance(data, dict) and data.get("type") == "stats":  # (un)subscribe
+                    self.stats.on_client_message(data.get("data"))
 
     async def _on_state(self) -> None:
         assert self.pc is not None
@@ -993,7 +999,7 @@ class Session(SessionPort):
         await self._let_calls_finish()
         from django.utils import timezone
 
-        closed = (state, reason, self.counters(), timezone.now())
+        closed = (state, reason, self.counters(), timezone.now(), self.stats.close_fields())
         try:
             await records.mark_closed(self.record_id, *closed)
             self._signal(
@@ -1066,7 +1072,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         # record id -> mark_closed's arguments, for sessions that closed while the
         # database was away: the heartbeat writes them.
-        self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
+        self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any, dict[str, Any]]] = {}
         self._ended_since_trim = False
         self.executor = HandlerPool(
             rtc_settings.HANDLER_THREADS, stuck_after=rtc_settings.HANDLER_STUCK_AFTER
