@@ -176,20 +176,20 @@ class Reading:
 
     __slots__ = (
         "at",
+        "audio_level_in",
         "bytes_in",
         "bytes_out",
-        "received_in",
-        "lost_in",
-        "lost_out",
-        "frames_in",
-        "frames_out",
         "frames_decoded",
         "frames_dropped",
-        "rtt_ms",
+        "frames_in",
+        "frames_out",
         "jitter_in_ms",
         "jitter_out_ms",
         "loss_out",
-        "audio_level_in",
+        "lost_in",
+        "lost_out",
+        "received_in",
+        "rtt_ms",
     )
 
     def __init__(self) -> None:
