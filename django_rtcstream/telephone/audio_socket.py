@@ -41,6 +41,7 @@ from django_rtcstream import background, registry, safejson
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media import mulaw
+from django_rtcstream.sessions.stats import WireCounted
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this muc
 REPLY_GAP = 0.4
 
 
-class AudioSocketConsumer(AsyncWebsocketConsumer):
+class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: bytes for stats
     """One audio session over one WebSocket, on the shared session runtime."""
 
     channel_kind = "websocket"
