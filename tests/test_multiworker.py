@@ -26,9 +26,8 @@ from django_rtcstream.client import (
     ToneAudioTrack,
     http_json,
 )
-from tests.workers import fresh_database, start_worker, stop_worker
-from tests.workers import rows as database_rows
 from tests.media import collect, drain, mean_brightness
+from tests.workers import fresh_database, rows as database_rows, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.conftest import serve  # noqa: F401  (test modules import it from here)
+from tests.conftest import serve  # the browser test modules import it from here too
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
