@@ -4,7 +4,8 @@ One place for what test_multiworker, test_workers_operations, test_nginx,
 test_broker_outage and test_worker_faults each need: a fresh PostgreSQL
 database on DATABASE_URL's server, migrated, and dropped afterwards even when
 the test failed; a worker on a free port, ready once it answers, and stopped
-politely, then for sure.
+politely, then for sure. (test_hosts makes its database through its hosts'
+PostgreSQL forwarder: tests/netns.py.)
 """
 
 from __future__ import annotations
