@@ -11,15 +11,16 @@ No browser is ever downloaded: the tests launch ``/usr/bin/chromium`` (or
 with the reason, except under CI (``CI=true``), where they fail: CI installs
 Chromium, and a browser suite that silently skips proves nothing.
 
-One Chromium serves the whole test session (a launch costs more than most
-tests); each test gets a browser context of its own, so no cookies, storage,
-init scripts or routes cross from one test to the next. The fake media files
-are the same for every test (they are launch flags). A Chromium that died is
+One Chromium serves every test here (a launch costs more than most tests); it
+closes after the last of them rather than idling through the rest of a full
+run. Each test gets a browser context of its own, so no cookies, storage, init
+scripts or routes cross from one test to the next. The fake media files are
+the same for every test (they are launch flags). A Chromium that died is
 launched again for the next test. Playwright's connection lives on the event
 loop that launched it, so every test here and every async fixture it uses runs
-on pytest-asyncio's session loop (``loop_scope="session"``, added to each test
-below); the live servers (``site_url``, ``serve``) run on that loop too, for the
-length of one test.
+on pytest-asyncio's loop of this package (``loop_scope="package"``, added to
+each test below); the live servers (``site_url``, ``serve``) run on that loop
+too, each for the length of one test.
 
 Screenshots go to ``artifacts/screenshots/`` (gitignored).
 """
@@ -106,18 +107,18 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run every async test of tests/browser on the session's event loop (see the top).
+    """Run every async test of tests/browser on this package's event loop (see the top).
 
     Prepended, so that it is the closest ``asyncio`` mark, ahead of the bare one
     that auto mode gives each coroutine test.
     """
     for item in items:
         if item.get_closest_marker("asyncio") is not None and HERE in item.path.parents:
-            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
+            item.add_marker(pytest.mark.asyncio(loop_scope="package"), append=False)
 
 
 class Chromium:
-    """The session's Chromium, launched on first use, and again if it has died."""
+    """The browser tests' Chromium, launched on first use, and again if it has died."""
 
     def __init__(self, playwright, executable: str, flags: list[str]) -> None:
         self.playwright, self.executable, self.flags = playwright, executable, flags
@@ -135,7 +136,7 @@ class Chromium:
             await self._browser.close()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def chromium(fake_media):
     executable = chromium_executable()
     try:
@@ -155,13 +156,13 @@ async def chromium(fake_media):
             await launcher.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def browser(chromium):
-    """The session's Chromium (shared: open a context of your own, close it after)."""
+    """The shared Chromium (open a context of your own, and close it after)."""
     return await chromium.browser()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def page(browser):
     """A page in a fresh browser context of this test's own."""
     context = await browser.new_context(viewport={"width": 1100, "height": 900})
@@ -175,7 +176,7 @@ async def page(browser):
         await context.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="package")
 async def site_url(transactional_db):
     """The test project (with static files) on a free port; yields its base URL."""
     from tests.browser.asgi import build_application

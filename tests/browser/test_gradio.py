@@ -80,7 +80,7 @@ async def ui_server(tmp_path, *args: str):
                 process.kill()
 
 
-@pytest_asyncio.fixture(loop_scope="session")  # the loop of the tests here (conftest)
+@pytest_asyncio.fixture(loop_scope="package")  # the loop of the tests here (conftest)
 async def gradio_site(gradio_installed, tmp_path):
     """The test project with the UIs of gain and ui-outputs mounted at /rtc/<stream>/ui/."""
     async with ui_server(tmp_path, "mount", "{port}", "gain", "ui-outputs") as url:
