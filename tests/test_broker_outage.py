@@ -417,10 +417,9 @@ async def test_a_hung_redis_stalls_no_media_and_reaps_no_live_session(outage_clu
             db.execute(
                 "INSERT INTO django_rtcstream_streamsession (id, webrtc_id, stream, channel, "
                 "state, worker, inputs, created_at, close_reason, heartbeat_at, token_hash, "
-                "call_sid, frames_in, frames_out, messages_out, stuck_calls, turns, interruptions, "
-                "stats, stats_history, stats_summary) VALUES "
+                "call_sid, frames_in, frames_out, messages_out, stuck_calls, turns, interruptions) VALUES "
                 "(gen_random_uuid(), 'ghost', 'echo', 'webrtc', 'connected', 'dead', '[]', now(), "
-                "'', now() - interval '1 minute', '', '', 0, 0, 0, 0, 0, 0, '{}', '{}', '{}')"
+                "'', now() - interval '1 minute', '', '', 0, 0, 0, 0, 0, 0)"
             )
         redis.process.send_signal(signal.SIGSTOP)
         stopped = True
