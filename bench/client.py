@@ -49,7 +49,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.markers import (  # noqa: E402
+from bench.markers import (
     BURST_EVERY,
     FPS,
     VIDEO_TIME_BASE,

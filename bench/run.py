@@ -372,8 +372,9 @@ def migrate(env: dict[str, str]) -> None:
 def prepare_postgres(url: str) -> bool:
     """Create the benchmark database if PostgreSQL is reachable; False if it is not."""
     try:
-        import psycopg
         from urllib.parse import urlsplit
+
+        import psycopg
 
         parts = urlsplit(url)
         name = parts.path.lstrip("/")

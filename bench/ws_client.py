@@ -28,8 +28,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bench.markers import BURST_EVERY, BURST_IDS, FRAME_SAMPLES, SAMPLE_RATE, AudioDetector
-from bench.markers import AudioMarker
+from bench.markers import (
+    BURST_EVERY,
+    BURST_IDS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioDetector,
+    AudioMarker,
+)
 from django_rtcstream.media import mulaw
 
 LOOP = BURST_EVERY * BURST_IDS  # the audio marker's period, in 20 ms frames

@@ -623,7 +623,7 @@ async def _main(args: argparse.Namespace) -> None:
         try:
             message = await asyncio.wait_for(client.messages.get(), deadline - time.monotonic())
             print(json.dumps(message))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     await recorder.stop()
     await client.close()

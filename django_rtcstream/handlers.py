@@ -40,23 +40,23 @@ VideoEmitType = Union[
 ]
 
 __all__ = [
-    "AudioEmitType",
-    "VideoEmitType",
-    "log",
-    "send_message",
-    "warn",
     "AdditionalOutputs",
     "AsyncAudioVideoStreamHandler",
     "AsyncStreamHandler",
+    "AudioEmitType",
     "AudioVideoStreamHandler",
     "CloseStream",
     "Context",
-    "Warning",
-    "WebRTCError",
     "StreamHandler",
     "StreamHandlerBase",
+    "VideoEmitType",
     "VideoStreamHandler",
+    "Warning",
+    "WebRTCError",
     "get_current_context",
+    "log",
+    "send_message",
+    "warn",
 ]
 
 
@@ -173,7 +173,7 @@ def warn(message: str = "Warning issued.") -> None:
     port.send_message({"type": "warning", "data": message, "message": message})
 
 
-Warning = warn  # noqa: A001  FastRTC's name for it (it shadows the builtin on purpose)
+Warning = warn  # FastRTC's name for it (it shadows the builtin on purpose)
 
 
 def log(message: str) -> None:
@@ -275,7 +275,7 @@ class _Channel:
         self._port = port
 
     @property
-    def readyState(self) -> str:  # noqa: N802  (aiortc's name)
+    def readyState(self) -> str:  # aiortc's name
         return "closed" if self._port.ended else "open"
 
     def send(self, data: str) -> None:
@@ -348,7 +348,7 @@ class StreamHandlerBase(ABC):
         """Ask the client for fresh input values (a ``send_input`` message)."""
         self.send_message_sync({"type": "send_input", "data": []})
 
-    async def wait_for_args(self, timeout: float | None | object = ...) -> bool:
+    async def wait_for_args(self, timeout: float | object | None = ...) -> bool:
         """Ask the client for its inputs and wait until they have arrived.
 
         As in FastRTC this returns at once when inputs arrived since the last
@@ -359,7 +359,7 @@ class StreamHandlerBase(ABC):
         """
         return await asyncio.to_thread(self.wait_for_args_sync, timeout)
 
-    def wait_for_args_sync(self, timeout: float | None | object = ...) -> bool:
+    def wait_for_args_sync(self, timeout: float | object | None = ...) -> bool:
         """Blocking twin of :meth:`wait_for_args`, for sync handlers."""
         if self.phone_mode:
             self.args_set.set()

@@ -159,7 +159,7 @@ def _declaration(kind: str, **defaults: Any) -> type:
     return factory  # type: ignore[return-value]
 
 
-def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a slider input in ``[minimum, maximum]`` (gradio's arguments).
 
     Values are ints when ``minimum`` and ``step`` are whole numbers, floats
@@ -173,22 +173,22 @@ def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs
     return _declaration("slider")(value, minimum=minimum, maximum=maximum, **kwargs)
 
 
-def Number(value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Number(value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a number input, optionally bounded; ``precision=0`` means an integer."""
     return _declaration("number")(value, **kwargs)
 
 
-def Dropdown(choices: list[Any] | None = None, value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Dropdown(choices: list[Any] | None = None, value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a dropdown input: one of ``choices`` (values or ``(label, value)`` pairs)."""
     return _declaration("dropdown")(value, choices=list(choices or []), **kwargs)
 
 
-def Checkbox(value: bool = False, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Checkbox(value: bool = False, **kwargs: Any) -> InputSpec:
     """Declare a checkbox input: a bool."""
     return _declaration("checkbox")(value, **kwargs)
 
 
-def Textbox(value: str = "", **kwargs: Any) -> InputSpec:  # noqa: N802
+def Textbox(value: str = "", **kwargs: Any) -> InputSpec:
     """Declare a text input: a string."""
     return _declaration("textbox")(value, **kwargs)
 

@@ -153,7 +153,7 @@ class Stream:
         additional_inputs: list[Any] | None = None,
         additional_outputs: list[Any] | None = None,
         additional_outputs_handler: Callable[..., Any] | None = None,
-        concurrency_limit: int | None | Literal["default"] = None,
+        concurrency_limit: int | Literal["default"] | None = None,
         time_limit: float | None = None,
         rtc_configuration: dict[str, Any] | Callable[[], Any] | None = None,
         server_rtc_configuration: dict[str, Any] | None = None,

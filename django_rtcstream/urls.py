@@ -7,7 +7,8 @@ WebSocket routes are in ``django_rtcstream.routing`` (see ``django_rtcstream.asg
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.urls import path
 from django.utils.module_loading import import_string

@@ -52,7 +52,7 @@ async def wait_for_item(queue: asyncio.Queue[Any], timeout: float = 0.1) -> Any:
         pass
     try:
         return await asyncio.wait_for(queue.get(), timeout=timeout)
-    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
+    except TimeoutError:  # asyncio.wait_for raises the builtin one (Python 3.11+)
         return None
 
 

@@ -133,7 +133,7 @@ def fuzz(
             except Unsatisfiable:  # nothing to break: no parameters, no body (GET /streams/)
                 if mode.is_positive:
                     raise
-            except BaseException as exc:  # noqa: BLE001  (every operation runs; schemathesis
+            except BaseException as exc:  # every operation runs; schemathesis
                 # raises a BaseExceptionGroup of its failures)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise

@@ -39,7 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import IO, Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

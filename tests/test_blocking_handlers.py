@@ -17,8 +17,7 @@ from django.test import override_settings
 
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, ToneAudioTrack
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions import pool as pool_module
-from django_rtcstream.sessions import manager as session_manager
+from django_rtcstream.sessions import manager as session_manager, pool as pool_module
 from django_rtcstream.sessions.pool import HandlerPool, OwnThread
 from tests import streams
 from tests.media import collect, dominant_frequency

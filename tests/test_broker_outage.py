@@ -550,8 +550,8 @@ class BrokerDown:
 @pytest.fixture
 def live_record(transactional_db):
     """A live session record owned by "another worker" (no session in this process)."""
-    from django_rtcstream.tokens import new_token
     from django_rtcstream.models import StreamSession
+    from django_rtcstream.tokens import new_token
 
     token, token_hash = new_token()
     record = StreamSession.objects.create(

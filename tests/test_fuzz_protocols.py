@@ -42,8 +42,13 @@ from tests.test_bad_input import no_server_errors, post_raw  # noqa: F401  (fixt
 from tests.test_offer_fuzz import base_offers, mangle
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    Phase,
+    given,
+    settings,
+    strategies as st,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
@@ -354,7 +359,7 @@ async def converse(url: str, sequence: list, barrier: dict, check, pong) -> dict
                 assert left > 0, f"{url}: no answer to the ping within {REPLY_TIMEOUT} s"
                 try:
                     raw = await asyncio.wait_for(ws.recv(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise AssertionError(
                         f"{url}: no answer to the ping within {REPLY_TIMEOUT} s"
                     ) from None

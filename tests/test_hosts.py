@@ -351,14 +351,13 @@ async def test_cutting_one_hosts_link_loses_only_its_sessions_and_the_other_stre
 
 def test_a_failing_run_leaves_no_namespace_link_or_process_behind():
     made = Hosts(2)
-    with pytest.raises(RuntimeError, match="deliberate"):
-        with made:
-            made.build()
-            made.start_redis()
-            made.spawn("sleeper", ["sleep", "600"], made.ns("h1"))
-            made.client_loop()
-            assert len(made.leftovers()) >= 6, made.leftovers()  # 3 namespaces, links, processes
-            raise RuntimeError("deliberate failure in the middle of a run")
+    with pytest.raises(RuntimeError, match="deliberate"), made:
+        made.build()
+        made.start_redis()
+        made.spawn("sleeper", ["sleep", "600"], made.ns("h1"))
+        made.client_loop()
+        assert len(made.leftovers()) >= 6, made.leftovers()  # 3 namespaces, links, processes
+        raise RuntimeError("deliberate failure in the middle of a run")
     assert made.leftovers() == []
     assert not [n for n in namespaces() if n.startswith(made.base_name)]
 

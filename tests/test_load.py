@@ -40,7 +40,7 @@ async def wait_for(predicate, timeout: float, what: str):
 
     try:
         return await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 

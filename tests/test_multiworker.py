@@ -29,8 +29,8 @@ from django_rtcstream.client import (
     ToneAudioTrack,
     http_json,
 )
-from tests.workers import start_worker, stop_worker
 from tests.media import collect, drain, mean_brightness
+from tests.workers import start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")

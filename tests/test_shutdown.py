@@ -68,7 +68,7 @@ class Subscriber(threading.Thread):
                     self.lines.append(line)
                     if line == ": connected":
                         self.connected.set()
-        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
     def events(self) -> list[tuple[str, object]]:

@@ -11,7 +11,6 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 from django_rtcstream import (
-    AsyncStreamHandler,
     AudioVideoStreamHandler,
     Checkbox,
     Dropdown,
@@ -142,7 +141,7 @@ def test_inputs_validate_and_coerce():
 
 def test_gradio_components_are_read_without_importing_gradio():
     # Same class name and attributes as gradio.Slider; gradio itself is not needed.
-    class Slider:  # noqa: D401
+    class Slider:
         def __init__(self, minimum, maximum, step, value, label=None):
             self.minimum, self.maximum, self.step, self.value, self.label = (
                 minimum,

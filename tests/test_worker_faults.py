@@ -27,15 +27,15 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack
 from tests.conftest import free_port
-from tests.workers import start_worker, stop_worker
 from tests.media import collect
+from tests.workers import start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -86,7 +86,7 @@ class TcpProxy:
         while not stopped.is_set():
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -484,7 +484,7 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         frames_in_b = before[on_b.webrtc_id]["frames_in"]
 
         # -- the database is back -----------------------------------------------------------
-        back_wall = datetime.now(timezone.utc)
+        back_wall = datetime.now(UTC)
         proxy.restore()
         back_at = time.monotonic()
 

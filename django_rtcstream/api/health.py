@@ -50,7 +50,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
 async def _probe(check: Any) -> str:
     try:
         await asyncio.wait_for(check, PROBE_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"no answer within {PROBE_SECONDS:g} s"
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"

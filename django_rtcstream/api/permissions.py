@@ -29,8 +29,10 @@ from django_rtcstream.access import TOKEN_HEADER, Requester, request_token
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
-from django_rtcstream.tokens import hash_token
-from django_rtcstream.tokens import new_token as new_token  # its home is tokens
+from django_rtcstream.tokens import (
+    hash_token,
+    new_token as new_token,  # its home is tokens
+)
 
 __all__ = [
     "ACTIONS",

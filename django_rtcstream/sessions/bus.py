@@ -306,7 +306,7 @@ async def send_candidate(
             try:
                 await asyncio.wait_for(event.wait(), left if one_process else min(left, EARLY_POLL))
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if one_process:
                     continue
             record = await records.find(stream, webrtc_id)

@@ -128,7 +128,7 @@ class CallRegistry:
 
 
 class _Work:
-    __slots__ = ("future", "fn", "args", "label", "owner")
+    __slots__ = ("args", "fn", "future", "label", "owner")
 
     def __init__(
         self,

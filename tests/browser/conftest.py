@@ -16,7 +16,6 @@ Screenshots go to ``artifacts/screenshots/`` (gitignored).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import serve  # noqa: F401  (test modules import it from here)
+from tests.conftest import serve  # the browser test modules import it from here too
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"

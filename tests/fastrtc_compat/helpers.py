@@ -34,7 +34,7 @@ async def wait_until(predicate, timeout=10.0, what="condition"):
 
     try:
         await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
