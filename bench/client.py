@@ -410,7 +410,7 @@ async def main(spec: dict[str, Any]) -> None:
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 
         await asyncio.gather(
-            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"])))
+            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"], strict=True)))
         )
         ok = sum(1 for s in sessions if s.error is None)
         print(

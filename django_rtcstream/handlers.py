@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-AudioChunk = Union[tuple[int, "np.ndarray"], tuple[int, "np.ndarray", str]]
+AudioChunk = tuple[int, "np.ndarray"] | tuple[int, "np.ndarray", str]
 # FastRTC's names for what an audio emit()/generator and a video handler may return.
 AudioEmitType = Union[
     AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"], "CloseStream", None
@@ -415,10 +415,10 @@ class StreamHandlerBase(ABC):
 
     # -- lifecycle --------------------------------------------------------------
 
-    def start_up(self) -> Any:
+    def start_up(self) -> Any:  # noqa: B027  (optional hook, overridden when needed)
         """Called once per session before media flows. May be async on async handlers."""
 
-    def shutdown(self) -> Any:
+    def shutdown(self) -> Any:  # noqa: B027  (optional hook, overridden when needed)
         """Called once when the session ends, whatever ended it."""
 
     def reset(self) -> None:

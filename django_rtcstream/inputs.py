@@ -273,7 +273,7 @@ class InputSchema:
             )
         errors: dict[str, list[str]] = {}
         cleaned = []
-        for spec, value in zip(self.specs, args):
+        for spec, value in zip(self.specs, args, strict=True):
             try:
                 cleaned.append(spec.clean(value))
             except ValueError as exc:

@@ -301,7 +301,7 @@ def _account(session: Any) -> None:
     now = _frame_counts(session)
     last = _counted.get(session.record_id)
     before = last[1:] if last is not None else (0, 0, 0, 0)
-    deltas = [n - b for n, b in zip(now, before)]
+    deltas = [n - b for n, b in zip(now, before, strict=True)]
     if deltas[0] > 0:
         FRAMES.labels(stream, "in").inc(deltas[0])
     if deltas[1] > 0:

@@ -114,7 +114,7 @@ async def simultaneous(
     streams = await asyncio.gather(
         *[asyncio.open_connection(host, port) for host, port, _ in encoded]
     )
-    for (_, writer), (_, _, raw) in zip(streams, encoded):
+    for (_, writer), (_, _, raw) in zip(streams, encoded, strict=True):
         writer.write(raw)
 
     async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Response:

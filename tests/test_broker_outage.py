@@ -167,7 +167,8 @@ def outage_cluster():
 
 
 def spawn_worker(cluster, worker):
-    log = open(os.path.join(cluster["logs"], f"{worker}.log"), "w+")
+    # Open for the worker's life: closed where the cluster is torn down.
+    log = open(os.path.join(cluster["logs"], f"{worker}.log"), "w+")  # noqa: SIM115
     url, process = start_worker(cluster["env"], worker, log)
     cluster["workers"][worker] = (url, process, log)
     return url

@@ -555,8 +555,10 @@ async def test_signaling_websocket(rtc_url, asgi_server, no_server_errors):  # n
         ("echo", good_offer * 2),  # an offer twice on one socket: 409
         (
             "echo",
-            good_offer
-            + [("text", json.dumps({"type": "ice-candidate", "candidate": {"candidate": "x"}}))],
+            [
+                *good_offer,
+                ("text", json.dumps({"type": "ice-candidate", "candidate": {"candidate": "x"}})),
+            ],
         ),
     ]
     base = ws_base(asgi_server)
@@ -876,7 +878,7 @@ valid_values = st.fixed_dictionaries(
     },
 )
 any_values = st.dictionaries(
-    st.one_of(st.sampled_from(NAMES + ["args", "webrtc_id", "token"]), st.text(max_size=6)),
+    st.one_of(st.sampled_from([*NAMES, "args", "webrtc_id", "token"]), st.text(max_size=6)),
     json_values,
     max_size=4,
 )
@@ -934,7 +936,7 @@ async def test_an_infinite_sample_rate_is_a_bad_start(asgi_server, field, value,
     and logged 'Exception in ASGI application'."""
     url = f"{ws_base(asgi_server)}/rtc/echo/websocket/offer"
     async with websockets.connect(url) as ws:
-        await ws.send('{"event": "start", "websocket_id": "fuzz-inf", "%s": %s}' % (field, value))
+        await ws.send(f'{{"event": "start", "websocket_id": "fuzz-inf", "{field}": {value}}}')
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert_failure_body(reply, url)
         assert reply["meta"]["error"] == "invalid_start"

@@ -171,7 +171,7 @@ async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tm
         )
         assert rows == [(i, "closed", "server_shutdown") for i in ids], report
         assert shutdowns == ids, report
-        for client, subscriber, end in zip(clients, subscribers, ends):
+        for client, subscriber, end in zip(clients, subscribers, ends, strict=True):
             assert not subscriber.is_alive(), report
             assert len(end) == 1 and end[0][1]["webrtc_id"] == client.webrtc_id, report
     finally:

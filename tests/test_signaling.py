@@ -210,7 +210,7 @@ async def test_rtc_configuration_may_come_from_an_async_callable(rtc_url):
 
     stream.rtc_configuration = turn
     try:
-        status, config = await http_json(f"{rtc_url}flip/config")
+        _, config = await http_json(f"{rtc_url}flip/config")
     finally:
         stream.rtc_configuration = None
     assert config["rtc_configuration"]["iceServers"][0]["urls"] == "turn:127.0.0.1:3478"

@@ -183,9 +183,11 @@ def test_import_is_light_and_never_pulls_gradio_or_aiortc():
 
 def test_registry_resolves_lazily_and_follows_override_settings():
     assert get_stream("flip").name == "flip"
-    with override_settings(RTCSTREAM={"STREAMS": {"other": "tests.streams.flip"}}):
-        with pytest.raises(StreamNotFound):
-            get_stream("echo")
+    with (
+        override_settings(RTCSTREAM={"STREAMS": {"other": "tests.streams.flip"}}),
+        pytest.raises(StreamNotFound),
+    ):
+        get_stream("echo")
     assert get_stream("echo").modality == "audio"
 
 

@@ -218,7 +218,8 @@ class Cluster:
             self.spawn(worker)
 
     def spawn(self, worker: str) -> None:
-        log = open(os.path.join(self.logs, f"{worker}.log"), "w+")
+        # Open for the worker's life: stop() closes it.
+        log = open(os.path.join(self.logs, f"{worker}.log"), "w+")  # noqa: SIM115
         try:
             url, process = start_worker(self.worker_env, worker, log)
         except RuntimeError as exc:
@@ -253,6 +254,7 @@ class Cluster:
             zip(
                 ("state", "close_reason", "heartbeat_at", "frames_in", "frames_out", "worker"),
                 found,
+                strict=True,
             )
         )
 

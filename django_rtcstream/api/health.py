@@ -33,6 +33,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
         zip(
             ("database", "channel_layer"),
             await asyncio.gather(_probe(_database()), _probe(_channel_layer())),
+            strict=True,
         )
     )
     draining = shutdown.begun() or drain.draining()

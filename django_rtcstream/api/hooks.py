@@ -105,7 +105,7 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
         except SignalingError as exc:
             return _failed(exc)
         names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
-        return Response({"status": "success", "inputs": dict(zip(names, values))})
+        return Response({"status": "success", "inputs": dict(zip(names, values, strict=False))})
 
 
 def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
                 ]
             }
         )
-    return dict(zip(names, args))
+    return dict(zip(names, args, strict=True))
 
 
 input_hook = InputHookView.as_view()

@@ -29,7 +29,7 @@ async def wait_closed(webrtc_id, timeout=10.0):
 
 async def wait_until(predicate, timeout=10.0, what="condition"):
     async def poll():
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110  (any predicate; bounded by wait_for)
             await asyncio.sleep(0.02)
 
     try:

@@ -337,7 +337,9 @@ def build_ui(
             inputs: list[tuple[str, Any]] = []
             if stream.inputs.specs or output_components:
                 with gr.Column(scale=2):
-                    for declaration, spec in zip(stream.additional_inputs, stream.inputs.specs):
+                    for declaration, spec in zip(
+                        stream.additional_inputs, stream.inputs.specs, strict=True
+                    ):
                         if isinstance(declaration, InputSpec):
                             component = _component_for(declaration)
                             if component is None:
