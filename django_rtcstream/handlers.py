@@ -494,7 +494,7 @@ def _wait_for_args_timeout() -> float | None:
     try:
         from django_rtcstream.conf import rtc_settings
 
-        return rtc_settings.WAIT_FOR_ARGS_TIMEOUT  # type: ignore[no-any-return]
+        return rtc_settings.WAIT_FOR_ARGS_TIMEOUT
     except Exception:  # Django not configured: a handler tested on its own
         return 10.0
 
