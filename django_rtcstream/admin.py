@@ -110,7 +110,12 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             },
         ),
     ]
-    readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
+    readonly_fields = [
+        field
+        for _title, options in fieldsets
+        for field in options["fields"]
+        if isinstance(field, str)  # all are: the check tells mypy
+    ]
 
     @admin.display(description=_("age"))
     def age(self, session: StreamSession) -> str:

@@ -307,7 +307,9 @@ def _daphne_shutdown_hook() -> None:
         _chain_server_signals()
         worker_started()
 
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    # Twisted's interfaces declare methods without self; without the zope plugin mypy
+    # reads their first parameter as self and every argument one place off.
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
     reactor.callWhenRunning(reactor.callLater, 0, started)
 
 

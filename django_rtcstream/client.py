@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -37,6 +37,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 from django_rtcstream.media import ice
+
+T = TypeVar("T")
 
 
 class SignalingFailed(Exception):
@@ -72,6 +74,12 @@ def _http_json(
                 "status": "failed",
                 "meta": {"error": "http_error", "message": raw[:200].decode(errors="replace")},
             }
+
+
+def _keep_latest(queue: asyncio.Queue[T], item: T) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 async def http_json(url: str, data: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -381,9 +389,11 @@ class StreamClient:
         config_url = self.config["urls"]["websocket"]
         from urllib.parse import urlsplit
 
+        from websockets.typing import Origin
+
         parts = urlsplit(self.base_url)
         self._ws = await websockets.connect(
-            config_url, max_size=2**22, origin=f"{parts.scheme}://{parts.netloc}"
+            config_url, max_size=2**22, origin=Origin(f"{parts.scheme}://{parts.netloc}")
         )
         await self._ws.send(json.dumps(body))
         if self.trickle:
@@ -428,7 +438,9 @@ class StreamClient:
         """A ``draining`` message: reconnect if the stream allows it (once a session)."""
         if message.get("type") != "draining" or not self.reconnect_on_drain:
             return
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        data = message.get("data")
+        if not isinstance(data, dict):
+            data = {}
         if not data.get("reconnect") or not self.webrtc_id or self.webrtc_id in self._drained:
             return
         self._drained.add(self.webrtc_id)
@@ -519,14 +531,14 @@ class StreamClient:
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:
-        queue = self.video_frames if track.kind == "video" else self.audio_frames
         try:
             while True:
                 frame = await track.recv()
                 self.received[track.kind] += 1
-                if queue.full():  # keep the latest
-                    queue.get_nowait()
-                queue.put_nowait(frame)
+                if isinstance(frame, VideoFrame):
+                    _keep_latest(self.video_frames, frame)
+                elif isinstance(frame, AudioFrame):
+                    _keep_latest(self.audio_frames, frame)
         except MediaStreamError:
             return
 
@@ -552,7 +564,8 @@ class StreamClient:
         )
         if status != 200:
             raise SignalingFailed(status, reply)
-        return reply
+        answer: dict[str, Any] = reply  # the input hook answers a JSON object
+        return answer
 
     async def hang_up(self) -> None:
         """Ask the server to close the session now (instead of waiting for ICE to notice)."""

@@ -213,7 +213,7 @@ def _call_child(stream: str, kind: str) -> Any:
 def timed(session: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn``, timed into ``rtcstream_handler_call_seconds`` if it is a handler call
     (see ``CALL_KINDS``); anything else (conversions, closing a generator) as it is."""
-    if prometheus_client is None:
+    if not available():
         return fn
     kind = CALL_KINDS.get(getattr(fn, "__name__", ""))
     if kind is None:
@@ -315,7 +315,7 @@ def _account(session: Any) -> None:
 
 def session_gone(session: Any) -> None:
     """A session left its worker (its counters are final): count the rest of its frames."""
-    if prometheus_client is None:
+    if not available():
         return
     try:
         _account(session)
@@ -338,7 +338,7 @@ def _manager() -> Any:
 
 def sample(lag_max: float | None = None) -> None:
     """Bring this worker's figures up to date (on its event loop)."""
-    if prometheus_client is None:
+    if not available():
         return
     from django_rtcstream.conf import rtc_settings
     from django_rtcstream.sessions import drain
@@ -394,7 +394,7 @@ _sampler: asyncio.Task[None] | None = None
 def start() -> None:
     """Start the sampler on the running loop (idempotent per loop); at worker start."""
     global _sampler
-    if prometheus_client is None:
+    if not available():
         return
     loop = asyncio.get_running_loop()
     if _sampler is not None and not _sampler.done() and _sampler.get_loop() is loop:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -231,7 +231,7 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
     except records.DATABASE_ERRORS:  # the user's session or row, read by a permission
         return failure(DatabaseUnavailable())
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncGenerator[str, None]:
         outputs = subscription.__aiter__()
         keepalive = rtc_settings.SSE_KEEPALIVE
         yield ": connected\n\n"

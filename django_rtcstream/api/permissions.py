@@ -131,9 +131,10 @@ def check(action: str, requester: Requester | Any, stream: Any, record: Any = No
     request = requester.permission_request()
     for cls in permission_classes(action, stream):
         permission = cls()
-        allowed = permission.has_permission(request, view)
+        # DRF's "view" argument is an AccessContext here (see the module docstring).
+        allowed = permission.has_permission(request, view)  # type: ignore[arg-type]
         if allowed and record is not None:
-            allowed = permission.has_object_permission(request, view, record)
+            allowed = permission.has_object_permission(request, view, record)  # type: ignore[arg-type]
         if not allowed:
             message = getattr(permission, "message", None) or f"You may not {action} this session."
             raise SignalingError(ErrorCode.PERMISSION_DENIED, str(message))

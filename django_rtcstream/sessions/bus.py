@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
@@ -40,6 +40,9 @@ from django_rtcstream.exceptions import (
     UnknownSession,
 )
 from django_rtcstream.sessions import records, table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.sessions.runtime import Session
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 def backoff(failures: int) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (bounded)."""
-    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, failures - 1))
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** max(0, failures - 1))
 
 
 def control_channel(webrtc_id: str) -> str:
@@ -132,7 +135,7 @@ def check_webrtc_id(webrtc_id: Any) -> str:
     return webrtc_id
 
 
-def _local(webrtc_id: str) -> Any:
+def _local(webrtc_id: str) -> Session | None:
     """The session if this process owns it and we are on its loop."""
     session = table.get(webrtc_id)
     if session is None:
@@ -225,7 +228,8 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
             f"The worker of session {webrtc_id!r} did not confirm the inputs within "
             f"{INPUT_REPLY_SECONDS:g} s; they apply when it reads them.",
         ) from None
-    return message["values"]
+    values: list[Any] = message["values"]  # Session.update_inputs' answer
+    return values
 
 
 async def send_close(stream: str, webrtc_id: str, reason: str) -> None:

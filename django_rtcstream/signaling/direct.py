@@ -131,7 +131,8 @@ def security_middleware() -> Any:
         return None
     from django.middleware.security import SecurityMiddleware
 
-    return SecurityMiddleware(lambda request: None)
+    # Only its process_request/process_response are called: get_response never is.
+    return SecurityMiddleware(lambda request: None)  # type: ignore[arg-type]
 
 
 async def read_body(receive: Any, limit: int) -> bytes | None:
@@ -157,7 +158,8 @@ def authenticate(request: ASGIRequest) -> None:
     if AUTH_MIDDLEWARE in settings.MIDDLEWARE:
         from django.contrib.auth.middleware import auser, get_user
 
-        request.user = SimpleLazyObject(lambda: get_user(request))
+        # As AuthenticationMiddleware does; the stubs type request.user as the user itself.
+        request.user = SimpleLazyObject(lambda: get_user(request))  # type: ignore[assignment]
         request.auser = partial(auser, request)
 
 

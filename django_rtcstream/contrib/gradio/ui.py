@@ -310,7 +310,8 @@ def build_ui(
     key = f"{name}"
     output_components = list(stream.additional_outputs)
 
-    with StreamBlocks(title=str(title)) as blocks:
+    blocks = StreamBlocks(title=str(title))
+    with blocks:
         blocks.rtc_stream = stream
         if not ui_args.get("hide_title"):
             gr.HTML(
