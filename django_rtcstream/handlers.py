@@ -19,9 +19,10 @@ import json
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -47,8 +48,10 @@ __all__ = [
     "AudioVideoStreamHandler",
     "CloseStream",
     "Context",
+    "Handler",
     "StreamHandler",
     "StreamHandlerBase",
+    "TextChannel",
     "VideoEmitType",
     "VideoStreamHandler",
     "Warning",
@@ -265,6 +268,13 @@ class ArgsSet:
         return await asyncio.to_thread(self.wait_sync, None)
 
 
+class TextChannel(Protocol):
+    """What :attr:`StreamHandlerBase.channel` is: anything with ``send(text)``
+    (aiortc's data channel, or this app's stand-in for a WebSocket)."""
+
+    def send(self, data: str) -> None: ...
+
+
 class _Channel:
     """``handler.channel``: what FastRTC handlers call ``.send(text)`` on.
 
@@ -328,7 +338,7 @@ class StreamHandlerBase(ABC):
         self.latest_args: list[Any] = ["__webrtc_value__"]
         self.args_set = ArgsSet()
         self._port: SessionPort | None = None
-        self._channel: Any = None
+        self._channel: TextChannel | None = None
 
     # -- inputs -----------------------------------------------------------------
 
@@ -348,7 +358,7 @@ class StreamHandlerBase(ABC):
         """Ask the client for fresh input values (a ``send_input`` message)."""
         self.send_message_sync({"type": "send_input", "data": []})
 
-    async def wait_for_args(self, timeout: float | object | None = ...) -> bool:
+    async def wait_for_args(self, timeout: float | EllipsisType | None = ...) -> bool:
         """Ask the client for its inputs and wait until they have arrived.
 
         As in FastRTC this returns at once when inputs arrived since the last
@@ -359,7 +369,7 @@ class StreamHandlerBase(ABC):
         """
         return await asyncio.to_thread(self.wait_for_args_sync, timeout)
 
-    def wait_for_args_sync(self, timeout: float | object | None = ...) -> bool:
+    def wait_for_args_sync(self, timeout: float | EllipsisType | None = ...) -> bool:
         """Blocking twin of :meth:`wait_for_args`, for sync handlers."""
         if self.phone_mode:
             self.args_set.set()
@@ -370,10 +380,7 @@ class StreamHandlerBase(ABC):
             timeout = _wait_for_args_timeout()
         self.fetch_args()
         port = self._port
-        return self.args_set.wait_sync(
-            timeout,  # type: ignore[arg-type]
-            lambda: port is not None and port.ended,
-        )
+        return self.args_set.wait_sync(timeout, lambda: port is not None and port.ended)
 
     # -- talking to the client --------------------------------------------------
 
@@ -399,14 +406,14 @@ class StreamHandlerBase(ABC):
         return self._port.loop if self._port is not None else None
 
     @property
-    def channel(self) -> Any:
+    def channel(self) -> TextChannel | None:
         """FastRTC's data channel: an object with ``send(text)`` to the client
         (the data channel or the WebSocket), or None outside a session."""
         if self._channel is not None:
             return self._channel
         return _Channel(self._port) if self._port is not None else None
 
-    def set_channel(self, channel: Any) -> None:
+    def set_channel(self, channel: TextChannel) -> None:
         """FastRTC's hook: use ``channel`` (anything with ``send(text)``) as :attr:`channel`."""
         self._channel = channel
 
@@ -415,10 +422,10 @@ class StreamHandlerBase(ABC):
 
     # -- lifecycle --------------------------------------------------------------
 
-    def start_up(self) -> Any:  # noqa: B027  (optional hook, overridden when needed)
+    def start_up(self) -> Awaitable[None] | None:  # noqa: B027  (optional hook, overridden when needed)
         """Called once per session before media flows. May be async on async handlers."""
 
-    def shutdown(self) -> Any:  # noqa: B027  (optional hook, overridden when needed)
+    def shutdown(self) -> Awaitable[None] | None:  # noqa: B027  (optional hook, overridden when needed)
         """Called once when the session ends, whatever ended it."""
 
     def reset(self) -> None:
@@ -448,7 +455,7 @@ class StreamHandler(StreamHandlerBase):
         """Called with ``(sample_rate, int16 array of shape (1, n))`` for each input frame."""
 
     @abstractmethod
-    def emit(self) -> Any:
+    def emit(self) -> AudioEmitType:
         """Return ``(sample_rate, array)``, ``AdditionalOutputs``, both in a tuple,
         ``CloseStream`` or None."""
 
@@ -461,7 +468,7 @@ class AsyncStreamHandler(StreamHandlerBase):
         """See :meth:`StreamHandler.receive`."""
 
     @abstractmethod
-    async def emit(self) -> Any:
+    async def emit(self) -> AudioEmitType:
         """See :meth:`StreamHandler.emit`."""
 
 
@@ -473,7 +480,7 @@ class AudioVideoStreamHandler(StreamHandler):
         """Called with the latest input video frame (HxWx3 uint8)."""
 
     @abstractmethod
-    def video_emit(self) -> Any:
+    def video_emit(self) -> VideoEmitType | None:
         """Return the next output video frame (HxWx3 uint8), optionally with
         ``AdditionalOutputs``, or None to repeat the previous frame."""
 
@@ -486,7 +493,7 @@ class AsyncAudioVideoStreamHandler(AsyncStreamHandler):
         """See :meth:`AudioVideoStreamHandler.video_receive`."""
 
     @abstractmethod
-    async def video_emit(self) -> Any:
+    async def video_emit(self) -> VideoEmitType | None:
         """See :meth:`AudioVideoStreamHandler.video_emit`."""
 
 
@@ -504,3 +511,8 @@ def is_async_handler(handler: StreamHandlerBase) -> bool:
     return isinstance(handler, AsyncStreamHandler) or inspect.iscoroutinefunction(
         getattr(handler, "emit", None)
     )
+
+
+#: What ``Stream(handler=...)`` takes: a handler instance (copied for each session), a
+#: ``VideoStreamHandler``, or a function or generator function (see the README's table).
+Handler = StreamHandlerBase | VideoStreamHandler | Callable[..., Any]

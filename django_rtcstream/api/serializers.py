@@ -50,8 +50,7 @@ def field_for(spec: InputSpec) -> serializers.Field[Any, Any, Any, Any]:
 def input_serializer_class(stream: Stream) -> type[serializers.Serializer[Any]]:
     """The stream's own ``input_serializer``, or one built from its declarations."""
     if stream.input_serializer is not None:
-        own: type[serializers.Serializer[Any]] = stream.input_serializer
-        return own
+        return stream.input_serializer
     cached = _cache.get(id(stream))
     if cached is None:
         fields = {spec.name: field_for(spec) for spec in stream.inputs.specs}

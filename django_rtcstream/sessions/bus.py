@@ -43,6 +43,7 @@ from django_rtcstream.sessions import records, table
 
 if TYPE_CHECKING:  # pragma: no cover
     from django_rtcstream.sessions.runtime import Session
+    from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,9 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
 
 
-def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -> Any:
+def deliver_inputs(
+    owner: Stream, stream: str, webrtc_id: str, values: list[Any]
+) -> asyncio.Task[None] | None:
     """``Stream.set_input``: deliver values from sync or async code, wherever the session is.
 
     A session of this process (``owner`` is its ``Stream``) gets them at once, from
@@ -186,7 +189,8 @@ def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -
             session.loop.call_soon_threadsafe(session.set_inputs, values)
         return None
     if loop is None:
-        return async_to_sync(send_inputs)(stream, webrtc_id, values)
+        async_to_sync(send_inputs)(stream, webrtc_id, values)
+        return None
     if isinstance(layer(), InMemoryChannelLayer):
         raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
     task = loop.create_task(send_inputs(stream, webrtc_id, values))
