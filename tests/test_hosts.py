@@ -91,7 +91,11 @@ def row(hosts: Hosts, webrtc_id: str) -> dict[str, Any] | None:
             "WHERE webrtc_id = %s ORDER BY created_at DESC",
             (webrtc_id,),
         ).fetchone()
-    return None if found is None else dict(zip(("state", "close_reason", "worker"), found, strict=True))
+    return (
+        None
+        if found is None
+        else dict(zip(("state", "close_reason", "worker"), found, strict=True))
+    )
 
 
 async def until(check, timeout: float, what: str, interval: float = 0.1):
@@ -189,7 +193,9 @@ async def test_inputs_outputs_admin_terminate_and_the_limit_work_whichever_host_
             changed = time.monotonic()
             await asyncio.sleep(0.5)
             out["levels_after"] = [
-                v for t, v in zip(listener.times, listener.levels, strict=False) if t > changed + 0.3
+                v
+                for t, v in zip(listener.times, listener.levels, strict=False)
+                if t > changed + 0.3
             ]
             out["levels_before"] = listener.levels[:20]
             # The limit (1) holds for host 1 while host 2 has the session.

@@ -173,8 +173,7 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
             await collect(client.audio_frames, 10)
             server = manager().get(client.webrtc_id).transport.jitter_buffer
             client_buffers = [
-                t.receiver._RTCRtpReceiver__jitter_buffer
-                for t in client.pc.getTransceivers()
+                t.receiver._RTCRtpReceiver__jitter_buffer for t in client.pc.getTransceivers()
             ]
     finally:
         stream.audio_prefetch = None
@@ -339,7 +338,12 @@ async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_o
             rtc_url, "flip", video=SyntheticVideoTrack(), video_marker_release=release
         ) as client:
             await collect(client.video_frames, 10)
-            server = manager().get(client.webrtc_id).transport.pc.getTransceivers()[0].receiver._RTCRtpReceiver__jitter_buffer
+            server = (
+                manager()
+                .get(client.webrtc_id)
+                .transport.pc.getTransceivers()[0]
+                .receiver._RTCRtpReceiver__jitter_buffer
+            )
             mine = [
                 t.receiver._RTCRtpReceiver__jitter_buffer
                 for t in client.pc.getTransceivers()

@@ -50,9 +50,12 @@ async def test_outputs_reach_a_subscriber_of_the_same_worker_whatever_the_signal
 ):
     from tests.asgi import application
 
-    async with live_server(application) as url, StreamClient(
-        f"{url}/rtc/", "report", video=SyntheticVideoTrack(), signaling=signaling
-    ) as client:
+    async with (
+        live_server(application) as url,
+        StreamClient(
+            f"{url}/rtc/", "report", video=SyntheticVideoTrack(), signaling=signaling
+        ) as client,
+    ):
         await collect(client.video_frames, 3)
         outputs = []
 

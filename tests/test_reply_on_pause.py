@@ -157,7 +157,10 @@ async def test_two_sentences_with_a_pause_are_two_whole_turns_answered_within_0_
     prerolls = [assert_whole(u, sc, span) for u, span in zip(fn.utterances, sc.spans, strict=False)]
     # When the server started the reply, on its input audio clock (which starts with the
     # client's first frame), and when the client heard it, on the client's.
-    started = [e["at"] - end for e, (_, end) in zip(listener.turn_events("reply_audio"), sc.spans, strict=False)]
+    started = [
+        e["at"] - end
+        for e, (_, end) in zip(listener.turn_events("reply_audio"), sc.spans, strict=False)
+    ]
     heard = [listener.first_loud_after(end) - end for _, end in sc.spans]
     print(f"webrtc: pre-roll {prerolls}; reply started {started}, heard {heard} after speech")
     assert all(latency <= 0.7 for latency in started), started
@@ -337,7 +340,9 @@ async def test_two_turns_and_a_barge_in_over_the_audio_websocket_which_gets_clea
         assert_whole(utterance, sc, span)
     started = [
         e["at"] - end
-        for e, (_, end) in zip(talker.turn_events("reply_audio"), (sc.spans[0], sc.spans[2]), strict=False)
+        for e, (_, end) in zip(
+            talker.turn_events("reply_audio"), (sc.spans[0], sc.spans[2]), strict=False
+        )
     ]
     heard = talker.first_loud_after(sc.spans[0][1]) - sc.spans[0][1]
     barge = talker.turn_events("speech_start")[1]

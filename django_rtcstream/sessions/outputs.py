@@ -178,9 +178,7 @@ class OutputSubscription:
                 )
 
 
-async def subscribe_outputs(
-    stream: str, webrtc_id: str
-) -> AsyncGenerator[AdditionalOutputs, None]:
+async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncGenerator[AdditionalOutputs, None]:
     """Yield a session's outputs until it ends; see ``Stream.output_stream``."""
     subscription = OutputSubscription(stream, webrtc_id)
     if not await subscription.join():
