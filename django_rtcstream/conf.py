@@ -119,7 +119,7 @@ class RtcSettings:
     #: True: once the worker has warmed up (after its first HTTP request), gc.freeze()
     #: moves everything imported so far out of the cyclic collector's reach, so its full
     #: passes (which hold the GIL: every session's media waits) scan only what sessions
-    #: allocate: ~100-300 ms less per pass for a Django + aiortc worker
+    #: allocate (the time saved per pass: bench/README.md, "Figures the code cites")
     GC_FREEZE: Setting[bool] = Setting(True)
     #: Channel layer alias used for the control bus
     CHANNEL_LAYER_ALIAS: Setting[str] = Setting("default")

@@ -4,9 +4,8 @@ Why: under daphne, Django's request cycle costs an offer more than aiortc does.
 Each ``MiddlewareMixin`` middleware hops to the one thread-sensitive thread for
 ``process_request`` and again for ``process_response``, and the request
 signals and ``response.close()`` hop too. With simultaneous offers those hops
-queue behind each other. Measured with ``bench/offers.py`` on the bench
-project (4 default middlewares): one offer at a time 9.0 -> 6.6 ms, four at
-once 26.8 -> 15.1 ms, against 3.5 / 8.5 ms for a bare aiortc server.
+queue behind each other. ``bench/offers.py`` measures what this saves (figures in
+bench/README.md, "Figures the code cites").
 
 What is kept:
 
