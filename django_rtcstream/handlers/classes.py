@@ -1,19 +1,10 @@
-"""Handler base classes and the values handlers return.
-
-These keep FastRTC's names and meaning (``receive``/``emit``/``copy``,
-``start_up``/``shutdown``, ``latest_args``...) so FastRTC handlers run
-unchanged. What differs is what a port must fix: inputs arrive the same way
-for every handler kind, ``wait_for_args`` has a timeout, and ``shutdown`` is
-always called by the runtime.
-
-Nothing here imports Django, aiortc or av: a handler module can be imported
-(and unit-tested) anywhere.
-"""
+"""The handler classes (FastRTC's ``StreamHandler`` family) and what ``Stream`` takes as
+a handler: their state (sample rates, inputs, the port to the session), the inputs'
+``ArgsSet`` and ``handler.channel``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import json
 import threading
@@ -22,166 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from django_rtcstream.handlers.results import AudioEmitType, VideoEmitType
+from django_rtcstream.handlers.session import SessionPort
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-
-AudioChunk = tuple[int, "np.ndarray"] | tuple[int, "np.ndarray", str]
-# FastRTC's names for what an audio emit()/generator and a video handler may return.
-AudioEmitType = Union[
-    AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"], "CloseStream", None
-]
-VideoEmitType = Union[
-    "np.ndarray",
-    tuple["np.ndarray", "AdditionalOutputs"],
-    tuple["np.ndarray", "CloseStream"],
-    "AdditionalOutputs",
-    "CloseStream",
-]
-
-__all__ = [
-    "AdditionalOutputs",
-    "AsyncAudioVideoStreamHandler",
-    "AsyncStreamHandler",
-    "AudioEmitType",
-    "AudioVideoStreamHandler",
-    "CloseStream",
-    "Context",
-    "Handler",
-    "StreamHandler",
-    "StreamHandlerBase",
-    "TextChannel",
-    "VideoEmitType",
-    "VideoStreamHandler",
-    "Warning",
-    "WebRTCError",
-    "get_current_context",
-    "log",
-    "send_message",
-    "warn",
-]
-
-
-class AdditionalOutputs:
-    """Extra results of a handler call, delivered to output hooks.
-
-    Return or yield it (alone, or as ``(media, AdditionalOutputs(...))``). The
-    client is told with a ``fetch_output`` message; ``stream.output_stream()``
-    and the SSE output hook yield it.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-    def __repr__(self) -> str:
-        return f"AdditionalOutputs{self.args!r}"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AdditionalOutputs) and _safe_eq(self.args, other.args)
-
-
-def _safe_eq(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except ValueError:  # numpy arrays compare element-wise
-        return a is b
-
-
-class CloseStream:
-    """Return or yield it to end the session from the server side.
-
-    The client gets ``{"type": "end_stream", "data": msg}`` and the session
-    closes with reason ``"closed_by_handler"``.
-    """
-
-    def __init__(self, msg: str = "Stream closed") -> None:
-        self.msg = msg
-
-    def __repr__(self) -> str:
-        return f"CloseStream({self.msg!r})"
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a handler may know about the call it is in.
-
-    ``websocket`` is FastRTC's field: for a session carried by a WebSocket
-    (FastRTC's audio protocol or a phone call) it is the Channels consumer of
-    that socket (``send_json``, ``scope``), for WebRTC sessions None.
-    """
-
-    webrtc_id: str
-    stream_name: str = ""
-    websocket: Any = None
-
-
-class WebRTCError(Exception):
-    """Raise it in a handler to end the session with a message for the user.
-
-    The client gets ``{"type": "error", "data": message, "message": message}``
-    (FastRTC's pages read ``message``, this app's ``data``) and the session
-    closes as failed, like any handler error, but without the exception's type
-    in front of the text. Unlike FastRTC's, constructing one sends nothing: only
-    raising it out of a handler does, once.
-    """
-
-    def __init__(self, message: str = "An error occurred.") -> None:
-        super().__init__(message)
-        self.message = message
-
-
-_current_context: contextvars.ContextVar[Context] = contextvars.ContextVar(
-    "django_rtcstream_context"
-)
-
-
-def get_current_context() -> Context:
-    """The session a handler is being called for.
-
-    Raises:
-        RuntimeError: when called outside a handler call.
-    """
-    try:
-        return _current_context.get()
-    except LookupError:
-        raise RuntimeError("get_current_context() called outside a stream handler") from None
-
-
-_current_port: contextvars.ContextVar[SessionPort] = contextvars.ContextVar("django_rtcstream_port")
-
-
-def send_message(msg_type: str, data: Any = None) -> None:
-    """Send ``{"type": msg_type, "data": data}`` to the client of the current session.
-
-    Works in any handler kind (function or class, sync or async), from the
-    handler's own thread; outside a handler it raises RuntimeError.
-    """
-    try:
-        port = _current_port.get()
-    except LookupError:
-        raise RuntimeError("send_message() called outside a stream handler") from None
-    port.send_message({"type": msg_type, "data": data})
-
-
-def warn(message: str = "Warning issued.") -> None:
-    """Send a ``warning`` message to the client (FastRTC's ``Warning()``).
-
-    The message goes as ``data`` and, for FastRTC's pages, as ``message`` too.
-    """
-    try:
-        port = _current_port.get()
-    except LookupError:
-        raise RuntimeError("warn() called outside a stream handler") from None
-    port.send_message({"type": "warning", "data": message, "message": message})
-
-
-Warning = warn  # FastRTC's name for it (it shadows the builtin on purpose)
-
-
-def log(message: str) -> None:
-    """Send a ``log`` message to the client."""
-    send_message("log", message)
 
 
 @dataclass
@@ -198,36 +36,6 @@ class VideoStreamHandler:
     callable: Callable[..., Any]
     fps: int = 30
     skip_frames: bool = False
-
-
-class SessionPort:
-    """What the runtime gives a handler copy: a way back to its session.
-
-    The runtime subclasses this; a handler talks to it only through the
-    methods of :class:`StreamHandlerBase`.
-    """
-
-    loop: asyncio.AbstractEventLoop
-
-    def send_message(self, message: dict[str, Any]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def clear_output(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    @property
-    def ended(self) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    @property
-    def output_queued_seconds(self) -> float:
-        """Seconds of output audio queued and not yet played (0 without an audio output).
-
-        Turn-taking reads it to know when a reply has finished *playing*, not
-        just generating (every transport plays this queue at real time).
-        """
-        out = getattr(getattr(self, "pipelines", None), "audio_out", None)  # the session's
-        return float(out.buffered_seconds) if out is not None else 0.0
 
 
 class ArgsSet:
