@@ -135,6 +135,11 @@ class RtcSettings:
     #: back to the OS (glibc's malloc_trim, after gc.collect() when no session is live;
     #: nothing elsewhere), so RSS follows what the worker holds (see sessions/memory.py)
     TRIM_MEMORY: Setting[bool] = Setting(True)
+    #: Seconds between samples of each session's network and media figures (RTT, jitter,
+    #: loss, bitrate, frames; see sessions/stats.py); 0 turns sampling off
+    STATS_INTERVAL: Setting[float] = Setting(2.0)
+    #: Samples of the charted figures kept on the record (60: two minutes at 2 s)
+    STATS_HISTORY: Setting[int] = Setting(60)
     #: Days finished sessions are kept (rtcstream_sessions --purge)
     SESSION_RETENTION_DAYS: Setting[float] = Setting(30)
     #: DRF permission classes (or their dotted paths) per action: "open", "input",

@@ -72,6 +72,12 @@ class StreamSession(models.Model):
     # Turn-taking handlers (ReplyOnPause): utterances replied to, replies cut by speech.
     turns = models.PositiveIntegerField(_("turns"), default=0)
     interruptions = models.PositiveIntegerField(_("interruptions"), default=0)
+    # Network and media figures (sessions/stats.py): the latest sample, written by the
+    # heartbeat while live and at close; the last STATS_HISTORY samples of the charted
+    # figures, column by column; the median and worst of each figure, at close.
+    stats = models.JSONField(_("latest stats"), default=dict, blank=True)
+    stats_history = models.JSONField(_("stats history"), default=dict, blank=True)
+    stats_summary = models.JSONField(_("stats summary"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("stream session")

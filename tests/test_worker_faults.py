@@ -242,8 +242,8 @@ class Cluster:
     def row(self, webrtc_id: str) -> dict | None:
         with pg_connect(self.name) as db:
             cursor = db.execute(
-                "SELECT state, close_reason, heartbeat_at, frames_in, frames_out, worker "
-                "FROM django_rtcstream_streamsession WHERE webrtc_id = %s "
+                "SELECT state, close_reason, heartbeat_at, frames_in, frames_out, worker, "
+                "stats_summary FROM django_rtcstream_streamsession WHERE webrtc_id = %s "
                 "ORDER BY created_at DESC",
                 (webrtc_id,),
             )
@@ -252,7 +252,15 @@ class Cluster:
             return None
         return dict(
             zip(
-                ("state", "close_reason", "heartbeat_at", "frames_in", "frames_out", "worker"),
+                (
+                    "state",
+                    "close_reason",
+                    "heartbeat_at",
+                    "frames_in",
+                    "frames_out",
+                    "worker",
+                    "stats_summary",
+                ),
                 found,
                 strict=True,
             )
@@ -523,6 +531,8 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         )
         assert (row["state"], row["close_reason"]) == ("closed", "peer_closed"), row
         assert row["frames_in"] > frames_in_b, row
+        # Its stats summary was kept with the close (sampled every 2 s over the outage too).
+        assert row["stats_summary"]["samples"] >= 2, row
         caught_up_after = time.monotonic() - back_at
         assert caught_up_after < 10, caught_up_after
 

@@ -23,6 +23,7 @@ from django_rtcstream.media import ice, jitter
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, drain, memory, outputs, records, table
 from django_rtcstream.sessions.pool import HandlerPool
+from django_rtcstream.sessions.record import Closed
 from django_rtcstream.sessions.runtime import Session
 from django_rtcstream.tokens import new_token
 
@@ -39,7 +40,7 @@ class SessionManager:
         self.sessions = table.sessions
         # record id -> mark_closed's arguments, for sessions that closed while the
         # database was away: the heartbeat writes them.
-        self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
+        self.unsaved_closes: dict[Any, Closed] = {}
         self._ended_since_trim = False
         self.executor = HandlerPool(
             rtc_settings.HANDLER_THREADS, stuck_after=rtc_settings.HANDLER_STUCK_AFTER

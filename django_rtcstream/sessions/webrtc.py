@@ -3,7 +3,8 @@
 It answers the offer (checking it first against the stream's kinds), collects
 the client's tracks for the pipelines, puts the pipelines' output on tracks of
 its own, carries the session's messages on the data channel (keeping those
-sent before it opens), and reports the connection's states to the session.
+sent before it opens), answers the client's ``ping`` and ``stats`` requests on
+it, and reports the connection's states to the session.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django_rtcstream.models import SessionState
 from django_rtcstream.sessions.transport import Transport
 
 if TYPE_CHECKING:
+    from django_rtcstream.sessions.stats import StatsSampler
     from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class WebRTCHost(Protocol):
     """What the transport reports to its session."""
 
     webrtc_id: str
+    stats: StatsSampler  # the client may ask for its samples on the data channel
 
     def spawn(self, coro: Work, name: str) -> asyncio.Task[Any]: ...
 
@@ -178,6 +181,8 @@ class WebRTCTransport(Transport):
                     return
                 if isinstance(data, dict) and data.get("type") == "ping":
                     self.host.send_message({"type": "pong", "data": data.get("data")})
+                elif isinstance(data, dict) and data.get("type") == "stats":  # (un)subscribe
+                    self.host.stats.on_client_message(data.get("data"))
 
     async def _on_state(self) -> None:
         assert self.pc is not None

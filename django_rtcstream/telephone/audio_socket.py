@@ -40,6 +40,7 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media.socket_audio import decode
+from django_rtcstream.sessions.readings import WireCounted
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this muc
 REPLY_GAP = 0.4
 
 
-class AudioSocketConsumer(AsyncWebsocketConsumer):
+class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: bytes for stats
     """One audio session over one WebSocket, on the shared session runtime."""
 
     channel_kind = "websocket"
