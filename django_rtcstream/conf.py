@@ -4,7 +4,7 @@ Read only through ``rtc_settings``, never at import time; the cache resets on
 ``setting_changed`` so ``override_settings(RTCSTREAM=...)`` works in tests.
 Each key is one typed attribute of :class:`RtcSettings`, with its default and
 what it means; ``rtc_settings.CONNECT_TIMEOUT`` is a ``float`` to type
-checkers. Validation lives in ``checks.py``: the types below are what a value
+checkers. Validation lives in ``checks/``: the types below are what a value
 has once those checks pass.
 """
 
@@ -47,7 +47,7 @@ class Setting(Generic[T]):
     def __get__(self, obj: RtcSettings | None, owner: type | None = None) -> T | Setting[T]:
         if obj is None:
             return self
-        value: T = _merged()[self.name]  # the project's value: checks.py validates its type
+        value: T = _merged()[self.name]  # the project's value: checks/ validates its type
         return value
 
 
@@ -188,7 +188,7 @@ class RtcSettings:
         return self.WORKER_NAME or f"{socket.gethostname()}:{os.getpid()}"
 
 
-#: Every key and its default, in declaration order (checks.py names them in its hints).
+#: Every key and its default, in declaration order (the checks name them in their hints).
 DEFAULTS: dict[str, Any] = {
     name: value.default for name, value in vars(RtcSettings).items() if isinstance(value, Setting)
 }
