@@ -24,6 +24,12 @@ before it answers). The same task measures the event loop's lag (how late a
 calls. Session starts, ends and handler errors come from the session signals; the
 handler call histograms time each handler call (two clock reads and one
 histogram update: about a microsecond beside a call that costs a thread hop).
+
+Over 450 lines on purpose: the metric objects exist only when ``prometheus_client``
+imports, and every hook here tests that one import and shares this module's
+process-wide state (the counts already added per session, the call histograms'
+children, the sampler task); split, each part would repeat the optional import
+and reach into the others' globals.
 """
 
 from __future__ import annotations
