@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 
 from django_rtcstream import __version__, registry
 from django_rtcstream.api.stats_schemas import STATS_FIELDS, stats_schemas
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.inputs import InputSpec
 
 FAILURE = {
@@ -28,7 +29,10 @@ FAILURE = {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": {"type": "string", "examples": ["concurrency_limit_reached"]},
+                "error": {
+                    "type": "string",
+                    "examples": [ErrorCode.CONCURRENCY_LIMIT_REACHED.value],
+                },
                 "message": {"type": "string"},
                 "limit": {"type": "integer"},
                 "fields": {"type": "object", "description": "Messages per request field."},

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django_rtcstream import background, metrics
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.models import SessionState
@@ -78,7 +79,7 @@ class SessionManager:
         """
         if stream.modality != "audio":  # sockets and phones carry audio only
             raise SignalingError(
-                "unsupported_modality",
+                ErrorCode.UNSUPPORTED_MODALITY,
                 f"Stream {stream.name!r} is {stream.modality}; audio over WebSocket "
                 "and telephone need an audio stream.",
             )
@@ -107,9 +108,8 @@ class SessionManager:
         self._ensure_heartbeat()
         if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
             raise SignalingError(
-                "connection_already_exists",
+                ErrorCode.CONNECTION_ALREADY_EXISTS,
                 f"A live session with webrtc_id {webrtc_id!r} already exists.",
-                status=409,
             )
         session = Session(self, stream, webrtc_id, uuid.uuid4())
         session.token, session.token_hash = new_token()
@@ -173,9 +173,8 @@ class SessionManager:
         if session.ended:  # the peer connection failed or closed before the answer left
             await session.close()
             raise SignalingError(
-                "connection_closed",
+                ErrorCode.CONNECTION_CLOSED,
                 "The connection ended while the offer was being answered.",
-                status=409,
             )
         session.activate()
         return session, answer

@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from django_rtcstream import safejson
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.media.pipeline import Work, drain
@@ -86,7 +87,7 @@ class WebRTCTransport(Transport):
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except Exception as exc:
-            raise SignalingError("invalid_offer", f"The offer was refused: {exc}") from exc
+            raise SignalingError(ErrorCode.INVALID_OFFER, f"The offer was refused: {exc}") from exc
         self._remote_set = True
         for candidate in self._early_candidates:
             try:
@@ -119,7 +120,7 @@ class WebRTCTransport(Transport):
                 "Offer for %s accepted by aiortc but not answerable: %r", self.host.webrtc_id, exc
             )
             raise SignalingError(
-                "invalid_offer",
+                ErrorCode.INVALID_OFFER,
                 f"The offer was refused: it cannot be answered ({type(exc).__name__}: {exc}).",
             ) from exc
         return str(self.pc.localDescription.sdp)
@@ -134,14 +135,14 @@ class WebRTCTransport(Transport):
         extra = kinds - set(stream.kinds)
         if extra and not stream.allow_extra_tracks:
             raise SignalingError(
-                "unsupported_track",
+                ErrorCode.UNSUPPORTED_TRACK,
                 f"Stream {stream.name!r} is {stream.modality}; the offer has "
                 f"{', '.join(sorted(extra))} (set allow_extra_tracks=True to ignore it).",
             )
         missing = set(stream.kinds) - kinds
         if missing and kinds:
             raise SignalingError(
-                "invalid_offer",
+                ErrorCode.INVALID_OFFER,
                 f"Stream {stream.name!r} is {stream.modality}; the offer has no "
                 f"{', '.join(sorted(missing))} section.",
             )

@@ -249,15 +249,14 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
 
         try:
             webrtc_id = check_webrtc_id(webrtc_id)
-            await permissions.acheck("open", Requester.from_scope(self.scope), self.stream)
-            user = self.scope.get("user")
-            client = self.scope.get("client") or [None]
+            requester = Requester.from_scope(self.scope)
+            await permissions.acheck("open", requester, self.stream)
             self.session = session = await manager().open(
                 self.stream,
                 webrtc_id,
                 channel=self.channel_kind,
-                client_address=client[0],
-                user_id=user.pk if user is not None and user.is_authenticated else None,
+                client_address=requester.address,
+                user_id=await requester.user_id(),
                 call_sid=call_sid,
                 inputs=self._initial_inputs(custom),
             )
