@@ -3,6 +3,7 @@
 #   make run     # http://127.0.0.1:8000/  (HOST=... PORT=... to change)
 #   make test    # the whole test suite (PYTEST_ARGS=... to pass options)
 #   make bench   # benchmark against bare aiortc and FastRTC (BENCH_ARGS=--full for the long run)
+#   make lint    # ruff check, ruff format --check, mypy (strict) and lint-imports (layers)
 #
 # Both create .venv (python3 -m venv) and install the package with its test
 # extras on first use; later runs reinstall only when pyproject.toml changed.
@@ -20,7 +21,9 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 FASTRTC_VENV := bench/.venv-fastrtc
 
-.PHONY: run test install migrate clean bench
+LINT_STAMP := $(VENV)/.lint-installed
+
+.PHONY: run test install migrate clean bench lint
 
 install: $(STAMP)
 
@@ -40,6 +43,16 @@ run: migrate
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(LINT_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 $(BENCH_STAMP): bench/requirements.txt $(STAMP)
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt

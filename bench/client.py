@@ -49,7 +49,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.markers import (  # noqa: E402
+from bench.markers import (
     BURST_EVERY,
     FPS,
     VIDEO_TIME_BASE,
@@ -410,7 +410,7 @@ async def main(spec: dict[str, Any]) -> None:
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 
         await asyncio.gather(
-            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"])))
+            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"], strict=True)))
         )
         ok = sum(1 for s in sessions if s.error is None)
         print(

@@ -36,8 +36,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.handlers import flip_frame, slow_flip_frame  # noqa: E402
-from django_rtcstream.media import mulaw  # noqa: E402  (numpy G.711 tables, the same codec cost as ours)
+from bench.handlers import flip_frame, slow_flip_frame
+from django_rtcstream.media import mulaw  # numpy G.711 tables, the same codec cost as ours
 
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]  # loopback only
 

@@ -173,10 +173,7 @@ class AudioDetector:
     def feed(self, frame: AudioFrame, t: float) -> None:
         data = frame.to_ndarray()
         channels = len(frame.layout.channels)
-        if frame.format.is_planar:
-            mono = data[0]
-        else:
-            mono = data.reshape(-1)[::channels]
+        mono = data[0] if frame.format.is_planar else data.reshape(-1)[::channels]
         mono = mono.astype(np.float32)
         if frame.format.name.startswith("flt"):
             mono = mono * 32768

@@ -213,7 +213,8 @@ class ArrivalCounter:
         if self.kind == "video":
             return list(self.times)
         out, quiet = [], True
-        for t, loud in zip(list(self.times), list(self.loud)):
+        # loud may be one ahead of times (add() runs beside this reader): zip drops it.
+        for t, loud in zip(list(self.times), list(self.loud), strict=False):
             if loud and quiet:
                 out.append(t)
             quiet = not loud

@@ -252,18 +252,19 @@ class Server:
         self.procs = []
         t0 = time.monotonic()
         for i, worker in enumerate(self.workers):
-            out = open(self.logs / f"{self.key}-{i}.log", "ab")
-            self.procs.append(
-                subprocess.Popen(
-                    worker["argv"],
-                    cwd=ROOT,
-                    env=worker["env"],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+            # The worker gets its own copy of the descriptor: the parent's closes at once.
+            with open(self.logs / f"{self.key}-{i}.log", "ab") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        worker["argv"],
+                        cwd=ROOT,
+                        env=worker["env"],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                 )
-            )
         pending = {w["ready"] for w in self.workers}
         deadline = t0 + 60
         while pending:
@@ -372,8 +373,9 @@ def migrate(env: dict[str, str]) -> None:
 def prepare_postgres(url: str) -> bool:
     """Create the benchmark database if PostgreSQL is reachable; False if it is not."""
     try:
-        import psycopg
         from urllib.parse import urlsplit
+
+        import psycopg
 
         parts = urlsplit(url)
         name = parts.path.lstrip("/")
@@ -630,7 +632,7 @@ def measure(
     pin = ["taskset", "-c", options["clients_cores"]] if options.get("clients_cores") else []
     pin = [*options.get("client_prefix", []), *pin]  # bench/hosts.py: ip netns exec <clients>
     procs = []
-    for group, marks in zip(groups, sampled):
+    for group, marks in zip(groups, sampled, strict=True):
         spec = {
             "kind": kind,
             "stream": stream,
@@ -1106,7 +1108,7 @@ def table(
     unavailable: dict[str, str],
 ) -> str:
     lines = []
-    cols = [k for k in order] + [k for k in unavailable if k not in order]
+    cols = list(order) + [k for k in unavailable if k not in order]
     width = 44
     colw = 22
     for scenario, by_server in summary.items():

@@ -28,8 +28,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bench.markers import BURST_EVERY, BURST_IDS, FRAME_SAMPLES, SAMPLE_RATE, AudioDetector
-from bench.markers import AudioMarker
+from bench.markers import (
+    BURST_EVERY,
+    BURST_IDS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioDetector,
+    AudioMarker,
+)
 from django_rtcstream.media import mulaw
 
 LOOP = BURST_EVERY * BURST_IDS  # the audio marker's period, in 20 ms frames
@@ -187,7 +193,7 @@ async def main(spec: dict[str, Any], _session_class: Any = None) -> None:
                 session.error = f"{type(exc).__name__}: {exc}"[:300]
 
         await asyncio.gather(
-            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"])))
+            *(start(i, s, b) for i, (s, b) in enumerate(zip(sessions, spec["bases"], strict=True)))
         )
         ok = sum(1 for s in sessions if s.error is None)
         print(

@@ -77,60 +77,81 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
+    # What type checkers and IDEs see; at run time __getattr__ below imports each name
+    # on first use. "X as X" marks each one as re-exported.
     from django_rtcstream.credentials import (
-        TurnCredentialsError,
-        get_cloudflare_turn_credentials,
-        get_cloudflare_turn_credentials_async,
-        get_hf_turn_credentials,
-        get_hf_turn_credentials_async,
-        get_turn_credentials,
-        get_turn_credentials_async,
-        get_twilio_turn_credentials,
+        TurnCredentialsError as TurnCredentialsError,
+        get_cloudflare_turn_credentials as get_cloudflare_turn_credentials,
+        get_cloudflare_turn_credentials_async as get_cloudflare_turn_credentials_async,
+        get_hf_turn_credentials as get_hf_turn_credentials,
+        get_hf_turn_credentials_async as get_hf_turn_credentials_async,
+        get_turn_credentials as get_turn_credentials,
+        get_turn_credentials_async as get_turn_credentials_async,
+        get_twilio_turn_credentials as get_twilio_turn_credentials,
     )
     from django_rtcstream.handlers import (
-        AdditionalOutputs,
-        AsyncAudioVideoStreamHandler,
-        AsyncStreamHandler,
-        AudioVideoStreamHandler,
-        CloseStream,
-        Context,
-        StreamHandler,
-        StreamHandlerBase,
-        VideoStreamHandler,
-        Warning,
-        WebRTCError,
-        get_current_context,
+        AdditionalOutputs as AdditionalOutputs,
+        AsyncAudioVideoStreamHandler as AsyncAudioVideoStreamHandler,
+        AsyncStreamHandler as AsyncStreamHandler,
+        AudioEmitType as AudioEmitType,
+        AudioVideoStreamHandler as AudioVideoStreamHandler,
+        CloseStream as CloseStream,
+        Context as Context,
+        StreamHandler as StreamHandler,
+        StreamHandlerBase as StreamHandlerBase,
+        VideoEmitType as VideoEmitType,
+        VideoStreamHandler as VideoStreamHandler,
+        Warning as Warning,
+        WebRTCError as WebRTCError,
+        get_current_context as get_current_context,
+        log as log,
+        send_message as send_message,
+        warn as warn,
     )
-    from django_rtcstream.inputs import Checkbox, Dropdown, Number, Slider, Textbox
+    from django_rtcstream.inputs import (
+        Checkbox as Checkbox,
+        Dropdown as Dropdown,
+        Number as Number,
+        Slider as Slider,
+        Textbox as Textbox,
+    )
     from django_rtcstream.speech import (
-        EspeakTTS,
-        EspeakTTSOptions,
-        PocketSphinxSTT,
-        SpeechModelUnavailable,
-        STTModel,
-        TTSModel,
-        get_stt_model,
-        get_tts_model,
-        stt_for_chunks,
+        EspeakTTS as EspeakTTS,
+        EspeakTTSOptions as EspeakTTSOptions,
+        PocketSphinxSTT as PocketSphinxSTT,
+        SpeechModelUnavailable as SpeechModelUnavailable,
+        STTModel as STTModel,
+        TTSModel as TTSModel,
+        get_stt_model as get_stt_model,
+        get_tts_model as get_tts_model,
+        stt_for_chunks as stt_for_chunks,
     )
-    from django_rtcstream.stream import Stream
+    from django_rtcstream.stream import (
+        Stream as Stream,
+        UIArgs as UIArgs,
+    )
     from django_rtcstream.turn_taking.options import (
-        AlgoOptions,
-        ModelOptions,
-        PauseDetectionModel,
-        SileroVadOptions,
-        VadUnavailable,
+        AlgoOptions as AlgoOptions,
+        ModelOptions as ModelOptions,
+        PauseDetectionModel as PauseDetectionModel,
+        SileroVadOptions as SileroVadOptions,
+        VadUnavailable as VadUnavailable,
     )
-    from django_rtcstream.turn_taking.reply_on_pause import ReplyFnGenerator, ReplyOnPause
-    from django_rtcstream.turn_taking.silero import get_silero_model
+    from django_rtcstream.turn_taking.reply_on_pause import (
+        ReplyFnGenerator as ReplyFnGenerator,
+        ReplyOnPause as ReplyOnPause,
+    )
+    from django_rtcstream.turn_taking.silero import (
+        get_silero_model as get_silero_model,
+    )
     from django_rtcstream.utils import (
-        aggregate_bytes_to_16bit,
-        async_aggregate_bytes_to_16bit,
-        audio_to_bytes,
-        audio_to_file,
-        audio_to_float32,
-        audio_to_int16,
-        wait_for_item,
+        aggregate_bytes_to_16bit as aggregate_bytes_to_16bit,
+        async_aggregate_bytes_to_16bit as async_aggregate_bytes_to_16bit,
+        audio_to_bytes as audio_to_bytes,
+        audio_to_file as audio_to_file,
+        audio_to_float32 as audio_to_float32,
+        audio_to_int16 as audio_to_int16,
+        wait_for_item as wait_for_item,
     )
 
 

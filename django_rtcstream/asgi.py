@@ -29,7 +29,7 @@ shutdown does it.
 The media stack (aiortc, PyAV: ~0.2 s of imports), the DRF views and the
 session records' database connection are made ready in the background once the worker has
 answered its first HTTP request, so the worker starts fast and its first offer
-does not pay for them (it did: ~140 ms on each fresh worker).
+does not pay for them (bench/README.md, "Figures the code cites").
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def warm_up() -> None:
 
     if rtc_settings.GC_FREEZE:
         # The collector's full pass traverses every tracked object while holding the GIL:
-        # with Django, DRF, aiortc and PyAV imported that took 100-300 ms, and every
-        # session's audio stalled meanwhile (gaps the fuzz tests' live echo measured).
+        # with Django, DRF, aiortc and PyAV imported it took long enough (bench/README.md)
+        # that every session's audio stalled meanwhile (gaps the fuzz tests' echo measured).
         # What exists now is the import-time heap, alive for the worker's whole life:
         # frozen, the full passes see only what sessions allocate.
         gc.freeze()
@@ -307,7 +307,9 @@ def _daphne_shutdown_hook() -> None:
         _chain_server_signals()
         worker_started()
 
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    # Twisted's interfaces declare methods without self; without the zope plugin mypy
+    # reads their first parameter as self and every argument one place off.
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
     reactor.callWhenRunning(reactor.callLater, 0, started)
 
 

@@ -27,7 +27,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from django_rtcstream import __version__
 from django_rtcstream.exceptions import RtcStreamError
@@ -53,6 +53,30 @@ TWILIO_API_URL = "https://api.twilio.com/2010-04-01"
 REQUEST_TIMEOUT = 5.0
 
 RTCConfig = dict[str, Any]
+
+
+class HTTPResponse(Protocol):
+    """What the credential helpers read of an answer (an ``httpx.Response`` has it)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+
+
+class AsyncHTTPClient(Protocol):
+    """The ``client=`` of the async helpers: an ``httpx.AsyncClient``, or anything with
+    its ``request`` method."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HTTPResponse: ...
 
 
 class TurnCredentialsError(RtcStreamError):
@@ -120,7 +144,7 @@ class _Call:
             ) from error
         return self.answer(status, raw.decode("utf-8", "replace"))
 
-    async def asend(self, client: Any = None) -> RTCConfig:
+    async def asend(self, client: AsyncHTTPClient | None = None) -> RTCConfig:
         if client is None:
             return await asyncio.to_thread(self.send)
         # An httpx.AsyncClient (or anything with its ``request`` method); its own
@@ -240,7 +264,7 @@ def get_hf_turn_credentials(token: str | None = None, ttl: int = 600) -> RTCConf
 
 
 async def get_hf_turn_credentials_async(
-    token: str | None = None, ttl: int = 600, client: Any = None
+    token: str | None = None, ttl: int = 600, client: AsyncHTTPClient | None = None
 ) -> RTCConfig:
     """``get_hf_turn_credentials`` as a coroutine (deprecated).
 
@@ -287,7 +311,7 @@ async def get_cloudflare_turn_credentials_async(
     turn_key_api_token: str | None = None,
     hf_token: str | None = None,
     ttl: int = 600,
-    client: Any = None,
+    client: AsyncHTTPClient | None = None,
 ) -> RTCConfig:
     """``get_cloudflare_turn_credentials`` as a coroutine.
 

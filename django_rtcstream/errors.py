@@ -17,7 +17,7 @@ This module imports nothing of Django, so every layer may use it.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 
@@ -29,7 +29,7 @@ class ErrorSpec(NamedTuple):
     meaning: str
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """A stable failure code: the ``meta.error`` of a failure body.
 
     A ``str``: it compares equal to, and serializes as, its value

@@ -137,29 +137,15 @@ class InputSpec:
         return data
 
 
-def _declaration(kind: str, **defaults: Any) -> type:
-    """Build a gradio look-alike constructor that returns an InputSpec."""
-
-    def factory(
-        value: Any = None,
-        *,
-        label: str | None = None,
-        name: str | None = None,
-        **kwargs: Any,
-    ) -> InputSpec:
-        known = {k: v for k, v in kwargs.items() if k in InputSpec.__dataclass_fields__}
-        spec = InputSpec(kind=kind, name=name or "", label=label, value=value, **known)
-        for key, default in defaults.items():
-            if getattr(spec, key) is None:
-                setattr(spec, key, default)
-        return spec
-
-    factory.__name__ = kind.capitalize()
-    factory.__doc__ = f"Declare a {kind} input (same arguments as gradio's component)."
-    return factory  # type: ignore[return-value]
+def _declare(
+    kind: str, value: Any, *, label: str | None = None, name: str | None = None, **kwargs: Any
+) -> InputSpec:
+    """An InputSpec from a gradio look-alike's arguments; gradio's others are ignored."""
+    known = {k: v for k, v in kwargs.items() if k in InputSpec.__dataclass_fields__}
+    return InputSpec(kind=kind, name=name or "", label=label, value=value, **known)
 
 
-def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a slider input in ``[minimum, maximum]`` (gradio's arguments).
 
     Values are ints when ``minimum`` and ``step`` are whole numbers, floats
@@ -170,27 +156,27 @@ def Slider(minimum: float = 0, maximum: float = 100, value: Any = None, **kwargs
         kwargs["step"] = (
             10 ** math.floor(math.log10(maximum - minimum) - 2) if maximum > minimum else 1
         )
-    return _declaration("slider")(value, minimum=minimum, maximum=maximum, **kwargs)
+    return _declare("slider", value, minimum=minimum, maximum=maximum, **kwargs)
 
 
-def Number(value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Number(value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a number input, optionally bounded; ``precision=0`` means an integer."""
-    return _declaration("number")(value, **kwargs)
+    return _declare("number", value, **kwargs)
 
 
-def Dropdown(choices: list[Any] | None = None, value: Any = None, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Dropdown(choices: list[Any] | None = None, value: Any = None, **kwargs: Any) -> InputSpec:
     """Declare a dropdown input: one of ``choices`` (values or ``(label, value)`` pairs)."""
-    return _declaration("dropdown")(value, choices=list(choices or []), **kwargs)
+    return _declare("dropdown", value, choices=list(choices or []), **kwargs)
 
 
-def Checkbox(value: bool = False, **kwargs: Any) -> InputSpec:  # noqa: N802
+def Checkbox(value: bool = False, **kwargs: Any) -> InputSpec:
     """Declare a checkbox input: a bool."""
-    return _declaration("checkbox")(value, **kwargs)
+    return _declare("checkbox", value, **kwargs)
 
 
-def Textbox(value: str = "", **kwargs: Any) -> InputSpec:  # noqa: N802
+def Textbox(value: str = "", **kwargs: Any) -> InputSpec:
     """Declare a text input: a string."""
-    return _declaration("textbox")(value, **kwargs)
+    return _declare("textbox", value, **kwargs)
 
 
 _GRADIO_KINDS = {
@@ -211,7 +197,10 @@ def to_spec(declaration: Any, index: int) -> InputSpec:
         spec = declaration
     else:
         kind = _GRADIO_KINDS.get(type(declaration).__name__, "any")
-        get = lambda attr: getattr(declaration, attr, None)  # noqa: E731
+
+        def get(attr: str) -> Any:
+            return getattr(declaration, attr, None)
+
         spec = InputSpec(
             kind=kind,
             name=get("elem_id") or "",
@@ -273,7 +262,7 @@ class InputSchema:
             )
         errors: dict[str, list[str]] = {}
         cleaned = []
-        for spec, value in zip(self.specs, args):
+        for spec, value in zip(self.specs, args, strict=True):
             try:
                 cleaned.append(spec.clean(value))
             except ValueError as exc:

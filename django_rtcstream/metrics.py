@@ -24,6 +24,12 @@ before it answers). The same task measures the event loop's lag (how late a
 calls. Session starts, ends and handler errors come from the session signals; the
 handler call histograms time each handler call (two clock reads and one
 histogram update: about a microsecond beside a call that costs a thread hop).
+
+Over 450 lines on purpose: the metric objects exist only when ``prometheus_client``
+imports, and every hook here tests that one import and shares this module's
+process-wide state (the counts already added per session, the call histograms'
+children, the sampler task); split, each part would repeat the optional import
+and reach into the others' globals.
 """
 
 from __future__ import annotations
@@ -213,7 +219,7 @@ def _call_child(stream: str, kind: str) -> Any:
 def timed(session: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn``, timed into ``rtcstream_handler_call_seconds`` if it is a handler call
     (see ``CALL_KINDS``); anything else (conversions, closing a generator) as it is."""
-    if prometheus_client is None:
+    if not available():
         return fn
     kind = CALL_KINDS.get(getattr(fn, "__name__", ""))
     if kind is None:
@@ -294,7 +300,7 @@ def _account(session: Any) -> None:
     now = _frame_counts(session)
     last = _counted.get(session.record_id)
     before = last[1:] if last is not None else (0, 0, 0, 0)
-    deltas = [n - b for n, b in zip(now, before)]
+    deltas = [n - b for n, b in zip(now, before, strict=True)]
     if deltas[0] > 0:
         FRAMES.labels(stream, "in").inc(deltas[0])
     if deltas[1] > 0:
@@ -308,7 +314,7 @@ def _account(session: Any) -> None:
 
 def session_gone(session: Any) -> None:
     """A session left its worker (its counters are final): count the rest of its frames."""
-    if prometheus_client is None:
+    if not available():
         return
     try:
         _account(session)
@@ -331,7 +337,7 @@ def _manager() -> Any:
 
 def sample(lag_max: float | None = None) -> None:
     """Bring this worker's figures up to date (on its event loop)."""
-    if prometheus_client is None:
+    if not available():
         return
     from django_rtcstream.conf import rtc_settings
     from django_rtcstream.sessions import drain
@@ -387,7 +393,7 @@ _sampler: asyncio.Task[None] | None = None
 def start() -> None:
     """Start the sampler on the running loop (idempotent per loop); at worker start."""
     global _sampler
-    if prometheus_client is None:
+    if not available():
         return
     loop = asyncio.get_running_loop()
     if _sampler is not None and not _sampler.done() and _sampler.get_loop() is loop:

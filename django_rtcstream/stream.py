@@ -10,8 +10,8 @@ the same calls work from any worker.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, TypedDict
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from django_rtcstream.handlers import (
     AdditionalOutputs,
@@ -21,6 +21,16 @@ from django_rtcstream.handlers import (
     VideoStreamHandler,
 )
 from django_rtcstream.inputs import InputSchema
+
+# For annotations only (stream.py's own imports are above).
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
+
+    from rest_framework.permissions import BasePermission
+    from rest_framework.serializers import Serializer
+
+    from django_rtcstream.contrib.gradio.ui import StreamBlocks
+    from django_rtcstream.handlers import Handler
 
 
 class UIArgs(TypedDict, total=False):
@@ -63,12 +73,12 @@ for _mode in MODES:
     )
 
 
-def _is_generator_function(fn: Any) -> bool:
+def _is_generator_function(fn: object) -> bool:
     target = fn.callable if isinstance(fn, VideoStreamHandler) else fn
     return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
 
 
-def _check_handler(handler: Any, modality: str, mode: str) -> None:
+def _check_handler(handler: object, modality: str, mode: str) -> None:
     """Refuse a handler that cannot serve this modality and mode, saying what would."""
     want = _HANDLER_HELP[(modality, mode)]
     is_class = isinstance(handler, StreamHandlerBase)
@@ -146,14 +156,14 @@ class Stream:
 
     def __init__(
         self,
-        handler: Any,
+        handler: Handler,
         *,
         modality: Modality = "video",
         mode: Mode = "send-receive",
         additional_inputs: list[Any] | None = None,
         additional_outputs: list[Any] | None = None,
         additional_outputs_handler: Callable[..., Any] | None = None,
-        concurrency_limit: int | None | Literal["default"] = None,
+        concurrency_limit: int | Literal["default"] | None = None,
         time_limit: float | None = None,
         rtc_configuration: dict[str, Any] | Callable[[], Any] | None = None,
         server_rtc_configuration: dict[str, Any] | None = None,
@@ -165,8 +175,8 @@ class Stream:
         audio_prefetch: int | None = None,
         audio_adaptive: bool | None = None,
         video_marker_release: bool | None = None,
-        permission_classes: dict[str, list[Any]] | None = None,
-        input_serializer: Any = None,
+        permission_classes: dict[str, list[str | type[BasePermission]]] | None = None,
+        input_serializer: type[Serializer[Any]] | None = None,
         reconnect_on_drain: bool = True,
     ) -> None:
         if modality not in MODALITIES:
@@ -204,10 +214,10 @@ class Stream:
         server_policy = (server_rtc_configuration or {}).get("iceTransportPolicy", "all")
         if server_policy not in ("all", "relay"):
             raise ValueError("server_rtc_configuration's iceTransportPolicy: 'all' or 'relay'")
-        self.handler = handler
-        self.event_handler = handler  # FastRTC's name
-        self.modality: str = modality
-        self.mode: str = mode
+        self.handler: Handler = handler
+        self.event_handler: Handler = handler  # FastRTC's name
+        self.modality: Modality = modality
+        self.mode: Mode = mode
         self.additional_inputs = list(additional_inputs or [])
         self.additional_outputs = list(additional_outputs or [])
         self.additional_outputs_handler = additional_outputs_handler
@@ -236,7 +246,7 @@ class Stream:
         self.reconnect_on_drain = bool(reconnect_on_drain)
         self.inputs = InputSchema(self.additional_inputs)
         self.name: str | None = None
-        self._ui: Any = None
+        self._ui: StreamBlocks | None = None
 
     def __repr__(self) -> str:
         return f"<Stream {self.name or '?'} {self.modality} {self.mode}>"
@@ -301,7 +311,7 @@ class Stream:
         values = self.clean_inputs(*args)
         await bus.send_inputs(self._require_name(), webrtc_id, values)
 
-    def set_input(self, webrtc_id: str, *args: Any) -> Any:
+    def set_input(self, webrtc_id: str, *args: Any) -> asyncio.Task[None] | None:
         """Set a session's inputs from sync or async code (FastRTC's call).
 
         Values are validated at once (``InvalidInput``). A session of this
@@ -317,7 +327,7 @@ class Stream:
 
         return bus.deliver_inputs(self, self._require_name(), webrtc_id, values)
 
-    async def output_stream(self, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
+    async def output_stream(self, webrtc_id: str) -> AsyncGenerator[AdditionalOutputs, None]:
         """Yield the session's ``AdditionalOutputs`` as they happen, until it ends.
 
         Works on any worker. Raises ``UnknownSession`` for an id that never existed.
@@ -403,7 +413,7 @@ class Stream:
     # -- the optional Gradio UI ----------------------------------------------------
 
     @property
-    def ui(self) -> Any:
+    def ui(self) -> StreamBlocks:
         """A Gradio ``Blocks`` for this stream (needs the ``gradio`` extra).
 
         A stream that is not in ``RTCSTREAM["STREAMS"]`` is registered on first
@@ -419,7 +429,7 @@ class Stream:
         return self._ui
 
     @ui.setter
-    def ui(self, blocks: Any) -> None:
+    def ui(self, blocks: StreamBlocks) -> None:
         self._ui = blocks
 
 

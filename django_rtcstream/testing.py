@@ -23,12 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.test import override_settings
 from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.client import StreamClient
+    from django_rtcstream.stream import Stream
 
 __all__ = ["free_port", "live_server", "override_streams", "stream_client"]
 
@@ -93,7 +97,9 @@ async def live_server(
 
 
 @contextlib.contextmanager
-def override_streams(*, keep: bool = False, **streams: Any) -> Iterator[None]:
+def override_streams(
+    *, keep: bool = False, **streams: str | Stream | Callable[[], Stream]
+) -> Iterator[None]:
     """Serve these streams (name -> ``Stream`` or dotted path) for the block.
 
     ``keep=True`` keeps the project's other streams beside them.
@@ -107,7 +113,7 @@ def override_streams(*, keep: bool = False, **streams: Any) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def stream_client(
     base_url: str, stream: str, *, prefix: str = "rtc/", timeout: float = 15.0, **kwargs: Any
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[StreamClient]:
     """A ``StreamClient`` connected to ``stream`` on a server at ``base_url``.
 
     ``kwargs`` go to :class:`~django_rtcstream.client.StreamClient` (``video=``,

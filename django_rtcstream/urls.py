@@ -7,7 +7,8 @@ WebSocket routes are in ``django_rtcstream.routing`` (see ``django_rtcstream.asg
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.urls import path
 from django.utils.module_loading import import_string
@@ -41,14 +42,13 @@ def lazy_view(
             loaded.append(target.as_view(actions) if actions is not None else target)
         return loaded[0]
 
-    if is_async:
+    async def async_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+        return await load()(request, *args, **kwargs)
 
-        async def view(request: Any, *args: Any, **kwargs: Any) -> Any:
-            return await load()(request, *args, **kwargs)
-    else:
+    def sync_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+        return load()(request, *args, **kwargs)
 
-        def view(request: Any, *args: Any, **kwargs: Any) -> Any:
-            return load()(request, *args, **kwargs)
+    view: Callable[..., Any] = async_view if is_async else sync_view
 
     view.csrf_exempt = csrf_exempt  # type: ignore[attr-defined]
     view.lazy_target = (dotted_path, actions)  # type: ignore[attr-defined]

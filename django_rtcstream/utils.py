@@ -17,7 +17,7 @@ import io
 import tempfile
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,12 +34,13 @@ __all__ = [
 
 AudioArray = NDArray[Any]
 AudioTuple = tuple[int, AudioArray]
+T = TypeVar("T")
 
 # The sample rates libmp3lame accepts (MPEG-1, -2 and -2.5 layer III).
 MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
-async def wait_for_item(queue: asyncio.Queue[Any], timeout: float = 0.1) -> Any:
+async def wait_for_item(queue: asyncio.Queue[T], timeout: float = 0.1) -> T | None:
     """Get the next item of ``queue``, or None if none arrives within ``timeout`` seconds.
 
     Meant for an async handler's ``emit()``: it returns None ("nothing yet")
@@ -52,7 +53,7 @@ async def wait_for_item(queue: asyncio.Queue[Any], timeout: float = 0.1) -> Any:
         pass
     try:
         return await asyncio.wait_for(queue.get(), timeout=timeout)
-    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
+    except TimeoutError:  # asyncio.wait_for raises the builtin one (Python 3.11+)
         return None
 
 

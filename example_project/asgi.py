@@ -15,7 +15,7 @@ from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:
     # Serve the admin's CSS/JS under plain daphne too (``runserver`` does it by itself).
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_app = ASGIStaticFilesHandler(django_app)
 

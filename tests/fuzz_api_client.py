@@ -89,6 +89,35 @@ def fuzz(
     counts: dict[str, int] = {}
     log: list[tuple[float, float, str, int]] = []
     session = requests.Session()
+
+    def runner(operation, mode, label: str, checks: list):
+        """The hypothesis test of one operation in one mode (run at once by the loop)."""
+
+        @settings(
+            derandomize=True,
+            database=None,
+            deadline=None,
+            max_examples=examples,
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+            report_multiple_bugs=False,
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case) -> None:
+            counts[operation.label] = counts.get(operation.label, 0) + 1
+            aim(case, target, counts[operation.label])
+            started = time.monotonic()
+            response = case.call(base_url=base, session=session, headers=headers, timeout=20)
+            log.append((started, round(time.monotonic() - started, 3), label, response.status_code))
+            case.validate_response(
+                response,
+                checks=checks,
+                headers=headers,
+                transport_kwargs={"base_url": base, "session": session, "headers": headers},
+            )
+
+        return run
+
     for result in schema.get_all_operations():
         operation = result.ok()
         if only and only not in operation.label:
@@ -102,38 +131,12 @@ def fuzz(
                 if operation.definition.raw.get("operationId") in LOOSE
                 else [positive_data_acceptance]
             )
-
-            @settings(
-                derandomize=True,
-                database=None,
-                deadline=None,
-                max_examples=examples,
-                phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                suppress_health_check=list(HealthCheck),
-                report_multiple_bugs=False,
-            )
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case) -> None:
-                counts[operation.label] = counts.get(operation.label, 0) + 1
-                aim(case, target, counts[operation.label])
-                started = time.monotonic()
-                response = case.call(base_url=base, session=session, headers=headers, timeout=20)
-                log.append(
-                    (started, round(time.monotonic() - started, 3), label, response.status_code)
-                )
-                case.validate_response(
-                    response,
-                    checks=checks,
-                    headers=headers,
-                    transport_kwargs={"base_url": base, "session": session, "headers": headers},
-                )
-
             try:
-                run()
+                runner(operation, mode, label, checks)()
             except Unsatisfiable:  # nothing to break: no parameters, no body (GET /streams/)
                 if mode.is_positive:
                     raise
-            except BaseException as exc:  # noqa: BLE001  (every operation runs; schemathesis
+            except BaseException as exc:  # every operation runs (schemathesis
                 # raises a BaseExceptionGroup of its failures)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -108,7 +109,7 @@ class EchoWatch:
         end = self.ended or time.monotonic()
         seconds = end - self.started
         points = [self.started, *self.stamps, end]
-        gaps = [(b - a, a) for a, b in zip(points, points[1:])] or [(seconds, self.started)]
+        gaps = [(b - a, a) for a, b in itertools.pairwise(points)] or [(seconds, self.started)]
         gap, at = max(gaps)
         expected = seconds * FRAMES_PER_SECOND
         return {

@@ -23,10 +23,7 @@ def audio_samples(frames) -> tuple[int, np.ndarray]:
     for f in frames:
         a = f.to_ndarray().astype(np.float32)
         channels = len(f.layout.channels)
-        if f.format.is_planar:
-            a = a.mean(axis=0)
-        else:
-            a = a.reshape(-1, channels).mean(axis=1)
+        a = a.mean(axis=0) if f.format.is_planar else a.reshape(-1, channels).mean(axis=1)
         parts.append(a / 32768.0)
     return rate, np.concatenate(parts)
 

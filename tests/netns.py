@@ -39,7 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import IO, Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,7 +177,8 @@ class Hosts:
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """A process (in ``namespace`` if given), output to a log file, its own process group."""
-        log = open(os.path.join(self.logs, f"{name}.log"), "ab")
+        # Kept open for the process's life; close() closes every file in self.files.
+        log = open(os.path.join(self.logs, f"{name}.log"), "ab")  # noqa: SIM115
         self.files.append(log)
         if namespace is not None:
             argv = ["ip", "netns", "exec", namespace, *argv]
@@ -196,8 +198,10 @@ class Hosts:
         port = free_port_on(self.gateway)
         self.spawn(
             "redis",
-            ["redis-server", "--bind", self.gateway, "--port", str(port), "--save", ""]
-            + ["--appendonly", "no", "--protected-mode", "no"],
+            [
+                *("redis-server", "--bind", self.gateway, "--port", str(port), "--save", ""),
+                *("--appendonly", "no", "--protected-mode", "no"),
+            ],
         )
         wait_tcp(self.gateway, port, 20, "redis-server on the bridge")
         self.redis_url = f"redis://{self.gateway}:{port}/0"
@@ -247,8 +251,10 @@ class Hosts:
         if superuser:
             name, password = superuser
             subprocess.run(  # type: ignore[call-overload]
-                [sys.executable, "-m", "django", "createsuperuser", "--noinput"]
-                + ["--username", name, "--email", f"{name}@example.com"],
+                [
+                    *(sys.executable, "-m", "django", "createsuperuser", "--noinput"),
+                    *("--username", name, "--email", f"{name}@example.com"),
+                ],
                 **{**run, "env": {**env, "DJANGO_SUPERUSER_PASSWORD": password}},
             )
 
@@ -274,7 +280,9 @@ class Hosts:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker {name} did not start:\n{self.log(name)[-3000:]}")
+                    raise RuntimeError(
+                        f"worker {name} did not start:\n{self.log(name)[-3000:]}"
+                    ) from None
                 time.sleep(0.1)
         self.workers.setdefault(host, []).append(
             {"name": name, "process": process, "base": f"{url}/rtc/"}
@@ -372,7 +380,9 @@ def wait_tcp(host: str, port: int, timeout: float, what: str) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} ({host}:{port}) not listening after {timeout:g} s")
+                raise RuntimeError(
+                    f"{what} ({host}:{port}) not listening after {timeout:g} s"
+                ) from None
             time.sleep(0.05)
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -113,7 +114,7 @@ async def simultaneous(
     streams = await asyncio.gather(
         *[asyncio.open_connection(host, port) for host, port, _ in encoded]
     )
-    for (_, writer), (_, _, raw) in zip(streams, encoded):
+    for (_, writer), (_, _, raw) in zip(streams, encoded, strict=True):
         writer.write(raw)
 
     async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Response:

@@ -6,7 +6,7 @@ RTCSTREAM_TEST_ALLOWED_HOSTS: the hosts' addresses, which requests carry as Host
 
 import os
 
-from tests.settings_outage import *  # noqa: F401,F403
+from tests.settings_outage import *  # noqa: F403
 from tests.settings_outage import ALLOWED_HOSTS, RTCSTREAM
 
 ALLOWED_HOSTS = [

@@ -9,7 +9,7 @@ the session lease (tests/test_worker_faults.py).
 import os
 from urllib.parse import urlsplit
 
-from tests.settings import *  # noqa: F401,F403
+from tests.settings import *  # noqa: F403
 from tests.settings import RTCSTREAM
 
 _db = urlsplit(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))

@@ -3,7 +3,7 @@
 That test gives the workers a Redis of its own (REDIS_URL), which it kills and restarts.
 """
 
-from tests.settings_multi import *  # noqa: F401,F403
+from tests.settings_multi import *  # noqa: F403
 from tests.settings_multi import RTCSTREAM
 
 RTCSTREAM = {

@@ -22,7 +22,6 @@ from django_rtcstream import (
     AdditionalOutputs,
     AsyncStreamHandler,
     AudioVideoStreamHandler,
-    Checkbox,
     Slider,
     Stream,
     StreamHandler,

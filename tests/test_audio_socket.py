@@ -185,19 +185,21 @@ async def test_limits_count_websocket_and_webrtc_sessions_together(asgi_server, 
             await StreamClient(rtc_url, "limited", audio=ToneAudioTrack()).connect()
         assert full.value.code == "concurrency_limit_reached"
     await asyncio.sleep(0.3)
-    async with StreamClient(rtc_url, "limited", audio=ToneAudioTrack()):
-        async with AudioSocket(asgi_server, "limited") as refused:
-            await refused.start("ws-limit2")
-            await asyncio.sleep(0.2)
-            assert refused.messages[-1] == {
-                "status": "failed",
-                "meta": {
-                    "error": "concurrency_limit_reached",
-                    "limit": 1,
-                    "message": refused.messages[-1]["meta"]["message"],
-                },
-            }
-            assert refused.ws.close_code == 4429
+    async with (
+        StreamClient(rtc_url, "limited", audio=ToneAudioTrack()),
+        AudioSocket(asgi_server, "limited") as refused,
+    ):
+        await refused.start("ws-limit2")
+        await asyncio.sleep(0.2)
+        assert refused.messages[-1] == {
+            "status": "failed",
+            "meta": {
+                "error": "concurrency_limit_reached",
+                "limit": 1,
+                "message": refused.messages[-1]["meta"]["message"],
+            },
+        }
+        assert refused.ws.close_code == 4429
 
 
 async def test_inputs_and_outputs_through_the_hooks(asgi_server, rtc_url):

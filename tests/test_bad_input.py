@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import websockets
 
-from django_rtcstream.api.permissions import HoldsSessionToken, TOKEN_HEADER
+from django_rtcstream.api.permissions import TOKEN_HEADER, HoldsSessionToken
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, http_json
 from django_rtcstream.sessions.manager import manager
 from tests.media import collect

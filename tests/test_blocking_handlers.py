@@ -17,8 +17,7 @@ from django.test import override_settings
 
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, ToneAudioTrack
 from django_rtcstream.models import StreamSession
-from django_rtcstream.sessions import pool as pool_module
-from django_rtcstream.sessions import manager as session_manager
+from django_rtcstream.sessions import manager as session_manager, pool as pool_module
 from django_rtcstream.sessions.pool import HandlerPool, OwnThread
 from tests import streams
 from tests.media import collect, dominant_frequency
@@ -167,7 +166,9 @@ async def test_ten_abandoned_blocking_emit_sessions_starve_nobody(rtc_url, small
             # queue.get() (with audio still arriving, the call in flight at the end may
             # be one that returns a queued frame).
             tone.flowing.clear()
-            await _until(lambda: _emit_blocked(client.webrtc_id), 15, "emit() to block")
+            await _until(
+                lambda webrtc_id=client.webrtc_id: _emit_blocked(webrtc_id), 15, "emit() to block"
+            )
             # Abandon it: the peer connection goes, nobody hangs up over HTTP.
             await client.pc.close()
             await _record_closed(client.webrtc_id, timeout=15)

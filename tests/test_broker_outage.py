@@ -130,7 +130,8 @@ def outage_cluster():
 
 
 def spawn_worker(cluster, worker):
-    log = open(os.path.join(cluster["logs"], f"{worker}.log"), "w+")
+    # Open for the worker's life: closed where the cluster is torn down.
+    log = open(os.path.join(cluster["logs"], f"{worker}.log"), "w+")  # noqa: SIM115
     url, process = start_worker(cluster["env"], worker, log)
     cluster["workers"][worker] = (url, process, log)
     return url
@@ -513,8 +514,8 @@ class BrokerDown:
 @pytest.fixture
 def live_record(transactional_db):
     """A live session record owned by "another worker" (no session in this process)."""
-    from django_rtcstream.tokens import new_token
     from django_rtcstream.models import StreamSession
+    from django_rtcstream.tokens import new_token
 
     token, token_hash = new_token()
     record = StreamSession.objects.create(

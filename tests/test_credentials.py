@@ -107,7 +107,7 @@ def service(monkeypatch):
     monkeypatch.setattr(credentials, "CLOUDFLARE_FASTRTC_TURN_URL", f"{state.base}/credentials")
     monkeypatch.setattr(credentials, "CLOUDFLARE_TURN_API_URL", f"{state.base}/v1/turn/keys")
     monkeypatch.setattr(credentials, "TWILIO_API_URL", f"{state.base}/2010-04-01")
-    for name in ENV + ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]:
+    for name in [*ENV, "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]:
         monkeypatch.delenv(name, raising=False)
     try:
         yield state

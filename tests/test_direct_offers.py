@@ -55,7 +55,7 @@ async def _offer(rtc_url: str, webrtc_id: str, cookie: str | None = None) -> tup
 class _CountRequests:
     """Counts Django request cycles (``request_started``) while in a ``with`` block."""
 
-    def __enter__(self) -> "_CountRequests":
+    def __enter__(self) -> _CountRequests:
         self.count = 0
         request_started.connect(self._started)
         return self

@@ -148,7 +148,7 @@ def _literal_codes() -> dict[str, list[str]]:
                 if name == "SignalingError" and node.args:
                     literal = node.args[0]
             elif isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values):
+                for key, value in zip(node.keys, node.values, strict=True):
                     if isinstance(key, ast.Constant) and key.value == "error":
                         literal = value
             if isinstance(literal, ast.Constant) and isinstance(literal.value, str):

@@ -38,6 +38,7 @@ def _feed(pool, fn, *, errors=None, after=None):
 
 async def test_items_are_handled_in_order_one_at_a_time_in_the_session_context(pool):
     seen, running, overlaps = [], [0], []
+    all_seen = threading.Event()
 
     def handle(item):
         running[0] += 1
@@ -45,14 +46,15 @@ async def test_items_are_handled_in_order_one_at_a_time_in_the_session_context(p
         time.sleep(0.001)
         seen.append((item, LABEL.get(), threading.current_thread().name))
         running[0] -= 1
+        if len(seen) == 200:
+            all_seen.set()
 
     feed = _feed(pool, handle)
     for i in range(200):
         feed.put(i)
         if i % 7 == 0:
             await asyncio.sleep(0)
-    while len(seen) < 200:
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(all_seen.wait, 30)
     assert [item for item, _, _ in seen] == list(range(200))
     assert {label for _, label, _ in seen} == {"session-7"}
     assert max(overlaps) == 1

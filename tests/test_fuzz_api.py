@@ -62,7 +62,7 @@ async def fuzz(
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except asyncio.TimeoutError:  # (not the builtin TimeoutError on Python 3.10)
+    except TimeoutError:
         process.kill()
         await process.wait()
         raise

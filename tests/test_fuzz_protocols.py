@@ -42,8 +42,13 @@ from tests.test_bad_input import no_server_errors, post_raw  # noqa: F401  (fixt
 from tests.test_offer_fuzz import base_offers, mangle
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    Phase,
+    given,
+    settings,
+    strategies as st,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media]
 
@@ -354,7 +359,7 @@ async def converse(url: str, sequence: list, barrier: dict, check, pong) -> dict
                 assert left > 0, f"{url}: no answer to the ping within {REPLY_TIMEOUT} s"
                 try:
                     raw = await asyncio.wait_for(ws.recv(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise AssertionError(
                         f"{url}: no answer to the ping within {REPLY_TIMEOUT} s"
                     ) from None
@@ -550,8 +555,10 @@ async def test_signaling_websocket(rtc_url, asgi_server, no_server_errors):  # n
         ("echo", good_offer * 2),  # an offer twice on one socket: 409
         (
             "echo",
-            good_offer
-            + [("text", json.dumps({"type": "ice-candidate", "candidate": {"candidate": "x"}}))],
+            [
+                *good_offer,
+                ("text", json.dumps({"type": "ice-candidate", "candidate": {"candidate": "x"}})),
+            ],
         ),
     ]
     base = ws_base(asgi_server)
@@ -871,7 +878,7 @@ valid_values = st.fixed_dictionaries(
     },
 )
 any_values = st.dictionaries(
-    st.one_of(st.sampled_from(NAMES + ["args", "webrtc_id", "token"]), st.text(max_size=6)),
+    st.one_of(st.sampled_from([*NAMES, "args", "webrtc_id", "token"]), st.text(max_size=6)),
     json_values,
     max_size=4,
 )
@@ -929,7 +936,7 @@ async def test_an_infinite_sample_rate_is_a_bad_start(asgi_server, field, value,
     and logged 'Exception in ASGI application'."""
     url = f"{ws_base(asgi_server)}/rtc/echo/websocket/offer"
     async with websockets.connect(url) as ws:
-        await ws.send('{"event": "start", "websocket_id": "fuzz-inf", "%s": %s}' % (field, value))
+        await ws.send(f'{{"event": "start", "websocket_id": "fuzz-inf", "{field}": {value}}}')
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert_failure_body(reply, url)
         assert reply["meta"]["error"] == "invalid_start"

@@ -114,7 +114,7 @@ def serial_order(answers, defaults, final):
             return None
         seen = [a[2] for a in remaining] + [final]
 
-        def referenced(a):
+        def referenced(a, seen=seen):
             return sum(other is not a[2] and other[a[0]] == a[1] for other in seen)
 
         write = min(fits, key=referenced)
@@ -173,11 +173,12 @@ async def test_concurrent_input_hook_answers_follow_one_serial_order(rtc_url, ro
                 )
             assert all(status == 200 for status, _ in replies), replies
             answers = [
-                (name, value, reply["inputs"]) for (name, value), (_, reply) in zip(writes, replies)
+                (name, value, reply["inputs"])
+                for (name, value), (_, reply) in zip(writes, replies, strict=True)
             ]
             assert all(reported[name] == value for name, value, reported in answers)
             session = manager().sessions[client.webrtc_id]
-            final = dict(zip(["a", "b"], session.inputs))
+            final = dict(zip(["a", "b"], session.inputs, strict=True))
             assert serial_order(answers, {"a": 0.5, "b": 0.5}, final) is not None, answers
 
 

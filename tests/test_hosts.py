@@ -23,6 +23,7 @@ without them, fails under CI=true.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import signal
@@ -90,7 +91,11 @@ def row(hosts: Hosts, webrtc_id: str) -> dict[str, Any] | None:
             "WHERE webrtc_id = %s ORDER BY created_at DESC",
             (webrtc_id,),
         ).fetchone()
-    return None if found is None else dict(zip(("state", "close_reason", "worker"), found))
+    return (
+        None
+        if found is None
+        else dict(zip(("state", "close_reason", "worker"), found, strict=True))
+    )
 
 
 async def until(check, timeout: float, what: str, interval: float = 0.1):
@@ -126,7 +131,7 @@ class Listener:
     def max_gap(self, start: float, end: float) -> float:
         times = [t for t in self.times if start <= t <= end]
         assert len(times) >= 10, f"{len(times)} frames between {start} and {end}"
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         return max([times[0] - start, end - times[-1], *gaps])
 
 
@@ -188,7 +193,9 @@ async def test_inputs_outputs_admin_terminate_and_the_limit_work_whichever_host_
             changed = time.monotonic()
             await asyncio.sleep(0.5)
             out["levels_after"] = [
-                v for t, v in zip(listener.times, listener.levels) if t > changed + 0.3
+                v
+                for t, v in zip(listener.times, listener.levels, strict=False)
+                if t > changed + 0.3
             ]
             out["levels_before"] = listener.levels[:20]
             # The limit (1) holds for host 1 while host 2 has the session.
@@ -351,14 +358,13 @@ async def test_cutting_one_hosts_link_loses_only_its_sessions_and_the_other_stre
 
 def test_a_failing_run_leaves_no_namespace_link_or_process_behind():
     made = Hosts(2)
-    with pytest.raises(RuntimeError, match="deliberate"):
-        with made:
-            made.build()
-            made.start_redis()
-            made.spawn("sleeper", ["sleep", "600"], made.ns("h1"))
-            made.client_loop()
-            assert len(made.leftovers()) >= 6, made.leftovers()  # 3 namespaces, links, processes
-            raise RuntimeError("deliberate failure in the middle of a run")
+    with pytest.raises(RuntimeError, match="deliberate"), made:
+        made.build()
+        made.start_redis()
+        made.spawn("sleeper", ["sleep", "600"], made.ns("h1"))
+        made.client_loop()
+        assert len(made.leftovers()) >= 6, made.leftovers()  # 3 namespaces, links, processes
+        raise RuntimeError("deliberate failure in the middle of a run")
     assert made.leftovers() == []
     assert not [n for n in namespaces() if n.startswith(made.base_name)]
 

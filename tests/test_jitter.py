@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -71,7 +72,7 @@ def test_a_swapped_pair_costs_nothing():
 def test_deep_reordering_a_fixed_buffer_gives_up_on_without_delay():
     clock = Clock()
     buffer = AudioJitterBuffer(prefetch=1, adaptive=False)
-    feed(buffer, clock, range(0, 10))
+    feed(buffer, clock, range(10))
     # A burst of reordering: 12-14 overtake 10 and 11, deeper than the one-frame hold.
     released = feed(buffer, clock, [12, 13, 14, 10, 11, 15, 16])
     assert released == [9, 12, 13, None, None, 14, 15]  # 10 and 11 given up: no stall
@@ -81,7 +82,7 @@ def test_deep_reordering_a_fixed_buffer_gives_up_on_without_delay():
 def test_the_adaptive_buffer_learns_the_reordering_then_shrinks_back():
     clock = Clock()
     buffer = AudioJitterBuffer(prefetch=1, shrink_after=5, calm_after=20)
-    feed(buffer, clock, range(0, 10))
+    feed(buffer, clock, range(10))
     feed(buffer, clock, [12, 13, 14, 10, 11])  # the first burst is a surprise...
     assert buffer.late == 2 and buffer.target == 4
     feed(buffer, clock, range(15, 20))
@@ -122,7 +123,7 @@ def test_the_adaptive_hold_grows_under_jitter_and_shrinks_back_when_the_link_cal
     assert buffer.target >= 3  # it grew to the reordering's depth...
     assert buffer.late <= 2 and buffer.dropped == 0  # ...after giving up on a packet or two
     assert len(released) >= 490
-    assert all((b - a) % 256 in (1, 2) for a, b in zip(released, released[1:]))  # in order
+    assert all((b - a) % 256 in (1, 2) for a, b in itertools.pairwise(released))  # in order
 
     # A fixed one-frame hold gives up on every packet overtaken by two or more.
     fixed = AudioJitterBuffer(prefetch=1, adaptive=False)
@@ -172,8 +173,7 @@ async def test_live_sessions_use_the_configured_buffer_on_both_ends(rtc_url):
             await collect(client.audio_frames, 10)
             server = manager().get(client.webrtc_id).transport.jitter_buffer
             client_buffers = [
-                getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
-                for t in client.pc.getTransceivers()
+                t.receiver._RTCRtpReceiver__jitter_buffer for t in client.pc.getTransceivers()
             ]
     finally:
         stream.audio_prefetch = None
@@ -206,6 +206,7 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
     assert status == 200
     relay.server = host_candidate(answer["sdp"])
     frames = []
+    readers = set()  # a task the loop only holds weakly could be collected mid-read
     connected = asyncio.Event()
 
     @pc.on("track")
@@ -219,7 +220,7 @@ async def echo_through_relay(rtc_url, relay, webrtc_id, seconds=4.0):
             except Exception:
                 return
 
-        asyncio.ensure_future(read())
+        readers.add(asyncio.ensure_future(read()))
 
     pc.on("connectionstatechange", lambda: pc.connectionState == "connected" and connected.set())
     await pc.setRemoteDescription(
@@ -337,12 +338,14 @@ async def test_video_sessions_release_on_the_marker_on_both_ends_unless_turned_o
             rtc_url, "flip", video=SyntheticVideoTrack(), video_marker_release=release
         ) as client:
             await collect(client.video_frames, 10)
-            server = getattr(
-                manager().get(client.webrtc_id).transport.pc.getTransceivers()[0].receiver,
-                "_RTCRtpReceiver__jitter_buffer",
+            server = (
+                manager()
+                .get(client.webrtc_id)
+                .transport.pc.getTransceivers()[0]
+                .receiver._RTCRtpReceiver__jitter_buffer
             )
             mine = [
-                getattr(t.receiver, "_RTCRtpReceiver__jitter_buffer")
+                t.receiver._RTCRtpReceiver__jitter_buffer
                 for t in client.pc.getTransceivers()
                 if t.kind == "video"
             ]

@@ -105,7 +105,7 @@ async def test_a_session_that_never_connects_is_closed_and_frees_its_slot(rtc_ur
         pc.createDataChannel("text")
         await pc.setLocalDescription(await pc.createOffer())
         # Offer, but never apply the answer: ICE can never complete.
-        status, body = await http_json(
+        status, _ = await http_json(
             f"{rtc_url}limited/webrtc/offer",
             {"type": "offer", "sdp": pc.localDescription.sdp, "webrtc_id": "ghost"},
         )
@@ -184,7 +184,7 @@ async def test_concurrent_offers_on_sqlite_are_all_admitted(rtc_url):
                         f"{rtc_url}echo/webrtc/offer",
                         {"type": "close", "webrtc_id": b["webrtc_id"], "token": r["token"]},
                     )
-                    for b, (_, r) in zip(bodies, results)
+                    for b, (_, r) in zip(bodies, results, strict=True)
                 )
             )
             for b in bodies:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import resource
 import time
@@ -40,7 +41,7 @@ async def wait_for(predicate, timeout: float, what: str):
 
     try:
         return await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
@@ -197,7 +198,7 @@ async def test_a_hundred_sse_subscribers_each_get_every_event_then_end(rtc_url):
         ids = [i for i, _ in events]
         values = [v for _, v in events]
         assert ids == list(range(1, len(ids) + 1)), ids
-        assert all(b - a == 5 for a, b in zip(values, values[1:])), values  # no gap
+        assert all(b - a == 5 for a, b in itertools.pairwise(values)), values  # no gap
     # They all ended on the same last event, and share every event since the latest start.
     lasts = {events[-1][1] for events in got}
     assert len(lasts) == 1, lasts

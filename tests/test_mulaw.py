@@ -46,7 +46,7 @@ ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int16)
 def test_encoding_matches_g191_for_every_16_bit_sample():
     expected = bytes(reference_encode(int(x)) for x in ALL_SAMPLES)
     got = mulaw.encode(ALL_SAMPLES)
-    mismatches = [int(x) for x, a, b in zip(ALL_SAMPLES, got, expected) if a != b]
+    mismatches = [int(x) for x, a, b in zip(ALL_SAMPLES, got, expected, strict=True) if a != b]
     assert not mismatches, f"{len(mismatches)} samples differ, first {mismatches[:5]}"
 
 

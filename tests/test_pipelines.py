@@ -46,6 +46,7 @@ class Host:
         self.ready = asyncio.Event()
         self.ready.set()
         self.extras: list[Any] = []
+        self.extra_arrived = asyncio.Event()
         self.failures: list[BaseException] = []
         self.finished = asyncio.Event()
         self.own_thread_calls = 0
@@ -66,6 +67,7 @@ class Host:
 
     async def handle_extra(self, extra: Any) -> None:
         self.extras.append(extra)
+        self.extra_arrived.set()
 
     def fail(self, exc: BaseException) -> None:
         self.failures.append(exc)
@@ -132,9 +134,10 @@ async def test_a_video_transform_reports_a_handler_error_to_the_session_and_ends
 
     frames = LatestFrame(Frames("video", [video(1)]))
     transform = VideoTransform(host, frames, "rgb24", fn=fn)
-    asyncio.ensure_future(frames.run())
+    feeding = asyncio.ensure_future(frames.run())
     with pytest.raises(MediaStreamError):
         await transform.produce()
+    feeding.cancel()
     assert [type(e) for e in host.failures] == [ValueError]
 
 
@@ -166,8 +169,9 @@ async def test_a_class_handler_transform_calls_video_receive_then_video_emit_and
 
     frames = LatestFrame(Frames("video", [video(40)]))
     transform = VideoTransform(host, frames, "rgb24", handler=Handler())
-    asyncio.ensure_future(frames.run())
+    feeding = asyncio.ensure_future(frames.run())
     out = await transform.produce()
+    feeding.cancel()
     assert (value_of(out), calls, host.extras) == (
         215,
         ["receive", "emit"],
@@ -229,8 +233,7 @@ async def test_an_audio_emitter_plays_what_emit_returns_and_runs_a_sync_emit_on_
     out = AudioOutput(24000)
     emitter = AudioEmitter(host, EmitSource(host, Handler().emit, own_thread=True), out, Arrivals())
     task = asyncio.ensure_future(emitter.run())
-    while not host.extras:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(host.extra_arrived.wait(), 10)
     task.cancel()
     assert out.read() is not None and emitter.frames_out == 1
     assert host.extras == [AdditionalOutputs("done")] and host.own_thread_calls >= 3

@@ -50,23 +50,25 @@ async def test_outputs_reach_a_subscriber_of_the_same_worker_whatever_the_signal
 ):
     from tests.asgi import application
 
-    async with live_server(application) as url:
-        async with StreamClient(
+    async with (
+        live_server(application) as url,
+        StreamClient(
             f"{url}/rtc/", "report", video=SyntheticVideoTrack(), signaling=signaling
-        ) as client:
-            await collect(client.video_frames, 3)
-            outputs = []
+        ) as client,
+    ):
+        await collect(client.video_frames, 3)
+        outputs = []
 
-            async def read():
-                async for output in get_stream("report").output_stream(client.webrtc_id):
-                    outputs.append(output.args)
-                    if output.args == (20,):
-                        return
+        async def read():
+            async for output in get_stream("report").output_stream(client.webrtc_id):
+                outputs.append(output.args)
+                if output.args == (20,):
+                    return
 
-            reader = asyncio.ensure_future(read())
-            await asyncio.sleep(0.5)  # the subscription joins its group
-            await client.set_input(level=10)
-            await asyncio.sleep(0.3)  # a frame or more with level 10
-            await client.set_input(level=20)
-            await asyncio.wait_for(reader, 10)
+        reader = asyncio.ensure_future(read())
+        await asyncio.sleep(0.5)  # the subscription joins its group
+        await client.set_input(level=10)
+        await asyncio.sleep(0.3)  # a frame or more with level 10
+        await client.set_input(level=20)
+        await asyncio.wait_for(reader, 10)
     assert [o for o in outputs if o != (0,)] == [(10,), (20,)]

@@ -150,14 +150,17 @@ async def test_two_sentences_with_a_pause_are_two_whole_turns_answered_within_0_
     sc = script(1.0, "Hello there, how are you?", 1.0, "I would like a cup of tea.", 2.5)
     fn = Recorder()
     listener, webrtc_id = await talk_webrtc(
-        ReplyOnPause(fn), sc.audio, lambda l: len(l.turn_events("reply_end")) >= 2
+        ReplyOnPause(fn), sc.audio, lambda talker: len(talker.turn_events("reply_end")) >= 2
     )
     # No third turn once the audio has ended in silence.
     assert len(fn.utterances) == 2
-    prerolls = [assert_whole(u, sc, span) for u, span in zip(fn.utterances, sc.spans)]
+    prerolls = [assert_whole(u, sc, span) for u, span in zip(fn.utterances, sc.spans, strict=False)]
     # When the server started the reply, on its input audio clock (which starts with the
     # client's first frame), and when the client heard it, on the client's.
-    started = [e["at"] - end for e, (_, end) in zip(listener.turn_events("reply_audio"), sc.spans)]
+    started = [
+        e["at"] - end
+        for e, (_, end) in zip(listener.turn_events("reply_audio"), sc.spans, strict=False)
+    ]
     heard = [listener.first_loud_after(end) - end for _, end in sc.spans]
     print(f"webrtc: pre-roll {prerolls}; reply started {started}, heard {heard} after speech")
     assert all(latency <= 0.7 for latency in started), started
@@ -172,10 +175,10 @@ async def test_two_sentences_with_a_pause_are_two_whole_turns_answered_within_0_
 async def test_a_breath_of_0_3_s_inside_a_sentence_does_not_end_the_turn():
     sc = script(1.0, "The quick brown fox", 0.3, "jumps over the lazy dog.", 2.0)
     fn = Recorder()
-    listener, _ = await talk_webrtc(
+    _, _ = await talk_webrtc(
         ReplyOnPause(fn),
         sc.audio,
-        lambda l: len(l.turn_events("reply_end")) >= 1 and l.track.position > 5.5,
+        lambda talker: len(talker.turn_events("reply_end")) >= 1 and talker.track.position > 5.5,
     )
     assert len(fn.utterances) == 1
     assert_whole(fn.utterances[0], sc, (sc.spans[0][0], sc.spans[1][1]))
@@ -187,9 +190,9 @@ async def test_speaking_during_a_long_reply_stops_it_and_the_client_stops_hearin
     listener, webrtc_id = await talk_webrtc(
         ReplyOnPause(fn),
         sc.audio,
-        lambda l: (
-            len(l.turn_events("reply_end")) >= 1
-            and l.turn_events("interrupted")
+        lambda talker: (
+            len(talker.turn_events("reply_end")) >= 1
+            and talker.turn_events("interrupted")
             and len(fn.utterances) >= 2
         ),
     )
@@ -231,7 +234,7 @@ async def test_without_can_interrupt_speech_is_ignored_until_the_reply_has_finis
     listener, webrtc_id = await talk_webrtc(
         ReplyOnPause(fn, can_interrupt=False),
         sc.audio,
-        lambda l: len(l.turn_events("reply_end")) >= 2,
+        lambda talker: len(talker.turn_events("reply_end")) >= 2,
     )
     assert len(calls) == 2 and not listener.turn_events("interrupted")
     assert_whole(calls[1], sc, sc.spans[2])
@@ -333,11 +336,13 @@ async def test_two_turns_and_a_barge_in_over_the_audio_websocket_which_gets_clea
         lambda t: len(t.turn_events("reply_end")) >= 2 and len(fn.utterances) >= 3,
     )
     assert len(fn.utterances) == 3
-    for utterance, span in zip(fn.utterances, sc.spans):
+    for utterance, span in zip(fn.utterances, sc.spans, strict=False):
         assert_whole(utterance, sc, span)
     started = [
         e["at"] - end
-        for e, (_, end) in zip(talker.turn_events("reply_audio"), (sc.spans[0], sc.spans[2]))
+        for e, (_, end) in zip(
+            talker.turn_events("reply_audio"), (sc.spans[0], sc.spans[2]), strict=False
+        )
     ]
     heard = talker.first_loud_after(sc.spans[0][1]) - sc.spans[0][1]
     barge = talker.turn_events("speech_start")[1]
@@ -388,7 +393,7 @@ async def test_two_turns_and_a_barge_in_on_a_twilio_call_which_gets_clear():
     finally:
         session_started.disconnect(listen, sender=stream)
     assert len(fn.utterances) == 3
-    for utterance, span in zip(fn.utterances, sc.spans):
+    for utterance, span in zip(fn.utterances, sc.spans, strict=False):
         assert_whole(utterance, sc, span)
     media = [p for p, name in result.timeline if name == "media"]
     first = next(p for p in media if p >= sc.spans[0][1]) - sc.spans[0][1]

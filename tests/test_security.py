@@ -147,7 +147,7 @@ async def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
     try:
         return await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
@@ -749,7 +749,7 @@ async def test_no_failure_body_leaks_a_traceback(rtc_url, asgi_server, no_server
             ("GET", "/rtc/video-send/outputs", None, {}, 400),
             (
                 "POST",
-                f"/rtc/video-send/input",
+                "/rtc/video-send/input",
                 {"webrtc_id": live, "token": client.token, "nope": 1},
                 {},
                 400,

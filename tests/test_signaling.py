@@ -16,8 +16,8 @@ from django_rtcstream.client import (
     http_json,
 )
 from django_rtcstream.exceptions import SignalingError
-from django_rtcstream.models import StreamSession
 from django_rtcstream.media.ice import parse_candidate
+from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions.manager import manager
 from tests.media import collect, rows_brightness
 
@@ -210,7 +210,7 @@ async def test_rtc_configuration_may_come_from_an_async_callable(rtc_url):
 
     stream.rtc_configuration = turn
     try:
-        status, config = await http_json(f"{rtc_url}flip/config")
+        _, config = await http_json(f"{rtc_url}flip/config")
     finally:
         stream.rtc_configuration = None
     assert config["rtc_configuration"]["iceServers"][0]["urls"] == "turn:127.0.0.1:3478"
@@ -377,9 +377,9 @@ async def test_host_candidates_use_the_configured_address_and_port_range(rtc_url
 async def test_the_media_stack_warms_up_once_after_the_first_http_request():
     """The first offer on a fresh worker must not pay for aiortc's imports (~0.2 s)."""
     from channels.testing import HttpCommunicator
+    from django.core.asgi import get_asgi_application
 
     from django_rtcstream.asgi import rtcstream_application
-    from django.core.asgi import get_asgi_application
 
     HOST = [(b"host", b"testserver")]
     application = rtcstream_application(get_asgi_application())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
 
 from django_rtcstream import signals
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, ToneAudioTrack

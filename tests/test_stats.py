@@ -155,20 +155,22 @@ async def test_the_stats_message_reaches_only_a_client_that_asked_for_it():
     from tests.asgi import application
 
     with fast():
-        async with live_server(application) as url:
-            async with StreamClient(f"{url}/rtc/", "echo", audio=ToneAudioTrack()) as client:
-                await collect(client.audio_frames, 3)
-                session = local_session(client.webrtc_id)
-                await until(lambda: session.stats.summary.samples >= 2)
-                unasked = [m for m in list(client.messages._queue) if m.get("type") == "stats"]
-                assert unasked == []  # FastRTC's clients never see a message they do not know
-                client.channel.send(json.dumps({"type": "stats", "data": True}))
-                message = await client.next_message("stats", timeout=10)
-                assert message["via"] == "datachannel"
-                assert set(FIGURES) <= set(message["data"])
-                assert message["data"]["bitrate_out_kbps"] > 0
-                client.channel.send(json.dumps({"type": "stats", "data": False}))
-                await until(lambda: not session.stats.subscribed)
+        async with (
+            live_server(application) as url,
+            StreamClient(f"{url}/rtc/", "echo", audio=ToneAudioTrack()) as client,
+        ):
+            await collect(client.audio_frames, 3)
+            session = local_session(client.webrtc_id)
+            await until(lambda: session.stats.summary.samples >= 2)
+            unasked = [m for m in list(client.messages._queue) if m.get("type") == "stats"]
+            assert unasked == []  # FastRTC's clients never see a message they do not know
+            client.channel.send(json.dumps({"type": "stats", "data": True}))
+            message = await client.next_message("stats", timeout=10)
+            assert message["via"] == "datachannel"
+            assert set(FIGURES) <= set(message["data"])
+            assert message["data"]["bitrate_out_kbps"] > 0
+            client.channel.send(json.dumps({"type": "stats", "data": False}))
+            await until(lambda: not session.stats.subscribed)
 
 
 @pytest.mark.media
@@ -217,22 +219,21 @@ async def test_a_websocket_audio_session_has_its_bytes_and_bitrate_but_no_rtt():
     from tests.asgi import application
 
     with fast():
-        async with live_server(application) as url:
-            async with AudioSocket(url, "echo") as socket:
-                session = await socket.start("ws-stats", sample_rate=8000, output_sample_rate=8000)
-                assert session is not None, socket.messages
-                webrtc_id = session["webrtc_id"]
-                player = asyncio.ensure_future(socket.play(tone(440, 8000, 8.0), 8000))
-                try:
+        async with live_server(application) as url, AudioSocket(url, "echo") as socket:
+            session = await socket.start("ws-stats", sample_rate=8000, output_sample_rate=8000)
+            assert session is not None, socket.messages
+            webrtc_id = session["webrtc_id"]
+            player = asyncio.ensure_future(socket.play(tone(440, 8000, 8.0), 8000))
+            try:
 
-                    async def sampled():
-                        record = await record_of(webrtc_id)
-                        stats = record.stats or {}
-                        return record if (stats.get("bitrate_out_kbps") or 0) > 0 else None
+                async def sampled():
+                    record = await record_of(webrtc_id)
+                    stats = record.stats or {}
+                    return record if (stats.get("bitrate_out_kbps") or 0) > 0 else None
 
-                    record = await until(sampled)
-                finally:
-                    player.cancel()
+                record = await until(sampled)
+            finally:
+                player.cancel()
     stats = record.stats
     assert record.channel == "websocket"
     # 8 kHz mu-law is 64 kbit/s of audio; base64 in JSON events makes it ~100 on the wire.

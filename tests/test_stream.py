@@ -11,7 +11,6 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 from django_rtcstream import (
-    AsyncStreamHandler,
     AudioVideoStreamHandler,
     Checkbox,
     Dropdown,
@@ -142,7 +141,7 @@ def test_inputs_validate_and_coerce():
 
 def test_gradio_components_are_read_without_importing_gradio():
     # Same class name and attributes as gradio.Slider; gradio itself is not needed.
-    class Slider:  # noqa: D401
+    class Slider:
         def __init__(self, minimum, maximum, step, value, label=None):
             self.minimum, self.maximum, self.step, self.value, self.label = (
                 minimum,
@@ -184,9 +183,11 @@ def test_import_is_light_and_never_pulls_gradio_or_aiortc():
 
 def test_registry_resolves_lazily_and_follows_override_settings():
     assert get_stream("flip").name == "flip"
-    with override_settings(RTCSTREAM={"STREAMS": {"other": "tests.streams.flip"}}):
-        with pytest.raises(StreamNotFound):
-            get_stream("echo")
+    with (
+        override_settings(RTCSTREAM={"STREAMS": {"other": "tests.streams.flip"}}),
+        pytest.raises(StreamNotFound),
+    ):
+        get_stream("echo")
     assert get_stream("echo").modality == "audio"
 
 

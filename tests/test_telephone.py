@@ -113,7 +113,7 @@ async def test_a_spoken_sentence_comes_back_from_the_echo_stream(rtc_url):
         result = await caller.place_call(
             incoming(rtc_url), said, auth_token=TOKEN, listen=1.0, until_marks=1
         )
-    correlation, lag = best_correlation(said, result.received)
+    correlation, _lag = best_correlation(said, result.received)
     # mu-law, 8 -> 48 -> 8 kHz and back: the answer is recognisably the same speech.
     assert correlation > 0.6, correlation
     assert result.first_audio_after is not None and result.first_audio_after < 0.5

@@ -25,12 +25,14 @@ async def test_a_project_tests_its_stream_end_to_end_with_the_kit():
         assert get_stream("dark") is dark
         with pytest.raises(LookupError):
             get_stream("flip")  # only the overridden streams, unless keep=True
-        async with live_server() as base_url:
-            async with stream_client(base_url, "dark", video=SyntheticVideoTrack()) as client:
-                frame = await client.video_frames.get()
-                assert mean_brightness(frame) < 100
-                record = await StreamSession.objects.aget(webrtc_id=client.webrtc_id)
-                assert record.stream == "dark"
+        async with (
+            live_server() as base_url,
+            stream_client(base_url, "dark", video=SyntheticVideoTrack()) as client,
+        ):
+            frame = await client.video_frames.get()
+            assert mean_brightness(frame) < 100
+            record = await StreamSession.objects.aget(webrtc_id=client.webrtc_id)
+            assert record.stream == "dark"
     with override_streams(keep=True, dark="tests.test_testing_kit.other"):
         assert get_stream("flip").name == "flip" and get_stream("dark") is other
 

@@ -57,7 +57,7 @@ def test_a_turn_ends_half_a_second_after_speech_whatever_the_chunk_size(chunk_s)
     events = run(TWO, chunk_s)
     ended = turns(events)
     assert len(ended) == 2
-    for turn, (_, end) in zip(ended, TWO.spans):
+    for turn, (_, end) in zip(ended, TWO.spans, strict=True):
         # The VAD notices the end within a few windows; the rule adds 0.5 s + one window.
         assert 0.5 - 1e-6 <= turn.detected_s - turn.speech_end_s <= 0.5 + 0.032 + 1e-6
         assert turn.speech_end_s - end <= 0.12
@@ -69,7 +69,7 @@ def test_a_turn_ends_half_a_second_after_speech_whatever_the_chunk_size(chunk_s)
 def test_each_utterance_is_handed_over_whole_with_its_pre_roll(rate):
     ended = turns(run(TWO, rate=rate))
     assert len(ended) == 2
-    for turn, span in zip(ended, TWO.spans):
+    for turn, span in zip(ended, TWO.spans, strict=True):
         offset, match = locate(turn.audio.reshape(-1), rate, TWO)
         assert match > 0.95
         assert abs(offset - turn.start_s) <= 0.02
@@ -160,7 +160,7 @@ class ChunkModel:
 def test_a_fastrtc_style_model_is_run_on_chunks_with_the_same_turn_rule():
     ended = turns(run(TWO, model=ChunkModel()))
     assert len(ended) == 2
-    for turn, span in zip(ended, TWO.spans):
+    for turn, span in zip(ended, TWO.spans, strict=True):
         assert turn.start_s < span[0] and turn.detected_s - span[1] <= 0.5 + 0.6 + 0.1
 
 

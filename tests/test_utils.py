@@ -207,7 +207,7 @@ async def test_async_aggregate_matches_the_sync_version():
     arrays = [a async for a in async_aggregate_bytes_to_16bit(chunks())]
     expected = list(aggregate_bytes_to_16bit(CHUNKS))
     assert len(arrays) == len(expected)
-    for got, want in zip(arrays, expected):
+    for got, want in zip(arrays, expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

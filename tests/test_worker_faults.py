@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -85,7 +85,7 @@ class TcpProxy:
         while not stopped.is_set():
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -190,7 +190,8 @@ class Cluster:
             self.spawn(worker)
 
     def spawn(self, worker: str) -> None:
-        log = open(os.path.join(self.logs, f"{worker}.log"), "w+")
+        # Open for the worker's life: stop() closes it.
+        log = open(os.path.join(self.logs, f"{worker}.log"), "w+")  # noqa: SIM115
         try:
             url, process = start_worker(self.worker_env, worker, log)
         except RuntimeError as exc:
@@ -233,6 +234,7 @@ class Cluster:
                     "stats_summary",
                 ),
                 found,
+                strict=True,
             )
         )
 
@@ -462,7 +464,7 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         frames_in_b = before[on_b.webrtc_id]["frames_in"]
 
         # -- the database is back -----------------------------------------------------------
-        back_wall = datetime.now(timezone.utc)
+        back_wall = datetime.now(UTC)
         proxy.restore()
         back_at = time.monotonic()
 

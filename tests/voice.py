@@ -100,7 +100,7 @@ def locate(piece: np.ndarray, piece_rate: int, whole: Script) -> tuple[float, fl
     if len(a) > len(b):
         a = a[: len(b)]
     best, best_lag = -1.0, 0
-    for lag in range(0, len(b) - len(a) + 1):
+    for lag in range(len(b) - len(a) + 1):
         window = b[lag : lag + len(a)]
         denom = np.linalg.norm(a - a.mean()) * np.linalg.norm(window - window.mean())
         score = float(np.dot(a - a.mean(), window - window.mean()) / denom) if denom else 0.0

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from django_rtcstream import Stream, StreamHandler
-
 from bench.handlers import EchoLogic, flip_frame, slow_flip_frame
+from django_rtcstream import Stream, StreamHandler
 
 
 class Echo(EchoLogic, StreamHandler):

@@ -33,6 +33,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
         zip(
             ("database", "channel_layer"),
             await asyncio.gather(_probe(_database()), _probe(_channel_layer())),
+            strict=True,
         )
     )
     draining = shutdown.begun() or drain.draining()
@@ -50,7 +51,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
 async def _probe(check: Any) -> str:
     try:
         await asyncio.wait_for(check, PROBE_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"no answer within {PROBE_SECONDS:g} s"
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -105,7 +105,7 @@ class InputHookView(AnswersDatabaseOutages, RefusesUnreadableBodies, APIView):
         except SignalingError as exc:
             return _failed(exc)
         names = list(serializer.fields) if custom else [s.name for s in the_stream.inputs.specs]
-        return Response({"status": "success", "inputs": dict(zip(names, values))})
+        return Response({"status": "success", "inputs": dict(zip(names, values, strict=False))})
 
 
 def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def _positional(stream: Any, args: Any, rest: dict[str, Any]) -> dict[str, Any]:
                 ]
             }
         )
-    return dict(zip(names, args))
+    return dict(zip(names, args, strict=True))
 
 
 input_hook = InputHookView.as_view()
@@ -231,7 +231,7 @@ async def outputs_hook(request: HttpRequest, stream: str) -> Any:
     except records.DATABASE_ERRORS:  # the user's session or row, read by a permission
         return failure(DatabaseUnavailable())
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncGenerator[str, None]:
         outputs = subscription.__aiter__()
         keepalive = rtc_settings.SSE_KEEPALIVE
         yield ": connected\n\n"

@@ -29,8 +29,10 @@ from django_rtcstream.access import TOKEN_HEADER, Requester, request_token
 from django_rtcstream.conf import rtc_settings
 from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
-from django_rtcstream.tokens import hash_token
-from django_rtcstream.tokens import new_token as new_token  # its home is tokens
+from django_rtcstream.tokens import (
+    hash_token,
+    new_token as new_token,  # its home is tokens
+)
 
 __all__ = [
     "ACTIONS",
@@ -129,9 +131,10 @@ def check(action: str, requester: Requester | Any, stream: Any, record: Any = No
     request = requester.permission_request()
     for cls in permission_classes(action, stream):
         permission = cls()
-        allowed = permission.has_permission(request, view)
+        # DRF's "view" argument is an AccessContext here (see the module docstring).
+        allowed = permission.has_permission(request, view)  # type: ignore[arg-type]
         if allowed and record is not None:
-            allowed = permission.has_object_permission(request, view, record)
+            allowed = permission.has_object_permission(request, view, record)  # type: ignore[arg-type]
         if not allowed:
             message = getattr(permission, "message", None) or f"You may not {action} this session."
             raise SignalingError(ErrorCode.PERMISSION_DENIED, str(message))

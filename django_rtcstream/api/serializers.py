@@ -8,22 +8,31 @@ optional: an input hook request changes only the inputs it names.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from django_rtcstream.inputs import InputSpec
+from django_rtcstream.models import StreamSession
 
-_cache: dict[int, type[serializers.Serializer]] = {}
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.stream import Stream
+
+_cache: dict[int, type[serializers.Serializer[Any]]] = {}
 
 
-def field_for(spec: InputSpec) -> serializers.Field:
+def field_for(spec: InputSpec) -> serializers.Field[Any, Any, Any, Any]:
     common: dict[str, Any] = {"required": False, "label": spec.label or spec.name}
     if spec.kind in ("slider", "number"):
-        bounds = {"min_value": spec.minimum, "max_value": spec.maximum}
         if spec.kind == "number" and spec.precision == 0:
-            return serializers.IntegerField(**bounds, **common)
-        return serializers.FloatField(**bounds, **common)
+            # The stubs type an IntegerField's bounds as ints; DRF compares them as
+            # numbers, so a fractional bound (0.5 admits 1 and up) is kept as declared.
+            return serializers.IntegerField(
+                min_value=spec.minimum,  # type: ignore[arg-type]
+                max_value=spec.maximum,  # type: ignore[arg-type]
+                **common,
+            )
+        return serializers.FloatField(min_value=spec.minimum, max_value=spec.maximum, **common)
     if spec.kind == "dropdown":
         choices = spec.choice_values()
         if spec.multiselect:
@@ -38,7 +47,7 @@ def field_for(spec: InputSpec) -> serializers.Field:
     return serializers.JSONField(**common)
 
 
-def input_serializer_class(stream: Any) -> type[serializers.Serializer]:
+def input_serializer_class(stream: Stream) -> type[serializers.Serializer[Any]]:
     """The stream's own ``input_serializer``, or one built from its declarations."""
     if stream.input_serializer is not None:
         return stream.input_serializer
@@ -53,7 +62,7 @@ def input_serializer_class(stream: Any) -> type[serializers.Serializer]:
     return cached
 
 
-class SessionSerializer(serializers.Serializer):
+class SessionSerializer(serializers.Serializer[StreamSession]):
     """A session as the sessions API shows it."""
 
     id = serializers.UUIDField(read_only=True)

@@ -55,7 +55,7 @@ class SessionViewSet(
     RefusesUnreadableBodies,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[StreamSession],
 ):
     serializer_class = SessionSerializer
 

@@ -73,7 +73,7 @@ class AudioReceiver(Pipeline):
             except MediaStreamError:
                 return
             self.frames_in += 1
-            for chunk in self.converter.convert(frame):
+            for chunk in self.converter.convert(frame):  # type: ignore[arg-type]  # an AudioFrame
                 await self.receive(chunk)
             self.arrivals.tick()
 
@@ -143,4 +143,5 @@ def _convert_and_receive(
     for chunk in converter.convert(frame):
         result = receive(chunk)
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
-            asyncio.run_coroutine_threadsafe(result, loop).result()
+            # run_coroutine_threadsafe refuses any other awaitable itself (TypeError).
+            asyncio.run_coroutine_threadsafe(result, loop).result()  # type: ignore[arg-type]

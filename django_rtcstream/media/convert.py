@@ -60,26 +60,32 @@ class AudioInput:
 
 def _to_int16_mono(array: np.ndarray, layout: str | None) -> np.ndarray:
     """Any accepted handler array -> 1-D int16 mono samples."""
-    a = np.asarray(array)
+    a: np.ndarray = np.asarray(array)
     if a.dtype.kind == "f":
         a = (np.clip(a, -1.0, 1.0) * 32767).astype(np.int16)
     elif a.dtype != np.int16:
         raise TypeError(f"audio arrays must be int16 or float, got {a.dtype}")
     if a.ndim == 1:
         channels = 2 if layout == "stereo" else 1
-        return a if channels == 1 else a.reshape(-1, 2).mean(axis=1).astype(np.int16)
+        return a if channels == 1 else _mix(a.reshape(-1, 2), axis=1)
     if a.ndim != 2:
         raise TypeError(f"audio arrays must be 1-D or 2-D, got shape {a.shape}")
     if a.shape[0] == 1:
-        row = a[0]
+        row: np.ndarray = a[0]
         if layout == "stereo":
-            return row.reshape(-1, 2).mean(axis=1).astype(np.int16)
+            return _mix(row.reshape(-1, 2), axis=1)
         return row
     if a.shape[0] <= 8:  # (channels, n) planar
-        return a.mean(axis=0).astype(np.int16)
+        return _mix(a, axis=0)
     if a.shape[1] <= 8:  # (n, channels)
-        return a.mean(axis=1).astype(np.int16)
+        return _mix(a, axis=1)
     raise TypeError(f"cannot read audio array of shape {a.shape}")
+
+
+def _mix(a: np.ndarray, axis: int) -> np.ndarray:
+    """Channels averaged into one int16 row."""
+    mixed: np.ndarray = a.mean(axis=axis).astype(np.int16)
+    return mixed
 
 
 class AudioOutput:
@@ -163,7 +169,8 @@ class AudioOutput:
 def audio_frame(samples: np.ndarray, sample_rate: int, pts: int) -> AudioFrame:
     # One copy into the frame's plane; from_ndarray checks and copies more (2x the time).
     frame = AudioFrame(format="s16", layout="mono", samples=len(samples))
-    frame.planes[0].update(np.ascontiguousarray(samples, np.int16))
+    # Any buffer will do; PyAV's stub says bytes.
+    frame.planes[0].update(np.ascontiguousarray(samples, np.int16))  # type: ignore[arg-type]
     frame.sample_rate = sample_rate
     frame.pts = pts
     frame.time_base = fractions.Fraction(1, sample_rate)
@@ -190,7 +197,7 @@ def _reformatter() -> VideoReformatter:
 
 def array_to_video(array: Any, fmt: str, like: VideoFrame | None = None) -> VideoFrame:
     """A handler's array -> VideoFrame, keeping the input frame's timing."""
-    a = np.asarray(array)
+    a: np.ndarray = np.asarray(array)
     if a.ndim != 3 or a.shape[2] != 3:
         raise TypeError(f"video handlers must return HxWx3 arrays, got shape {a.shape}")
     if a.dtype != np.uint8:

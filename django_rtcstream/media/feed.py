@@ -4,9 +4,9 @@
 then the loop again to resolve the future. For a sync audio ``receive`` the
 loop does not need the result, only the order and the errors: a
 ``SerialFeed`` queues frames for one pool job at a time, which takes them
-until none are left, so the loop only enqueues. On this machine a pool round
-trip costs ~0.1 ms of CPU; at 50 audio frames a second per session, the wake-up
-saved is the largest per-frame cost of the package's own (bench/README.md).
+until none are left, so the loop only enqueues. At 50 audio frames a second per
+session, the wake-up saved is the largest per-frame cost of the package's own
+(bench/README.md, "Figures the code cites").
 
 ``media.arrivals.Arrivals`` is the other half: it counts the frames handled,
 so the emit pump can sleep until the next one without the feed waking the

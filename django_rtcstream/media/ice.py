@@ -21,7 +21,7 @@ from typing import Any
 import aioice.ice
 import aiortc.rtcconfiguration
 import aiortc.rtcicetransport
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCDtlsTransport, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from django_rtcstream.errors import ErrorCode
@@ -41,7 +41,9 @@ def install_host_addresses(addresses: list[str] | None) -> None:
     gathering on the wrong interfaces.
     """
     global _original_get_host_addresses, _host_addresses
-    current = getattr(aioice.ice, "get_host_addresses", None)
+    current: Callable[[bool, bool], list[str]] | None = getattr(
+        aioice.ice, "get_host_addresses", None
+    )
     if current is None or not callable(current):
         raise RuntimeError(
             "aioice.ice.get_host_addresses is gone: this aioice version is not supported "
@@ -51,7 +53,8 @@ def install_host_addresses(addresses: list[str] | None) -> None:
         _original_get_host_addresses = current
     _host_addresses = list(addresses) if addresses is not None else None
     if _host_addresses is None:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
+        # aioice's own function back (mypy tells a def from a Callable by its names)
+        aioice.ice.get_host_addresses = _original_get_host_addresses  # type: ignore[assignment]
     else:
         aioice.ice.get_host_addresses = _configured_host_addresses
 
@@ -156,7 +159,8 @@ def selected_pair_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
     "relay")`` means the media of this peer connection goes through TURN both ways.
     """
     for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
+        # Typed as always set; a transceiver that never negotiated a transport has none.
+        transport: RTCDtlsTransport | None = transceiver.receiver.transport
         if transport is None:
             continue
         connection = getattr(transport.transport, "_connection", None)
@@ -180,7 +184,7 @@ class PortRangeConnection(aioice.ice.Connection):
     ``create_datagram_endpoint`` picks a free port in it instead.
     """
 
-    async def get_component_candidates(  # type: ignore[override]
+    async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
     ) -> Any:
         if _port_range is None:
@@ -212,7 +216,8 @@ def _wrap_loop(loop: asyncio.AbstractEventLoop) -> None:
         raise OSError(f"no free UDP port in {ports[0]}-{ports[1]} on {local_addr[0]}")
 
     try:
-        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+        # A wrapper of the same call, typed as loosely as it passes its arguments on.
+        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign,assignment]
         loop._rtcstream_port_range = True  # type: ignore[attr-defined]
     except AttributeError as exc:  # e.g. uvloop's loop has fixed attributes
         raise RuntimeError(
@@ -238,7 +243,7 @@ def install_port_range(ports: tuple[int, int] | list[int] | None) -> None:
         if not 1024 <= low <= high <= 65535:
             raise ValueError(f"UDP_PORT_RANGE must be (low, high) within 1024-65535, got {ports!r}")
         _port_range = (low, high)
-        aiortc.rtcicetransport.Connection = PortRangeConnection  # type: ignore[misc]
+        aiortc.rtcicetransport.Connection = PortRangeConnection
     else:
         _port_range = None
 
@@ -288,7 +293,8 @@ def local_candidates(pc: RTCPeerConnection) -> list[dict[str, Any]]:
     """The server's candidates as trickle messages (aiortc puts them all in the answer)."""
     out: list[dict[str, Any]] = []
     for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
+        # Typed as always set; a transceiver that never negotiated a transport has none.
+        transport: RTCDtlsTransport | None = transceiver.receiver.transport
         if transport is None:
             continue
         for c in transport.transport.iceGatherer.getLocalCandidates():

@@ -47,11 +47,15 @@ fails loudly instead of silently keeping the slower buffers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.utils import uint16_add, uint16_gt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamTrack
 
 SEAM = "_RTCRtpReceiver__jitter_buffer"
 
@@ -251,7 +255,7 @@ def install_video(receiver: RTCRtpReceiver) -> MarkerVideoJitterBuffer:
     return buffer
 
 
-def _receiver_of(pc: Any, track: Any) -> RTCRtpReceiver | None:
+def _receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpReceiver | None:
     for transceiver in pc.getTransceivers():
         if transceiver.receiver.track is track:
             return transceiver.receiver

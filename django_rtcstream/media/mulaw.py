@@ -32,7 +32,7 @@ def _encode_table() -> np.ndarray:
     segment = np.searchsorted(_SEGMENT_ENDS, biased)  # the first end >= biased
     mantissa = (biased >> (segment + 1)) & 0x0F
     code = ~((segment << 4) | mantissa) & 0x7F  # G.711 transmits the bits inverted
-    return np.where(x >= 0, code | 0x80, code).astype(np.uint8)
+    return np.asarray(np.where(x >= 0, code | 0x80, code), dtype=np.uint8)
 
 
 def _decode_table() -> np.ndarray:

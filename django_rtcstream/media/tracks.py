@@ -42,7 +42,8 @@ class LatestFrame:
     async def run(self) -> None:
         try:
             while True:
-                self._keep(await self.track.recv())
+                # A decoded remote track gives frames, never packets (no cast per frame).
+                self._keep(await self.track.recv())  # type: ignore[arg-type]
                 self.received += 1
                 self._event.set()
         except MediaStreamError:

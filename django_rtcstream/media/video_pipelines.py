@@ -70,9 +70,10 @@ class VideoTransform(VideoPipeline):
     async def next_frame(self) -> VideoFrame:
         if self.frames is None:  # the offer sent no video to transform
             raise MediaStreamError
-        frame = await self.frames.next()
+        frame: VideoFrame = await self.frames.next()  # type: ignore[assignment]  # video track
         self.frames_in += 1
         call = self.host.call
+        out: VideoFrame | None
         if self.fn is not None:
             out, extra = await call(_transform_video, self.fn, frame, self.fmt, self.host.inputs)
             if extra is not None:

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
@@ -40,6 +40,10 @@ from django_rtcstream.exceptions import (
     UnknownSession,
 )
 from django_rtcstream.sessions import records, table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.sessions.runtime import Session
+    from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 def backoff(failures: int) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (bounded)."""
-    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, failures - 1))
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** max(0, failures - 1))
 
 
 def control_channel(webrtc_id: str) -> str:
@@ -132,7 +136,7 @@ def check_webrtc_id(webrtc_id: Any) -> str:
     return webrtc_id
 
 
-def _local(webrtc_id: str) -> Any:
+def _local(webrtc_id: str) -> Session | None:
     """The session if this process owns it and we are on its loop."""
     session = table.get(webrtc_id)
     if session is None:
@@ -162,7 +166,9 @@ async def send_inputs(stream: str, webrtc_id: str, values: list[Any]) -> None:
     await send_control(webrtc_id, {"type": "rtc.input", "values": values})
 
 
-def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -> Any:
+def deliver_inputs(
+    owner: Stream, stream: str, webrtc_id: str, values: list[Any]
+) -> asyncio.Task[None] | None:
     """``Stream.set_input``: deliver values from sync or async code, wherever the session is.
 
     A session of this process (``owner`` is its ``Stream``) gets them at once, from
@@ -183,7 +189,8 @@ def deliver_inputs(owner: Any, stream: str, webrtc_id: str, values: list[Any]) -
             session.loop.call_soon_threadsafe(session.set_inputs, values)
         return None
     if loop is None:
-        return async_to_sync(send_inputs)(stream, webrtc_id, values)
+        async_to_sync(send_inputs)(stream, webrtc_id, values)
+        return None
     if isinstance(layer(), InMemoryChannelLayer):
         raise UnknownSession(webrtc_id)  # one process: no other worker can hold it
     task = loop.create_task(send_inputs(stream, webrtc_id, values))
@@ -225,7 +232,8 @@ async def update_inputs(stream: str, webrtc_id: str, changes: dict[str, Any]) ->
             f"The worker of session {webrtc_id!r} did not confirm the inputs within "
             f"{INPUT_REPLY_SECONDS:g} s; they apply when it reads them.",
         ) from None
-    return message["values"]
+    values: list[Any] = message["values"]  # Session.update_inputs' answer
+    return values
 
 
 async def send_close(stream: str, webrtc_id: str, reason: str) -> None:
@@ -306,7 +314,7 @@ async def send_candidate(
             try:
                 await asyncio.wait_for(event.wait(), left if one_process else min(left, EARLY_POLL))
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if one_process:
                     continue
             record = await records.find(stream, webrtc_id)

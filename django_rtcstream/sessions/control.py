@@ -64,7 +64,6 @@ async def apply(session: Session, channel_layer: Any, message: dict[str, Any]) -
     elif kind == "rtc.input_update":
         values = session.update_inputs(message["changes"])
         await channel_layer.send(message["reply"], {"type": "rtc.inputs", "values": values})
-    elif kind == "rtc.close":
-        # A close meant for an earlier session that used this id is stale.
-        if message.get("sent_at", 0) >= session.started_wall - 1.0:
-            session.request_close(message.get("reason") or "closed_by_server")
+    # A close meant for an earlier session that used this id is stale.
+    elif kind == "rtc.close" and message.get("sent_at", 0) >= session.started_wall - 1.0:
+        session.request_close(message.get("reason") or "closed_by_server")

@@ -10,9 +10,9 @@ resamplers) across several threads. When it ends, two things keep that memory:
 - glibc's allocator keeps freed pages mapped for reuse, spread over its
   per-thread arenas.
 
-Under churn the process's RSS then climbs well above what it holds (measured
-by tests/churn.py: 163 -> 211 MB over 300 open-and-abort cycles, while the live
-objects were back at baseline; 167 MB after ``malloc_trim``). ``release()``
+Under churn the process's RSS then climbs well above what it holds, while the
+live objects are back at baseline (tests/churn.py measures it; figures in
+bench/README.md, "Figures the code cites"). ``release()``
 returns those pages, and collects the garbage first when no session is live
 (a full collection holds the interpreter for tens of milliseconds, which live
 media would feel). On other C libraries (musl, macOS) it does nothing.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.core.cache import cache
 
@@ -118,7 +118,7 @@ class OutputSubscription:
         self.joined = True
         return True
 
-    async def __aiter__(self) -> AsyncIterator[AdditionalOutputs]:
+    async def __aiter__(self) -> AsyncGenerator[AdditionalOutputs, None]:
         if not self.joined:
             return
         channel_layer = bus.layer()
@@ -178,7 +178,7 @@ class OutputSubscription:
                 )
 
 
-async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncIterator[AdditionalOutputs]:
+async def subscribe_outputs(stream: str, webrtc_id: str) -> AsyncGenerator[AdditionalOutputs, None]:
     """Yield a session's outputs until it ends; see ``Stream.output_stream``."""
     subscription = OutputSubscription(stream, webrtc_id)
     if not await subscription.join():

@@ -128,7 +128,7 @@ class CallRegistry:
 
 
 class _Work:
-    __slots__ = ("future", "fn", "args", "label", "owner")
+    __slots__ = ("args", "fn", "future", "label", "owner")
 
     def __init__(
         self,
@@ -263,10 +263,12 @@ class HandlerPool(Executor):
                 del work
                 with cond:
                     del self._busy[me]
-                    if self._working(time.monotonic()) > self.size:
-                        # Another thread took this one's place while its call ran long.
+                    # Another thread took this one's place while its call ran long.
+                    replaced = self._working(time.monotonic()) > self.size
+                    if replaced:
                         self._threads -= 1
-                        return
+            if replaced:
+                return
 
     def _watch(self) -> None:
         # Not a waiter on self._cond: its notify() must wake a worker, never the monitor.

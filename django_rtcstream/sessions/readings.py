@@ -49,7 +49,16 @@ from django_rtcstream.sessions.transport import SocketTransport
 from django_rtcstream.sessions.webrtc import WebRTCTransport
 
 if TYPE_CHECKING:
+    from asgiref.typing import WebSocketReceiveEvent
+    from channels.generic.websocket import AsyncWebsocketConsumer
+
     from django_rtcstream.sessions.runtime import Session
+
+    # To type checkers the mixin is the consumer it goes before in the bases, so its
+    # send() and websocket_receive() are checked as overrides of that consumer's.
+    _WebsocketConsumer = AsyncWebsocketConsumer
+else:
+    _WebsocketConsumer = object
 
 #: Every figure of a sample, in the order the API documents them.
 FIGURES: tuple[str, ...] = (
@@ -86,7 +95,7 @@ class WireCounters:
         self.bytes_in = self.bytes_out = self.messages_in = self.messages_out = 0
 
 
-class WireCounted:
+class WireCounted(_WebsocketConsumer):
     """Mixin for a Channels WebSocket consumer: counts what goes over the socket.
 
     Put it before ``AsyncWebsocketConsumer`` in the bases. Counting is two
@@ -101,21 +110,21 @@ class WireCounted:
             wire = self.__dict__["wire"] = WireCounters()
         return wire
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: WebSocketReceiveEvent) -> None:
         wire = self._wire()
         wire.messages_in += 1
         text, data = message.get("text"), message.get("bytes")
         wire.bytes_in += len(text.encode()) if text is not None else len(data or b"")
-        await super().websocket_receive(message)  # type: ignore[misc]
+        await super().websocket_receive(message)
 
-    async def send(
+    async def send(  # type: ignore[override]  # as the stubs' AsyncWebsocketConsumer.send
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         wire = self._wire()
         if text_data is not None or bytes_data is not None:
             wire.messages_out += 1
             wire.bytes_out += len(text_data.encode()) if text_data is not None else len(bytes_data)  # type: ignore[arg-type]
-        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)  # type: ignore[misc]
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
 
 class Reading:

@@ -180,7 +180,7 @@ class Session(SessionPort):
     async def _connect_timeout(self) -> None:
         try:
             await asyncio.wait_for(self.connected.wait(), rtc_settings.CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.request_close("connect_timeout", SessionState.FAILED)
 
     async def _time_limit(self) -> None:

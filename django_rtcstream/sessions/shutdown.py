@@ -72,7 +72,8 @@ async def streams_ended(timeout: float = 2.0) -> None:
     shutdown triggers are done; a worker with no session of its own to close would
     otherwise stop before its streams had sent ``event: end``."""
     deadline = time.monotonic() + timeout
-    while _open_streams and time.monotonic() < deadline:
+    # A poll, not an event: the count is kept by plain context managers in any thread.
+    while _open_streams and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.05)
 

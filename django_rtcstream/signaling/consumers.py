@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -24,6 +24,9 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.signaling.messages import offer_fields, parse_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django_rtcstream.sessions.webrtc import WebRTCTransport
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +110,8 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         await self.send_json(
             {"type": "answer", "sdp": answer, "webrtc_id": webrtc_id, "token": session.token}
         )
-        for candidate in session.transport.local_candidates():
+        transport = cast("WebRTCTransport", session.transport)  # this consumer's kind
+        for candidate in transport.local_candidates():
             await self.send_json({"type": "ice-candidate", "candidate": candidate})
         await self.send_json({"type": "ice-candidate", "candidate": None})
 

@@ -4,9 +4,8 @@ Why: under daphne, Django's request cycle costs an offer more than aiortc does.
 Each ``MiddlewareMixin`` middleware hops to the one thread-sensitive thread for
 ``process_request`` and again for ``process_response``, and the request
 signals and ``response.close()`` hop too. With simultaneous offers those hops
-queue behind each other. Measured with ``bench/offers.py`` on the bench
-project (4 default middlewares): one offer at a time 9.0 -> 6.6 ms, four at
-once 26.8 -> 15.1 ms, against 3.5 / 8.5 ms for a bare aiortc server.
+queue behind each other. ``bench/offers.py`` measures what this saves (figures in
+bench/README.md, "Figures the code cites").
 
 What is kept:
 
@@ -131,7 +130,8 @@ def security_middleware() -> Any:
         return None
     from django.middleware.security import SecurityMiddleware
 
-    return SecurityMiddleware(lambda request: None)
+    # Only its process_request/process_response are called: get_response never is.
+    return SecurityMiddleware(lambda request: None)  # type: ignore[arg-type]
 
 
 async def read_body(receive: Any, limit: int) -> bytes | None:
@@ -157,7 +157,8 @@ def authenticate(request: ASGIRequest) -> None:
     if AUTH_MIDDLEWARE in settings.MIDDLEWARE:
         from django.contrib.auth.middleware import auser, get_user
 
-        request.user = SimpleLazyObject(lambda: get_user(request))
+        # As AuthenticationMiddleware does; the stubs type request.user as the user itself.
+        request.user = SimpleLazyObject(lambda: get_user(request))  # type: ignore[assignment]
         request.auser = partial(auser, request)
 
 

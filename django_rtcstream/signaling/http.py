@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -51,6 +51,11 @@ async def offer(request: HttpRequest, stream: str) -> JsonResponse:
     return await handle(request, stream)
 
 
+def _no_view(request: HttpRequest) -> HttpResponse:
+    """The view CsrfViewMiddleware is told about: its check never calls it."""
+    raise AssertionError("the CSRF check called its view")
+
+
 async def _cookie_needs_csrf(request: HttpRequest) -> None:
     """A hang-up authorised by the session cookie must pass Django's CSRF check.
 
@@ -66,15 +71,15 @@ async def _cookie_needs_csrf(request: HttpRequest) -> None:
     from django.contrib.auth.models import AnonymousUser
     from django.middleware.csrf import CsrfViewMiddleware
 
-    refused = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+    refused = CsrfViewMiddleware(_no_view).process_view(request, _no_view, (), {})
     if refused is not None:  # as DRF's SessionAuthentication: the cookie does not count
         anonymous = AnonymousUser()
 
         async def no_user() -> AnonymousUser:
             return anonymous
 
-        request.user = anonymous  # type: ignore[assignment]
-        request.auser = no_user  # type: ignore[attr-defined]
+        request.user = anonymous
+        request.auser = no_user
 
 
 async def handle(request: HttpRequest, stream: str) -> JsonResponse:

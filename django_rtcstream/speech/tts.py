@@ -226,7 +226,8 @@ class EspeakTTS:
         """All of ``text`` as one clip: the ``stream_tts_sync`` chunks joined."""
         rate = 22050
         parts: list[NDArray[np.float32]] = []
-        for rate, chunk in self.stream_tts_sync(text, options):
+        for chunk_rate, chunk in self.stream_tts_sync(text, options):
+            rate = chunk_rate
             parts.append(chunk)
         return rate, (np.concatenate(parts) if parts else np.zeros(0, np.float32))
 

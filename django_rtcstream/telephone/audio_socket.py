@@ -60,6 +60,7 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
     input_rate = 0
     output_rate = 0
     stream_sid: str | None = None  # Twilio's; None for FastRTC's protocol
+    _reply_end: asyncio.Task[None] | None  # set while a burst's end is pending
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' consumer loop, and the session closed however it ends.

@@ -201,7 +201,7 @@ async def place_call(
         if until_marks:
             try:
                 await asyncio.wait_for(marked.wait(), mark_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await send(
             {
@@ -212,7 +212,7 @@ async def place_call(
         )
         try:
             await asyncio.wait_for(reader, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             reader.cancel()
         except websockets.ConnectionClosed:
             pass

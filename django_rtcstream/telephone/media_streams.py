@@ -47,7 +47,9 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
         if self.session is not None:
             await self.error("The call already started.")
             return
-        start = data.get("start") if isinstance(data.get("start"), dict) else {}
+        start = data.get("start")
+        if not isinstance(start, dict):
+            start = {}
         self.stream_sid = data.get("streamSid") or start.get("streamSid")
         self.encoding, self.input_rate, self.output_rate = "mulaw", PHONE_RATE, PHONE_RATE
         custom = (
@@ -60,7 +62,9 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
         )
 
     async def on_mark(self, data: dict[str, Any]) -> None:
-        mark = data.get("mark") if isinstance(data.get("mark"), dict) else {}
+        mark = data.get("mark")
+        if not isinstance(mark, dict):
+            mark = {}
         self.marks_played.append(str(mark.get("name")))
         if self.session is not None:
             self.session.send_message({"type": "log", "data": f"played:{mark.get('name')}"})

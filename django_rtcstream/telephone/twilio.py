@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
 
@@ -164,13 +163,3 @@ def incoming(request: HttpRequest, stream: str) -> HttpResponse:
         "</Connect></Response>"
     )
     return HttpResponse(twiml, content_type="application/xml")
-
-
-def __getattr__(name: str) -> Any:
-    # The consumer lives in media_streams, so that the URLconf (which imports this
-    # module for the webhook) imports no PyAV or numpy (~0.1 s of a worker's start).
-    if name == "TwilioMediaStreamConsumer":
-        from django_rtcstream.telephone.media_streams import TwilioMediaStreamConsumer
-
-        return TwilioMediaStreamConsumer
-    raise AttributeError(name)

@@ -19,6 +19,10 @@ the session's own emit thread, and each reply's generator on a producer
 thread of its own (an async generator is stepped on the session's event loop
 from it), which keeps about a second of reply audio ready so that a
 generator that pauses between sentences does not make the reply stutter.
+
+Over 450 lines on purpose: it is one class, and those three threads share the
+turn's state (the reply queue, the current reply, the interrupt) under one
+condition; split into modules, each part would reach into the others' locks.
 """
 
 from __future__ import annotations

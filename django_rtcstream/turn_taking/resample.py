@@ -14,7 +14,10 @@ def to_mono(samples: np.ndarray, channels: int) -> np.ndarray:
     row = np.asarray(samples).reshape(-1)
     if channels == 1:
         return row
-    return row[: len(row) - len(row) % channels].reshape(-1, channels).mean(axis=1).astype(np.int16)
+    mixed: np.ndarray = (
+        row[: len(row) - len(row) % channels].reshape(-1, channels).mean(axis=1).astype(np.int16)
+    )
+    return mixed
 
 
 class VadResampler:

@@ -10,11 +10,10 @@ import os
 import sys
 
 import django
+from django.core.management import call_command
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.browser.settings_standalone")
 django.setup()
-
-from django.core.management import call_command
 
 call_command("migrate", verbosity=0)
 command, args = sys.argv[1], sys.argv[2:]

@@ -76,7 +76,7 @@ async def ui_server(tmp_path, *args: str):
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
 
 

@@ -29,12 +29,12 @@ async def wait_closed(webrtc_id, timeout=10.0):
 
 async def wait_until(predicate, timeout=10.0, what="condition"):
     async def poll():
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110  (any predicate; bounded by wait_for)
             await asyncio.sleep(0.02)
 
     try:
         await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 

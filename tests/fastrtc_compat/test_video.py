@@ -85,7 +85,7 @@ async def test_current_context_and_warning(rtc_url):
         outputs = await outputs_of("context_warning", client.webrtc_id, 2)
         frames = await collect(client.video_frames, 3)
     assert warning["data"] == warning["message"] == "It is too dark to see anything"
-    assert [o.args for o in outputs][0][0] == client.webrtc_id
+    assert outputs[0].args[0] == client.webrtc_id
     assert [o.args[1] % 15 for o in outputs] == [0, 0]
     assert context_warning.frames_seen[client.webrtc_id] >= 30
     assert mean_brightness(frames[-1]) < 40  # returned as it came

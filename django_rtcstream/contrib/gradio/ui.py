@@ -310,7 +310,8 @@ def build_ui(
     key = f"{name}"
     output_components = list(stream.additional_outputs)
 
-    with StreamBlocks(title=str(title)) as blocks:
+    blocks = StreamBlocks(title=str(title))
+    with blocks:
         blocks.rtc_stream = stream
         if not ui_args.get("hide_title"):
             gr.HTML(
@@ -337,7 +338,9 @@ def build_ui(
             inputs: list[tuple[str, Any]] = []
             if stream.inputs.specs or output_components:
                 with gr.Column(scale=2):
-                    for declaration, spec in zip(stream.additional_inputs, stream.inputs.specs):
+                    for declaration, spec in zip(
+                        stream.additional_inputs, stream.inputs.specs, strict=True
+                    ):
                         if isinstance(declaration, InputSpec):
                             component = _component_for(declaration)
                             if component is None:

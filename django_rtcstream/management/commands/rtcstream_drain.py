@@ -100,7 +100,7 @@ class Command(BaseCommand):
         await layer.send(drain.worker_channel(worker), {**request, "reply": reply_channel})
         try:
             return await asyncio.wait_for(layer.receive(reply_channel), ANSWER_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     def live_workers(self) -> list[str]:

@@ -80,7 +80,9 @@ class Command(BaseCommand):
             return
         widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
         for row in [COLUMNS, *rows]:
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            self.stdout.write(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
 
     def purge(self, older_than: int | None) -> None:
         days = rtc_settings.SESSION_RETENTION_DAYS if older_than is None else older_than

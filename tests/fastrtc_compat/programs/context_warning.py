@@ -1,7 +1,5 @@
 """get_current_context() and Warning() inside a video handler."""
 
-import numpy as np
-
 from django_rtcstream import AdditionalOutputs, Stream, Warning, get_current_context
 
 frames_seen = {}  # webrtc_id -> frames handled

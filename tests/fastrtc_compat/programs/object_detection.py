@@ -6,7 +6,6 @@ processed frame paints detected bands green.
 """
 
 import gradio as gr
-import numpy as np
 
 from django_rtcstream import AdditionalOutputs, Stream
 

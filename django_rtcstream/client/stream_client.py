@@ -1,182 +1,29 @@
-"""A Python (aiortc) client for any django-rtcstream stream.
-
-    async with StreamClient("http://127.0.0.1:8000/rtc/", "flip",
-                            video=SyntheticVideoTrack()) as client:
-        frame = await client.video_frames.get()
-
-It reads the stream's ``config`` to learn modality and mode, negotiates over
-HTTP (FastRTC-compatible offer) or the WebSocket signaling, sends the tracks
-given (or nothing), and exposes what comes back: ``video_frames`` and
-``audio_frames`` queues (latest kept when full) and ``messages`` (data
-channel and signaling messages). When the server's worker drains (it is being
-stopped) and the stream allows it, the client connects again, to the next of its
-URLs or the same one (a load balancer's next worker), and hangs up the old session
-once the new one is connected (``reconnect_on_drain``). From a shell::
-
-    python -m django_rtcstream.client http://127.0.0.1:8000/rtc/ flip \\
-        --input in.mp4 --output out.mp4 --seconds 10
-"""
+"""``StreamClient``: one client session with a stream, from offer to hang-up
+(see the package's docstring for what it does)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import fractions
 import json
-import math
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
+from django_rtcstream.client.http import SignalingFailed, http_json
 from django_rtcstream.media import ice
 
-
-class SignalingFailed(Exception):
-    """The server refused the offer; ``code`` is its ``meta.error`` (e.g. ``concurrency_limit_reached``)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.body = body
-        meta = body.get("meta") or {}
-        self.code = meta.get("error", "unknown")
-        super().__init__(f"{status} {self.code}: {meta.get('message', '')}")
+T = TypeVar("T")
 
 
-def _http_json(
-    url: str, data: dict[str, Any] | None = None, timeout: float = 30
-) -> tuple[int, Any]:
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST" if body else "GET",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {
-                "status": "failed",
-                "meta": {"error": "http_error", "message": raw[:200].decode(errors="replace")},
-            }
-
-
-async def http_json(url: str, data: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """JSON over HTTP without blocking the loop (stdlib only)."""
-    return await asyncio.to_thread(_http_json, url, data)
-
-
-class SyntheticVideoTrack(MediaStreamTrack):
-    """Test pattern: the top ``marker_rows`` rows white, the rest dark; a frame counter in pts."""
-
-    kind = "video"
-
-    def __init__(
-        self, width: int = 320, height: int = 240, fps: int = 30, marker_rows: int | None = None
-    ) -> None:
-        super().__init__()
-        self.width, self.height, self.fps = width, height, fps
-        image = np.full((height, width, 3), 16, np.uint8)
-        image[: marker_rows if marker_rows is not None else height // 4] = 235
-        self.image = image
-        self.sent = 0
-        self._start: float | None = None
-
-    async def recv(self) -> VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self.sent / self.fps
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = VideoFrame.from_ndarray(self.image, format="bgr24")
-        frame.pts = int(self.sent * 90000 / self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
-        self.sent += 1
-        return frame
-
-
-class ToneAudioTrack(MediaStreamTrack):
-    """A sine tone at ``frequency`` Hz, 48 kHz mono, 20 ms frames in real time."""
-
-    kind = "audio"
-
-    def __init__(
-        self, frequency: float = 440.0, sample_rate: int = 48000, amplitude: float = 0.5
-    ) -> None:
-        super().__init__()
-        self.frequency, self.sample_rate, self.amplitude = frequency, sample_rate, amplitude
-        self.samples = sample_rate // 50
-        self.sent = 0
-        self._start: float | None = None
-
-    async def recv(self) -> AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self.sent * 0.02 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (np.arange(self.samples) + self.sent * self.samples) / self.sample_rate
-        wave = (np.sin(2 * math.pi * self.frequency * t) * self.amplitude * 32767).astype(np.int16)
-        frame = AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
-        frame.pts = self.sent * self.samples
-        frame.time_base = fractions.Fraction(1, self.sample_rate)
-        self.sent += 1
-        return frame
-
-
-class ArrayAudioTrack(MediaStreamTrack):
-    """Plays ``samples`` (int16 mono) at real time in 20 ms frames, then silence.
-
-    ``sent`` counts frames sent, so ``sent * 0.02`` is the position in the
-    played audio: tests time what comes back against it (audio time, which a
-    busy machine does not stretch the way it stretches the wall clock).
-    """
-
-    kind = "audio"
-
-    def __init__(self, samples: np.ndarray, sample_rate: int = 48000) -> None:
-        super().__init__()
-        self.samples = np.asarray(samples, dtype=np.int16).reshape(-1)
-        self.sample_rate = sample_rate
-        self.frame = sample_rate // 50
-        self.sent = 0
-        self._start: float | None = None
-
-    @property
-    def position(self) -> float:
-        """Seconds of audio sent so far."""
-        return self.sent * self.frame / self.sample_rate
-
-    async def recv(self) -> AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self.sent * 0.02 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        chunk = self.samples[self.sent * self.frame : (self.sent + 1) * self.frame]
-        if len(chunk) < self.frame:
-            chunk = np.concatenate([chunk, np.zeros(self.frame - len(chunk), np.int16)])
-        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
-        frame.pts = self.sent * self.frame
-        frame.time_base = fractions.Fraction(1, self.sample_rate)
-        self.sent += 1
-        return frame
+def _keep_latest(queue: asyncio.Queue[T], item: T) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 class StreamClient:
@@ -381,9 +228,11 @@ class StreamClient:
         config_url = self.config["urls"]["websocket"]
         from urllib.parse import urlsplit
 
+        from websockets.typing import Origin
+
         parts = urlsplit(self.base_url)
         self._ws = await websockets.connect(
-            config_url, max_size=2**22, origin=f"{parts.scheme}://{parts.netloc}"
+            config_url, max_size=2**22, origin=Origin(f"{parts.scheme}://{parts.netloc}")
         )
         await self._ws.send(json.dumps(body))
         if self.trickle:
@@ -428,7 +277,9 @@ class StreamClient:
         """A ``draining`` message: reconnect if the stream allows it (once a session)."""
         if message.get("type") != "draining" or not self.reconnect_on_drain:
             return
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        data = message.get("data")
+        if not isinstance(data, dict):
+            data = {}
         if not data.get("reconnect") or not self.webrtc_id or self.webrtc_id in self._drained:
             return
         self._drained.add(self.webrtc_id)
@@ -519,14 +370,14 @@ class StreamClient:
         self._tasks.append(asyncio.ensure_future(self._collect(track)))
 
     async def _collect(self, track: MediaStreamTrack) -> None:
-        queue = self.video_frames if track.kind == "video" else self.audio_frames
         try:
             while True:
                 frame = await track.recv()
                 self.received[track.kind] += 1
-                if queue.full():  # keep the latest
-                    queue.get_nowait()
-                queue.put_nowait(frame)
+                if isinstance(frame, VideoFrame):
+                    _keep_latest(self.video_frames, frame)
+                elif isinstance(frame, AudioFrame):
+                    _keep_latest(self.audio_frames, frame)
         except MediaStreamError:
             return
 
@@ -552,7 +403,8 @@ class StreamClient:
         )
         if status != 200:
             raise SignalingFailed(status, reply)
-        return reply
+        answer: dict[str, Any] = reply  # the input hook answers a JSON object
+        return answer
 
     async def hang_up(self) -> None:
         """Ask the server to close the session now (instead of waiting for ICE to notice)."""
@@ -595,60 +447,3 @@ class StreamClient:
                 )
         if self.pc is not None:
             await self.pc.close()
-
-
-async def _main(args: argparse.Namespace) -> None:
-    from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
-
-    player = MediaPlayer(args.input) if args.input else None
-    client = StreamClient(
-        args.base_url,
-        args.stream,
-        signaling=args.signaling,
-        video=(player.video if player else SyntheticVideoTrack()),
-        audio=(player.audio if player else ToneAudioTrack()),
-        ice_host_addresses=args.ice_host,
-        relay_only=True if args.relay_only else None,
-    )
-    await client.connect()
-    print(f"connected: session {client.webrtc_id}")
-    recorder = MediaRecorder(args.output) if args.output else MediaBlackhole()
-    assert client.pc is not None
-    for receiver in client.pc.getReceivers():
-        if receiver.track is not None:
-            recorder.addTrack(receiver.track)
-    await recorder.start()
-    deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
-        try:
-            message = await asyncio.wait_for(client.messages.get(), deadline - time.monotonic())
-            print(json.dumps(message))
-        except asyncio.TimeoutError:
-            break
-    await recorder.stop()
-    await client.close()
-    print(f"received {client.received}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m django_rtcstream.client",
-        description="Stream media to a django-rtcstream stream.",
-    )
-    parser.add_argument("base_url", help="the app's HTTP prefix, e.g. http://127.0.0.1:8000/rtc/")
-    parser.add_argument("stream", help="stream name")
-    parser.add_argument("--input", help="media file to send (default: synthetic video/tone)")
-    parser.add_argument("--output", help="file to save what comes back (e.g. out.mp4)")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--signaling", choices=["http", "websocket"], default="http")
-    parser.add_argument("--ice-host", action="append", help="gather candidates on this address")
-    parser.add_argument(
-        "--relay-only",
-        action="store_true",
-        help="use relayed (TURN) candidates only, whatever the stream's configuration says",
-    )
-    asyncio.run(_main(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()

