@@ -29,7 +29,7 @@ from av import VideoFrame
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from django_rtcstream.media.convert import AudioInput, array_to_video  # noqa: E402
+from django_rtcstream.media.convert import AudioInput, array_to_video
 
 
 def per_frame(fn, frames: int) -> float:
