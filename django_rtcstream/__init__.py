@@ -37,6 +37,7 @@ _EXPORTS = {
     "log": "django_rtcstream.handlers",
     "ReplyOnPause": "django_rtcstream.turn_taking.reply_on_pause",
     "ReplyFnGenerator": "django_rtcstream.turn_taking.reply_on_pause",
+    "ReplyOnStopWords": "django_rtcstream.turn_taking.reply_on_stopwords",
     "AlgoOptions": "django_rtcstream.turn_taking.options",
     "SileroVadOptions": "django_rtcstream.turn_taking.options",
     "ModelOptions": "django_rtcstream.turn_taking.options",
@@ -122,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
         VadUnavailable,
     )
     from django_rtcstream.turn_taking.reply_on_pause import ReplyFnGenerator, ReplyOnPause
+    from django_rtcstream.turn_taking.reply_on_stopwords import ReplyOnStopWords
     from django_rtcstream.turn_taking.silero import get_silero_model
     from django_rtcstream.utils import (
         aggregate_bytes_to_16bit,
