@@ -106,3 +106,51 @@ async def test_the_stop_word_works_over_the_audio_websocket_too():
     assert_after_stop_word(fn.utterances[0], sc, sc.spans[1])
     assert len(stopwords(talker.messages)) == 1
     assert talker.first_loud_after(sc.spans[1][1]) is not None
+
+
+OFFLINE = """
+import socket
+attempts = []
+real_connect = socket.socket.connect
+
+def guarded(self, address, *args):
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1"):
+        attempts.append(address)
+        raise OSError("network is unavailable in this test")
+    return real_connect(self, address, *args)
+
+socket.socket.connect = guarded
+import django
+from django.conf import settings
+settings.configure()
+django.setup()
+from django_rtcstream import ReplyOnStopWords
+from tests.voice import speak
+handler = ReplyOnStopWords(lambda audio: iter(()), stop_words=["assistant"]).copy()
+print(handler.spotter.find((48000, speak("Assistant, what time is it?"))))
+print("ATTEMPTS", attempts)
+"""
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_handler_and_its_recogniser_load_and_work_with_the_network_unavailable() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HTTPS_PROXY="http://10.255.255.1:9")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "StopWordHit(phrase='assistant'" in done.stdout
+    assert "ATTEMPTS []" in done.stdout
