@@ -69,8 +69,9 @@ async def test_only_the_utterance_starting_with_the_stop_word_is_answered_over_w
     assert_after_stop_word(fn.utterances[0], sc, sc.spans[0])
     heard = stopwords(listener.messages)
     assert len(heard) == 1
+    print(f"webrtc: stopword heard {heard[0] - sc.spans[0][1]:+.3f} s from the end of speech")
     # Sent while the person was still talking (1.2 s into the speech), not after the pause.
-    assert heard[0] < sc.spans[0][1] + 0.5, (heard, sc.spans[0])
+    assert heard[0] < sc.spans[0][1] + 0.25, (heard, sc.spans[0])  # the pause: +0.5 s
     assert listener.turn_events("stopword")[0]["phrase"] == "assistant"
     logs = listener.logs()
     assert logs.count("pause_detected") == 1 and "response_starting" in logs
