@@ -13,6 +13,10 @@ the stop word. Measured on four espeak-ng voices, "assistant", "stop" and
 detection on 24 utterances without them; "computer" is hard for the en-US
 model on synthetic speech (found in 4 of 16).
 
+Telephone audio (8 kHz) is out of reach of the wheel's wideband model: on
+espeak-ng speech at 8 kHz, plain or through mu-law, it found none of the stop
+words it finds at 16 kHz; an 8 kHz acoustic model can be passed as ``model_path``.
+
 Decoding runs with narrow beams, about 5% of the audio's duration on one core;
 only the first ``MAX_AUDIO_S`` seconds of an utterance are decoded.
 """
