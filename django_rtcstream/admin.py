@@ -18,8 +18,13 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from django_rtcstream.charts import line_chart
+from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import BrokerUnavailable, UnknownSession
 from django_rtcstream.models import ACTIVE_STATES, StreamSession
 from django_rtcstream.sessions import bus
@@ -83,6 +88,9 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "inputs_preview",
         "frames_in",
         "frames_out",
+        "rtt",
+        "bitrate",
+        "loss",
         "close_reason",
     ]
     list_filter = ["stream", "state", "channel", LiveFilter]
@@ -109,7 +117,14 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 ]
             },
         ),
+        (
+            _("Network and media"),
+            {"fields": ["stats_charts", "stats_latest", "stats_summary_table"]},
+        ),
     ]
+    # The live list reloads itself (static/django_rtcstream/admin-live.js) while no row
+    # is selected: records change at each heartbeat.
+    change_list_template = "admin/django_rtcstream/streamsession/change_list.html"
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 
     @admin.display(description=_("age"))
@@ -122,6 +137,80 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if len(text) <= INPUTS_PREVIEW:
             return text
         return text[: INPUTS_PREVIEW - 1] + "…"
+
+    # -- stats (sessions/stats.py) ------------------------------------------------------
+
+    @admin.display(description=_("RTT"))
+    def rtt(self, session: StreamSession) -> str:
+        return _figure(session.stats, "rtt_ms", "ms")
+
+    @admin.display(description=_("kbit/s in / out"))
+    def bitrate(self, session: StreamSession) -> str:
+        stats = session.stats or {}
+        if stats.get("bitrate_in_kbps") is None and stats.get("bitrate_out_kbps") is None:
+            return "–"
+        return f"{_number(stats.get('bitrate_in_kbps'))} / {_number(stats.get('bitrate_out_kbps'))}"
+
+    @admin.display(description=_("loss in / out"))
+    def loss(self, session: StreamSession) -> str:
+        stats = session.stats or {}
+        if stats.get("loss_in") is None and stats.get("loss_out") is None:
+            return "–"
+        return f"{_percent(stats.get('loss_in'))} / {_percent(stats.get('loss_out'))}"
+
+    @admin.display(description=_("history"))
+    def stats_charts(self, session: StreamSession) -> SafeString | str:
+        history = session.stats_history or {}
+        if not history.get("t"):
+            return gettext("No samples yet (STATS_INTERVAL seconds after the session connects).")
+        return format_html(
+            '<div class="rtc-charts">{}{}{}</div>',
+            line_chart("RTT", "ms", [("rtt", history.get("rtt_ms", []))]),
+            line_chart(
+                "Bitrate",
+                "kbit/s",
+                [
+                    ("in", history.get("bitrate_in_kbps", [])),
+                    ("out", history.get("bitrate_out_kbps", [])),
+                ],
+            ),
+            line_chart(
+                "Loss",
+                "%",
+                [
+                    ("in", [_as_percent(v) for v in history.get("loss_in", [])]),
+                    ("out", [_as_percent(v) for v in history.get("loss_out", [])]),
+                ],
+            ),
+        )
+
+    @admin.display(description=_("latest sample"))
+    def stats_latest(self, session: StreamSession) -> SafeString | str:
+        stats = {k: v for k, v in (session.stats or {}).items() if k != "t"}
+        if not stats:
+            return "–"
+        return _table((name, "–" if value is None else value) for name, value in stats.items())
+
+    @admin.display(description=_("summary (median / worst)"))
+    def stats_summary_table(self, session: StreamSession) -> SafeString | str:
+        summary = dict(session.stats_summary or {})
+        if not summary:
+            return gettext("Written when the session closes.")
+        samples = summary.pop("samples", 0)
+        rows = [("samples", samples)]
+        for name, figure in summary.items():
+            if isinstance(figure, dict) and figure.get("median") is not None:
+                rows.append((name, f"{_number(figure['median'])} / {_number(figure['worst'])}"))
+        return _table(rows)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The list of live sessions (``?live=yes``) reloads itself every heartbeat."""
+        context = dict(extra_context or {})
+        if request.GET.get(LiveFilter.parameter_name) == "yes":
+            context["rtc_refresh_seconds"] = max(2, round(rtc_settings.HEARTBEAT_INTERVAL))
+        return super().changelist_view(request, extra_context=context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -190,3 +279,31 @@ class StreamSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not finished.exists():
             return None
         return django_delete_selected(self, request, finished)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return str(value)
+
+
+def _figure(stats: dict[str, Any] | None, name: str, unit: str) -> str:
+    value = (stats or {}).get(name)
+    return "–" if value is None else f"{_number(value)} {unit}"
+
+
+def _as_percent(value: Any) -> float | None:
+    return None if value is None else float(value) * 100
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{float(value) * 100:.1f}%"
+
+
+def _table(rows: Any) -> SafeString:
+    return format_html(
+        '<table class="rtc-stats-table"><tbody>{}</tbody></table>',
+        format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+    )

@@ -92,6 +92,11 @@ DEFAULTS: dict[str, Any] = {
     # back to the OS (glibc's malloc_trim, after gc.collect() when no session is live;
     # nothing elsewhere), so RSS follows what the worker holds (see sessions/memory.py)
     "TRIM_MEMORY": True,
+    # Seconds between samples of each session's network and media figures (RTT, jitter,
+    # loss, bitrate, frames; see sessions/stats.py); 0 turns sampling off
+    "STATS_INTERVAL": 2.0,
+    # Samples of the charted figures kept on the record (60: two minutes at 2 s)
+    "STATS_HISTORY": 60,
     # Days finished sessions are kept (rtcstream_sessions --purge)
     "SESSION_RETENTION_DAYS": 30,
     # DRF permission classes per action: "open", "input", "outputs", "close"

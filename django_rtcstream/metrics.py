@@ -281,19 +281,12 @@ _counted: dict[Any, tuple[str, int, int, int, int]] = {}
 
 
 def _frame_counts(session: Any) -> tuple[int, int, int, int]:
+    from django_rtcstream.sessions.readings import dropped_frames
+
     counters = session.counters()  # frames_in, frames_out (what the record stores)
-    # The input buffers' drop counts, where the session keeps them (before and after
-    # the runtime's split into pipelines and transports).
-    pipelines = getattr(session, "pipelines", None)
-    transport = getattr(session, "transport", None)
-    video = getattr(pipelines, "video_in", None) or getattr(session, "_latest_video", None)
-    audio = getattr(transport, "input_track", None) or getattr(session, "audio_input", None)
-    return (
-        counters["frames_in"],
-        counters["frames_out"],
-        getattr(video, "dropped", 0) or 0,
-        getattr(audio, "dropped", 0) or 0,
-    )
+    # The input buffers' drop counts, read where the session stats read them.
+    video, audio, _shed = dropped_frames(session)
+    return counters["frames_in"], counters["frames_out"], video, audio
 
 
 def _account(session: Any) -> None:

@@ -57,21 +57,29 @@ class StreamSession(models.Model):
     connected_at = models.DateTimeField(_("connected"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
     close_reason = models.CharField(_("close reason"), max_length=200, blank=True)
+    # Columns added after 0001 have a database default too (migration 0006): during a
+    # rolling upgrade the workers still on the older release insert rows without them.
     # Refreshed by the owning worker; a live row whose heartbeat is older than the
     # lease belongs to a dead worker and is reaped by any other.
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True, db_index=True)
     # sha256 of the secret handed to the client with the answer (never the secret).
-    token_hash = models.CharField(max_length=64, blank=True, editable=False)
-    call_sid = models.CharField(_("call sid"), max_length=64, blank=True)
+    token_hash = models.CharField(max_length=64, blank=True, editable=False, db_default="")
+    call_sid = models.CharField(_("call sid"), max_length=64, blank=True, db_default="")
     frames_in = models.PositiveBigIntegerField(_("frames in"), default=0)
     frames_out = models.PositiveBigIntegerField(_("frames out"), default=0)
     messages_out = models.PositiveBigIntegerField(_("messages out"), default=0)
     # Sync handler calls of this session that have run over 10 s, or still run after
     # it ended (each holds a thread: see sessions/pool.py), at the last heartbeat or close.
-    stuck_calls = models.PositiveIntegerField(_("stuck handler calls"), default=0)
+    stuck_calls = models.PositiveIntegerField(_("stuck handler calls"), default=0, db_default=0)
     # Turn-taking handlers (ReplyOnPause): utterances replied to, replies cut by speech.
-    turns = models.PositiveIntegerField(_("turns"), default=0)
-    interruptions = models.PositiveIntegerField(_("interruptions"), default=0)
+    turns = models.PositiveIntegerField(_("turns"), default=0, db_default=0)
+    interruptions = models.PositiveIntegerField(_("interruptions"), default=0, db_default=0)
+    # Network and media figures (sessions/stats.py): the latest sample, written by the
+    # heartbeat while live and at close; the last STATS_HISTORY samples of the charted
+    # figures, column by column; the median and worst of each figure, at close.
+    stats = models.JSONField(_("latest stats"), default=dict, db_default={}, blank=True)
+    stats_history = models.JSONField(_("stats history"), default=dict, db_default={}, blank=True)
+    stats_summary = models.JSONField(_("stats summary"), default=dict, db_default={}, blank=True)
 
     class Meta:
         verbose_name = _("stream session")

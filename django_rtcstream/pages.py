@@ -18,6 +18,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from django_rtcstream import registry
+from django_rtcstream.conf import rtc_settings
 from django_rtcstream.exceptions import StreamNotFound
 from django_rtcstream.signaling.metadata import describe
 from django_rtcstream.stream import Stream
@@ -96,6 +97,8 @@ def page(request: HttpRequest, stream: str) -> HttpResponse:
         "modality": the_stream.modality,
         "mode": the_stream.mode,
         "outputLabels": summary["output_labels"],
+        # Live charts of the server's stats (data channel "stats" messages; sessions/stats.py)
+        "serverStats": bool(rtc_settings.STATS_INTERVAL),
     }
     return render(
         request,
@@ -103,6 +106,7 @@ def page(request: HttpRequest, stream: str) -> HttpResponse:
         {
             "stream": summary,
             "client_config": client_config,
+            "stats_charts": [("rtt", "RTT"), ("bitrate", "Bitrate"), ("loss", "Loss")],
             "index_url": reverse(f"{_namespace(request)}:index"),
         },
     )

@@ -96,6 +96,32 @@ def test_a_call_still_running_after_its_session_ended_is_logged_and_counted(capl
 # -- through a real server -------------------------------------------------------------------
 
 
+class PausableTone(ToneAudioTrack):
+    """A tone that stops sending while ``flowing`` is clear."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def recv(self):
+        await self.flowing.wait()
+        return await super().recv()
+
+
+def _emit_blocked(webrtc_id: str) -> bool:
+    """The session's handler has nothing queued and its emit() has been running for
+    0.2 s: it is blocked in ``queue.get()`` (with a frame queued it returns at once)."""
+    session = session_manager.manager().get(webrtc_id)
+    if session is None or not session.handler.queue.empty():
+        return False
+    now = time.monotonic()
+    return any(
+        call.owner is session and call.running_for(now) >= 0.2
+        for call in session.calls.pool.calls.snapshot()
+    )
+
+
 @pytest.fixture
 def small_pool():
     """A fresh session manager whose handler pool has 4 threads (restored afterwards)."""
@@ -131,11 +157,17 @@ async def test_ten_abandoned_blocking_emit_sessions_starve_nobody(rtc_url, small
         started = time.monotonic()
         ids = []
         for _ in range(10):
-            client = StreamClient(rtc_url, "blocking_echo", audio=ToneAudioTrack(frequency=660))
+            tone = PausableTone(frequency=660)
+            client = StreamClient(rtc_url, "blocking_echo", audio=tone)
             await client.connect()
             frequency, level = dominant_frequency(await collect(client.audio_frames, 30))
             assert abs(frequency - 660) < 20 and level > 0.05, (frequency, level)
             ids.append(client.webrtc_id)
+            # Stop sending, so that the handler's queue runs dry and emit() blocks in
+            # queue.get() (with audio still arriving, the call in flight at the end may
+            # be one that returns a queued frame).
+            tone.flowing.clear()
+            await _until(lambda: _emit_blocked(client.webrtc_id), 15, "emit() to block")
             # Abandon it: the peer connection goes, nobody hangs up over HTTP.
             await client.pc.close()
             await _record_closed(client.webrtc_id, timeout=15)

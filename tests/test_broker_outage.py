@@ -19,25 +19,21 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from urllib.parse import urlsplit
 
 import pytest
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack
 from tests.conftest import free_port
-from tests.workers import start_worker, stop_worker
+from tests.workers import fresh_database, pg_connect, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
 REDIS_SERVER = shutil.which("redis-server")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTAGE = 8.0  # seconds Redis stays down
 
 if os.environ.get("CI") and REDIS_URL and DATABASE_URL and not REDIS_SERVER:
@@ -109,60 +105,27 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pg_connect(dbname):
-    import psycopg
-
-    url = urlsplit(DATABASE_URL)
-    return psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname,
-        autocommit=True,
-    )
-
-
 @pytest.fixture
 def outage_cluster():
     """Our Redis, a fresh PostgreSQL database, and workers A and B on both."""
     redis = RedisServer()
-    name = f"rtcstream_bo_{uuid.uuid4().hex[:8]}"
-    admin_db = urlsplit(DATABASE_URL).path.lstrip("/") or "postgres"
     logs = tempfile.mkdtemp(prefix="rtcstream-outage-logs-")
-    cluster = {"name": name, "redis": redis, "workers": {}, "logs": logs}
-    created = False
+    cluster = {"redis": redis, "workers": {}, "logs": logs}
     try:
         redis.start()
-        with pg_connect(admin_db) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        created = True
-        cluster["env"] = env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings_outage",
-            "REDIS_URL": redis.url,
-            "RTCSTREAM_TEST_DB": name,
-            "RTCSTREAM_TEST_PREFIX": name,
-            "PYTHONPATH": ROOT,
-        }
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "-v0"],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        )
-        for worker in ("A", "B"):
-            spawn_worker(cluster, worker)
-        yield cluster
+        database = fresh_database("rtcstream_bo", "tests.settings_outage", REDIS_URL=redis.url)
+        with database as (name, env):
+            cluster["name"], cluster["env"] = name, env
+            try:
+                for worker in ("A", "B"):
+                    spawn_worker(cluster, worker)
+                yield cluster
+            finally:
+                for _, process, log in cluster["workers"].values():
+                    stop_worker(process)
+                    log.close()
     finally:
-        for _, process, log in cluster["workers"].values():
-            stop_worker(process)
-            log.close()
         redis.stop()
-        if created:
-            with pg_connect(admin_db) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(logs, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ session that ends by itself meanwhile ends as it would; then the rest close as
 ``server_shutdown`` (``shutdown()`` runs, records closed) and the server exits.
 
 Each server is a subprocess serving ``tests.asgi`` with its own SQLite file, as in
-tests/test_shutdown.py.
+tests/test_shutdown.py (tests/server_process.py).
 """
 
 from __future__ import annotations
@@ -15,23 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack
-from tests.conftest import free_port
-from tests.test_shutdown import server_command, wait_serving
+from tests.server_process import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 GRACE = 6.0  # DRAIN_TIMEOUT of the server under test
 
 pytestmark = pytest.mark.media
@@ -70,34 +64,8 @@ async def frames_for(client, seconds):
 
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
 async def test_sigterm_drains_live_sessions_for_their_grace_then_closes_the_rest(server, tmp_path):
-    db, events_file, log = tmp_path / "db.sqlite3", tmp_path / "events.txt", tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        "RTCSTREAM_TEST_SQLITE": str(db),
-        "RTCSTREAM_TEST_EVENTS": str(events_file),
-        "RTCSTREAM_TEST_DRAIN_TIMEOUT": str(GRACE),
-        "PYTHONUNBUFFERED": "1",
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/rtc/"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            server_command(server, port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    clients: list[StreamClient] = []
-    try:
-        await wait_serving(f"{base}streams/", process, log)
+    async with serving(server, tmp_path, RTCSTREAM_TEST_DRAIN_TIMEOUT=str(GRACE)) as running:
+        base, process, clients = running.base, running.process, running.clients
         # Both stay on this worker (no reconnect): one for the whole grace, one hangs up.
         for signaling in ("http", "websocket"):
             client = StreamClient(
@@ -144,31 +112,18 @@ async def test_sigterm_drains_live_sessions_for_their_grace_then_closes_the_rest
         try:
             await asyncio.to_thread(process.wait, GRACE + 15)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{server} did not exit after its drain:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{server} did not exit after its drain:\n{running.log_tail()}")
         took = time.monotonic() - signalled
-        with contextlib.closing(sqlite3.connect(db)) as connection:
-            rows = dict(
-                connection.execute(
-                    "SELECT webrtc_id, state || ' ' || close_reason "
-                    "FROM django_rtcstream_streamsession"
-                ).fetchall()
+        rows = dict(
+            running.records(
+                "SELECT webrtc_id, state || ' ' || close_reason FROM django_rtcstream_streamsession"
             )
-        shutdowns = sorted(
-            line.split()[0]
-            for line in events_file.read_text().splitlines()
-            if line.split()[1] == "shutdown"
         )
-        report = f"{server} exited {took:.1f} s after SIGTERM; {rows}\n{log.read_text()[-3000:]}"
+        shutdowns = running.shutdowns()
+        report = f"{server} exited {took:.1f} s after SIGTERM; {rows}\n{running.log_tail()}"
         assert took >= GRACE - 1.0, report  # the staying session held the worker up
         assert rows == {
             stays.webrtc_id: "closed server_shutdown",
             leaves.webrtc_id: "closed client_disconnected",
         }, report
         assert shutdowns == sorted(c.webrtc_id for c in clients), report
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 5)

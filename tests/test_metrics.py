@@ -119,10 +119,6 @@ async def test_without_a_configured_token_any_bearer_token_is_refused(rtc_url):
 
 
 @pytest.mark.media
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone; fails inside the full suite (counters from earlier tests? see stop 12 note)",
-)
 async def test_counters_follow_sessions_as_they_start_stream_and_end(rtc_url, metrics_token):
     before = await scrape(rtc_url)
     started = value(before, "rtcstream_sessions_started_total", stream="echo", transport="webrtc")
@@ -135,7 +131,8 @@ async def test_counters_follow_sessions_as_they_start_stream_and_end(rtc_url, me
         live = await until(
             lambda s: (
                 value(s, "rtcstream_sessions_live", stream="echo", transport="webrtc") == 1
-                and value(s, "rtcstream_sessions_started_total", stream="echo") == started + 1
+                and value(s, "rtcstream_sessions_started_total", stream="echo", transport="webrtc")
+                == started + 1
             ),
             rtc_url,
         )

@@ -12,13 +12,10 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -29,12 +26,11 @@ from django_rtcstream.client import (
     ToneAudioTrack,
     http_json,
 )
-from tests.workers import start_worker, stop_worker
 from tests.media import collect, drain, mean_brightness
+from tests.workers import fresh_database, rows as database_rows, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not (REDIS_URL and DATABASE_URL):
     if os.environ.get("CI"):
@@ -44,49 +40,23 @@ if not (REDIS_URL and DATABASE_URL):
 pytestmark = [pytest.mark.media]
 
 
-def pg_connect(dbname):
-    import psycopg
-
-    url = urlsplit(DATABASE_URL)
-    return psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname,
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """A fresh PostgreSQL database, migrated, and two workers on it."""
-    name = f"rtcstream_mw_{uuid.uuid4().hex[:8]}"
-    with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
-        "RTCSTREAM_TEST_DB": name,
-        "RTCSTREAM_TEST_PREFIX": name,
-        "PYTHONPATH": ROOT,
-        "RTCSTREAM_TEST_SIGNALS": os.path.join(tempfile.gettempdir(), f"{name}-signals.jsonl"),
-    }
-    subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True
+    signals = os.path.join(
+        tempfile.gettempdir(), f"rtcstream_mw_{uuid.uuid4().hex[:8]}-signals.jsonl"
     )
-    cluster = {"name": name, "env": env, "workers": {}}
-    try:
-        for worker in ("A", "B"):
-            spawn_worker(cluster, worker)
-        yield cluster
-    finally:
-        for _, process in cluster["workers"].values():
-            stop_worker(process)
-        with pg_connect(urlsplit(DATABASE_URL).path.lstrip("/") or "postgres") as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if os.path.exists(env["RTCSTREAM_TEST_SIGNALS"]):
-            os.remove(env["RTCSTREAM_TEST_SIGNALS"])
+    with fresh_database("rtcstream_mw", RTCSTREAM_TEST_SIGNALS=signals) as (name, env):
+        cluster = {"name": name, "env": env, "workers": {}}
+        try:
+            for worker in ("A", "B"):
+                spawn_worker(cluster, worker)
+            yield cluster
+        finally:
+            for _, process in cluster["workers"].values():
+                stop_worker(process)
+            if os.path.exists(signals):
+                os.remove(signals)
 
 
 def spawn_worker(cluster, worker):
@@ -97,8 +67,7 @@ def spawn_worker(cluster, worker):
 
 
 def rows(cluster, sql, *params):
-    with pg_connect(cluster["name"]) as db:
-        return db.execute(sql, params).fetchall()
+    return database_rows(cluster["name"], sql, *params)
 
 
 def base(cluster, worker):

@@ -17,12 +17,10 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,7 +28,7 @@ import pytest
 from django_rtcstream.client import StreamClient, SyntheticVideoTrack, http_json
 from tests.conftest import free_port
 from tests.media import collect
-from tests.workers import start_worker, stop_worker
+from tests.workers import fresh_database, rows, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -184,20 +182,6 @@ def stop_nginx(server: Nginx) -> None:
     shutil.rmtree(server.tmp, ignore_errors=True)
 
 
-def pg_connect(dbname: str):
-    import psycopg
-
-    url = urlsplit(DATABASE_URL)
-    return psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname,
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def workers():
     """Two uvicorn workers on a fresh PostgreSQL database and the Redis channel layer."""
@@ -205,35 +189,19 @@ def workers():
         if os.environ.get("CI"):
             raise RuntimeError("CI must set REDIS_URL and DATABASE_URL for the nginx test")
         pytest.skip("REDIS_URL and DATABASE_URL are not set")
-    name = f"rtcstream_nginx_{uuid.uuid4().hex[:8]}"
-    admin_db = urlsplit(DATABASE_URL).path.lstrip("/") or "postgres"
-    with pg_connect(admin_db) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
-        "RTCSTREAM_TEST_DB": name,
-        "RTCSTREAM_TEST_PREFIX": name,
-        "PYTHONPATH": str(ROOT),
-        # The channel layer as docs/deployment.md configures it (no redis-py socket timeout).
-        "RTCSTREAM_TEST_REDIS_NO_TIMEOUT": "1",
-    }
-    processes = []
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True
-        )
-        urls = {}
-        for worker in ("A", "B"):
-            url, process = start_worker(env, worker)
-            processes.append(process)
-            urls[worker] = urlsplit(url).netloc
-        yield {"name": name, "workers": urls}
-    finally:
-        for process in processes:
-            stop_worker(process)
-        with pg_connect(admin_db) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # The channel layer as docs/deployment.md configures it (no redis-py socket timeout).
+    with fresh_database("rtcstream_nginx", RTCSTREAM_TEST_REDIS_NO_TIMEOUT="1") as (name, env):
+        processes = []
+        try:
+            urls = {}
+            for worker in ("A", "B"):
+                url, process = start_worker(env, worker)
+                processes.append(process)
+                urls[worker] = urlsplit(url).netloc
+            yield {"name": name, "workers": urls}
+        finally:
+            for process in processes:
+                stop_worker(process)
 
 
 @pytest.fixture
@@ -286,12 +254,12 @@ class EventStream:
 
 
 def owner(workers, webrtc_id):
-    with pg_connect(workers["name"]) as db:
-        row = db.execute(
-            "SELECT worker, state FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
-            (webrtc_id,),
-        ).fetchone()
-    return row
+    found = rows(
+        workers["name"],
+        "SELECT worker, state FROM django_rtcstream_streamsession WHERE webrtc_id = %s",
+        webrtc_id,
+    )
+    return found[0] if found else None
 
 
 async def run_session(base: str, signaling: str, workers) -> dict:

@@ -5,49 +5,26 @@ subscriber gets its ``event: end``, under uvicorn and under daphne.
 
 Each server is a subprocess serving ``tests.asgi`` on a free port, with its own
 SQLite file (migrated first) and a file where the test streams note their
-events (``RTCSTREAM_TEST_EVENTS``, see tests/streams.py).
+events (``RTCSTREAM_TEST_EVENTS``, see tests/streams.py): tests/server_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack
-from tests.conftest import free_port
 from tests.media import collect
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from tests.server_process import serving
 
 pytestmark = pytest.mark.media
-
-
-def server_command(server: str, port: int) -> list[str]:
-    if server == "uvicorn":
-        return [
-            str(BIN / "uvicorn"),
-            "tests.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "info",
-        ]
-    return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "tests.asgi:application"]
 
 
 class Subscriber(threading.Thread):
@@ -68,7 +45,7 @@ class Subscriber(threading.Thread):
                     self.lines.append(line)
                     if line == ": connected":
                         self.connected.set()
-        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+        except BaseException as exc:  # reported by the test
             self.error = exc
 
     def events(self) -> list[tuple[str, object]]:
@@ -81,48 +58,11 @@ class Subscriber(threading.Thread):
         return found
 
 
-async def wait_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(urllib.request.urlopen, url, timeout=2)
-            return
-        await asyncio.sleep(0.2)
-    pytest.fail(f"the server did not answer {url} within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.parametrize("server", ["uvicorn", "daphne"])
 async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tmp_path):
-    db, events_file, log = tmp_path / "db.sqlite3", tmp_path / "events.txt", tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        "RTCSTREAM_TEST_SQLITE": str(db),
-        "RTCSTREAM_TEST_EVENTS": str(events_file),
-        "PYTHONUNBUFFERED": "1",
-        "RTCSTREAM_TEST_DRAIN_TIMEOUT": "0",  # no grace: tests/test_drain.py has it
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/rtc/"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            server_command(server, port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    clients: list[StreamClient] = []
-    try:
-        await wait_serving(f"{base}streams/", process, log)
+    # No grace: tests/test_drain.py has it.
+    async with serving(server, tmp_path, RTCSTREAM_TEST_DRAIN_TIMEOUT="0") as running:
+        base, process, clients = running.base, running.process, running.clients
         for signaling in ("http", "http", "websocket"):
             client = StreamClient(
                 base,
@@ -148,36 +88,24 @@ async def test_sigterm_closes_every_session_and_ends_every_sse_stream(server, tm
         try:
             await asyncio.to_thread(process.wait, 10)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{server} did not exit within 10 s of SIGTERM:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{server} did not exit within 10 s of SIGTERM:\n{running.log_tail()}")
         took = time.monotonic() - started
 
         for subscriber in subscribers:
             await asyncio.to_thread(subscriber.join, 5)
         ids = sorted(c.webrtc_id for c in clients)
-        with contextlib.closing(sqlite3.connect(db)) as connection:
-            rows = connection.execute(
-                "SELECT webrtc_id, state, close_reason FROM django_rtcstream_streamsession "
-                "ORDER BY webrtc_id"
-            ).fetchall()
-        shutdowns = sorted(
-            line.split()[0]
-            for line in events_file.read_text().splitlines()
-            if line.split()[1] == "shutdown"
+        rows = running.records(
+            "SELECT webrtc_id, state, close_reason FROM django_rtcstream_streamsession "
+            "ORDER BY webrtc_id"
         )
+        shutdowns = running.shutdowns()
         ends = [[e for e in s.events() if e[0] == "end"] for s in subscribers]
         report = (
             f"{server} exited in {took:.1f} s; records {rows}; shutdown() ran for "
-            f"{shutdowns}; SSE ends {ends}\n{log.read_text()[-3000:]}"
+            f"{shutdowns}; SSE ends {ends}\n{running.log_tail()}"
         )
         assert rows == [(i, "closed", "server_shutdown") for i in ids], report
         assert shutdowns == ids, report
-        for client, subscriber, end in zip(clients, subscribers, ends):
+        for client, subscriber, end in zip(clients, subscribers, ends, strict=True):
             assert not subscriber.is_alive(), report
             assert len(end) == 1 and end[0][1]["webrtc_id"] == client.webrtc_id, report
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 5)

@@ -17,12 +17,12 @@ short heartbeat and lease (RTCSTREAM_TEST_HEARTBEAT, RTCSTREAM_TEST_LEASE).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,12 +34,11 @@ import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack
 from tests.conftest import free_port
-from tests.workers import start_worker, stop_worker
 from tests.media import collect
+from tests.workers import fresh_database, pg_connect, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not (REDIS_URL and DATABASE_URL):
     if os.environ.get("CI"):
@@ -155,31 +154,13 @@ class TcpProxy:
 # -- the workers ---------------------------------------------------------------------------
 
 
-def pg_connect(dbname):
-    import psycopg
-
-    url = urlsplit(DATABASE_URL)
-    return psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname,
-        autocommit=True,
-        connect_timeout=10,
-    )
-
-
 class Cluster:
     """A fresh database, migrated, and uvicorn workers on it (logs in files)."""
 
     def __init__(self, heartbeat: float, lease: float, proxy: bool) -> None:
         self.heartbeat, self.lease = heartbeat, lease
-        self.name = f"rtcstream_wf_{uuid.uuid4().hex[:8]}"
-        self.admin_db = urlsplit(DATABASE_URL).path.lstrip("/") or "postgres"
         self.logs = tempfile.mkdtemp(prefix="rtcstream-faults-logs-")
         self.workers: dict[str, tuple[str, subprocess.Popen, object]] = {}
-        self.created = False
         self.proxy: TcpProxy | None = None
         url = urlsplit(DATABASE_URL)
         worker_db = DATABASE_URL
@@ -190,30 +171,21 @@ class Cluster:
             worker_db = urlunsplit(
                 url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
             )
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings_outage",
-            "RTCSTREAM_TEST_DB": self.name,
-            "RTCSTREAM_TEST_PREFIX": self.name,
-            "RTCSTREAM_TEST_HEARTBEAT": str(heartbeat),
-            "RTCSTREAM_TEST_LEASE": str(lease),
-            "PYTHONPATH": ROOT,
-        }
-        self.worker_env = {**self.env, "DATABASE_URL": worker_db}
+        self.worker_db = worker_db
+        self.database = contextlib.ExitStack()  # dropped by stop()
 
     def start(self, *workers: str) -> None:
         if self.proxy is not None:
             self.proxy.start()
-        with pg_connect(self.admin_db) as admin:
-            admin.execute(f'CREATE DATABASE "{self.name}"')
-        self.created = True
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "-v0"],
-            env=self.env,
-            cwd=ROOT,
-            check=True,
-            timeout=120,
+        self.name, self.env = self.database.enter_context(
+            fresh_database(
+                "rtcstream_wf",
+                "tests.settings_outage",
+                RTCSTREAM_TEST_HEARTBEAT=str(self.heartbeat),
+                RTCSTREAM_TEST_LEASE=str(self.lease),
+            )
         )
+        self.worker_env = {**self.env, "DATABASE_URL": self.worker_db}
         for worker in workers:
             self.spawn(worker)
 
@@ -241,8 +213,8 @@ class Cluster:
     def row(self, webrtc_id: str) -> dict | None:
         with pg_connect(self.name) as db:
             cursor = db.execute(
-                "SELECT state, close_reason, heartbeat_at, frames_in, frames_out, worker "
-                "FROM django_rtcstream_streamsession WHERE webrtc_id = %s "
+                "SELECT state, close_reason, heartbeat_at, frames_in, frames_out, worker, "
+                "stats_summary FROM django_rtcstream_streamsession WHERE webrtc_id = %s "
                 "ORDER BY created_at DESC",
                 (webrtc_id,),
             )
@@ -251,7 +223,15 @@ class Cluster:
             return None
         return dict(
             zip(
-                ("state", "close_reason", "heartbeat_at", "frames_in", "frames_out", "worker"),
+                (
+                    "state",
+                    "close_reason",
+                    "heartbeat_at",
+                    "frames_in",
+                    "frames_out",
+                    "worker",
+                    "stats_summary",
+                ),
                 found,
             )
         )
@@ -266,9 +246,7 @@ class Cluster:
             log.close()
         if self.proxy is not None:
             self.proxy.cut()
-        if self.created:
-            with pg_connect(self.admin_db) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.database.close()
         shutil.rmtree(self.logs, ignore_errors=True)
 
 
@@ -521,6 +499,8 @@ async def test_an_unreachable_database_refuses_admission_with_503_and_spares_run
         )
         assert (row["state"], row["close_reason"]) == ("closed", "peer_closed"), row
         assert row["frames_in"] > frames_in_b, row
+        # Its stats summary was kept with the close (sampled every 2 s over the outage too).
+        assert row["stats_summary"]["samples"] >= 2, row
         caught_up_after = time.monotonic() - back_at
         assert caught_up_after < 10, caught_up_after
 

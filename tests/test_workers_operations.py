@@ -16,15 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from urllib.parse import urlsplit
 
 import pytest
 
 from django_rtcstream.client import SignalingFailed, StreamClient, ToneAudioTrack, http_json
 from tests.media import collect
 from tests.test_metrics import get, parse, value
-from tests.workers import start_worker, stop_worker
+from tests.workers import fresh_database, rows, start_worker, stop_worker
 
 REDIS_URL = os.environ.get("REDIS_URL")
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -39,43 +37,11 @@ if not (REDIS_URL and DATABASE_URL):
 pytestmark = [pytest.mark.media]
 
 
-def pg_connect(dbname):
-    import psycopg
-
-    url = urlsplit(DATABASE_URL)
-    return psycopg.connect(
-        host=url.hostname,
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname,
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def database():
     """A fresh PostgreSQL database, migrated; the environment of its workers."""
-    name = f"rtcstream_ops_{uuid.uuid4().hex[:8]}"
-    admin_db = urlsplit(DATABASE_URL).path.lstrip("/") or "postgres"
-    with pg_connect(admin_db) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_multi",
-        "RTCSTREAM_TEST_DB": name,
-        "RTCSTREAM_TEST_PREFIX": name,
-        "RTCSTREAM_TEST_METRICS_TOKEN": TOKEN,
-        "PYTHONPATH": ROOT,
-    }
-    subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "-v0"], env=env, cwd=ROOT, check=True
-    )
-    try:
+    with fresh_database("rtcstream_ops", RTCSTREAM_TEST_METRICS_TOKEN=TOKEN) as (name, env):
         yield {"name": name, "env": env}
-    finally:
-        with pg_connect(admin_db) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -97,11 +63,6 @@ def workers(database, tmp_path):
     finally:
         for _, process in started.values():
             stop_worker(process)
-
-
-def rows(db, sql, *params):
-    with pg_connect(db) as connection:
-        return connection.execute(sql, params).fetchall()
 
 
 def record(db, webrtc_id):

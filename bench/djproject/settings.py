@@ -90,6 +90,9 @@ RTCSTREAM = {
     "ICE_HOST_ADDRESSES": ["127.0.0.1"],
     "OPEN_SESSIONS": False,
 }
+# Stats sampling (sessions/stats.py): BENCH_STATS_INTERVAL=0 measures with it off.
+if os.environ.get("BENCH_STATS_INTERVAL"):
+    RTCSTREAM["STATS_INTERVAL"] = float(os.environ["BENCH_STATS_INTERVAL"])
 if os.environ.get("BENCH_WORKER_NAME"):
     RTCSTREAM["WORKER_NAME"] = os.environ["BENCH_WORKER_NAME"]
 

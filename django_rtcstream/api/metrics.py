@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 
 REALM = 'Bearer realm="rtcstream-metrics"'
 
@@ -75,7 +76,7 @@ async def refusal(request: HttpRequest) -> JsonResponse | None:
         )
     return _failure(
         403,
-        "permission_denied",
+        ErrorCode.PERMISSION_DENIED,
         "Your account may not read the metrics (RTCSTREAM['METRICS_PERMISSION_CLASSES']; "
         "staff by default).",
     )

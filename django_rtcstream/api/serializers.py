@@ -75,3 +75,8 @@ class SessionSerializer(serializers.Serializer):
     frames_out = serializers.IntegerField(read_only=True)
     messages_out = serializers.IntegerField(read_only=True)
     stuck_calls = serializers.IntegerField(read_only=True)
+    # Network and media figures (sessions/stats.py; schemas StatsSample, StatsHistory and
+    # StatsSummary in the OpenAPI document): {} until the first sample.
+    stats = serializers.JSONField(read_only=True)
+    stats_history = serializers.JSONField(read_only=True)
+    stats_summary = serializers.JSONField(read_only=True)

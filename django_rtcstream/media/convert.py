@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 from collections import deque
 from typing import Any
 
 import av
 import numpy as np
 from av import AudioFrame, VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from django_rtcstream.media.arrivals import Arrivals
 
@@ -38,6 +40,17 @@ class AudioInput:
             and frame.sample_rate == self.sample_rate
         ):
             return [(self.sample_rate, frame.to_ndarray())]
+        if (
+            frame.format.name == "s16"
+            and frame.layout.name == "stereo"
+            and self.layout == "mono"
+            and frame.sample_rate == self.sample_rate
+        ):
+            # Opus decodes to stereo: the downmix alone in numpy is cheaper than
+            # libswresample, with the same result ((L + R) / 2, halves rounded up).
+            pairs = frame.to_ndarray()[0].astype(np.int32)
+            mono = (pairs[0::2] + pairs[1::2] + 1) >> 1
+            return [(self.sample_rate, mono.astype(np.int16).reshape(1, -1))]
         if self._resampler is None:
             self._resampler = av.AudioResampler(
                 format="s16", layout=self.layout, rate=self.sample_rate
@@ -161,6 +174,20 @@ def video_to_array(frame: VideoFrame, fmt: str) -> np.ndarray:
     return frame.to_ndarray(format=fmt)
 
 
+_threads = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's reformatter. ``VideoFrame.reformat`` builds a libswscale context
+    for every frame; a reused reformatter keeps it while the size and formats stay the
+    same (a third of the cost at 640x480, see bench/README.md). One per thread: handler
+    calls convert on several threads at once, and a context is not thread-safe."""
+    reformatter: VideoReformatter | None = getattr(_threads, "reformatter", None)
+    if reformatter is None:
+        reformatter = _threads.reformatter = VideoReformatter()
+    return reformatter
+
+
 def array_to_video(array: Any, fmt: str, like: VideoFrame | None = None) -> VideoFrame:
     """A handler's array -> VideoFrame, keeping the input frame's timing."""
     a = np.asarray(array)
@@ -177,7 +204,9 @@ def array_to_video(array: Any, fmt: str, like: VideoFrame | None = None) -> Vide
     # The encoders take yuv420p: converting here (in the handler pool) instead of in
     # aiortc's encoder costs the same, and the frame a session keeps to repeat is
     # half the size of an RGB one.
-    frame = VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt).reformat(format="yuv420p")
+    frame = _reformatter().reformat(
+        VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt), format="yuv420p"
+    )
     if like is not None:
         frame.pts = like.pts
         frame.time_base = like.time_base

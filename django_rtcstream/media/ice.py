@@ -24,6 +24,7 @@ import aiortc.rtcicetransport
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 
 logger = logging.getLogger(__name__)
@@ -246,19 +247,19 @@ def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
     """A trickled candidate (Chrome or Firefox style) -> aiortc ``RTCIceCandidate``.
 
     None or an empty string means end-of-candidates (returns None).
-    Raises ``SignalingError("invalid_candidate")`` for anything unreadable.
+    Raises ``SignalingError(ErrorCode.INVALID_CANDIDATE)`` for anything unreadable.
     """
     if candidate is None:
         return None
     if isinstance(candidate, str):
         candidate = {"candidate": candidate, "sdpMLineIndex": 0}
     if not isinstance(candidate, dict):
-        raise SignalingError("invalid_candidate", "candidate must be an object or null.")
+        raise SignalingError(ErrorCode.INVALID_CANDIDATE, "candidate must be an object or null.")
     text = candidate.get("candidate")
     if text in (None, ""):
         return None
     if not isinstance(text, str):
-        raise SignalingError("invalid_candidate", "candidate.candidate must be a string.")
+        raise SignalingError(ErrorCode.INVALID_CANDIDATE, "candidate.candidate must be a string.")
     body = text.strip()
     if body.startswith("a="):
         body = body[2:]
@@ -267,14 +268,14 @@ def parse_candidate(candidate: dict[str, Any] | str | None) -> Any:
     bits = body.split()
     if len(bits) < 8 or bits[6] != "typ":
         raise SignalingError(
-            "invalid_candidate",
+            ErrorCode.INVALID_CANDIDATE,
             "candidate is not an ICE candidate line ('candidate:<foundation> <component> "
             "<transport> <priority> <address> <port> typ <type> ...').",
         )
     try:
         parsed = candidate_from_sdp(body)
     except (ValueError, AssertionError) as exc:
-        raise SignalingError("invalid_candidate", f"Unreadable candidate: {exc}") from exc
+        raise SignalingError(ErrorCode.INVALID_CANDIDATE, f"Unreadable candidate: {exc}") from exc
     parsed.sdpMid = candidate.get("sdpMid")
     index = candidate.get("sdpMLineIndex")
     parsed.sdpMLineIndex = index if isinstance(index, int) else None

@@ -28,6 +28,8 @@ import re
 import sys
 from typing import Any
 
+from django_rtcstream.errors import ErrorCode
+
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often a drain looks for sessions that ended (or were just admitted)
@@ -62,7 +64,7 @@ def check_admitting(stream: Any) -> None:
     from django_rtcstream import metrics
     from django_rtcstream.exceptions import WorkerDraining
 
-    metrics.refused(getattr(stream, "name", None) or "", "draining")
+    metrics.refused(getattr(stream, "name", None) or "", ErrorCode.DRAINING)
     raise WorkerDraining()
 
 

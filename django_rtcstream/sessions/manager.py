@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from django_rtcstream import background, metrics
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import DatabaseUnavailable, SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.models import SessionState
 from django_rtcstream.sessions import bus, drain, memory, outputs, records, table
 from django_rtcstream.sessions.pool import HandlerPool
+from django_rtcstream.sessions.record import Closed
 from django_rtcstream.sessions.runtime import Session
 from django_rtcstream.tokens import new_token
 
@@ -39,7 +41,7 @@ class SessionManager:
         self.sessions = table.sessions
         # record id -> mark_closed's arguments, for sessions that closed while the
         # database was away: the heartbeat writes them.
-        self.unsaved_closes: dict[Any, tuple[str, str, dict[str, int], Any]] = {}
+        self.unsaved_closes: dict[Any, Closed] = {}
         self._ended_since_trim = False
         self.executor = HandlerPool(
             rtc_settings.HANDLER_THREADS, stuck_after=rtc_settings.HANDLER_STUCK_AFTER
@@ -77,7 +79,7 @@ class SessionManager:
         """
         if stream.modality != "audio":  # sockets and phones carry audio only
             raise SignalingError(
-                "unsupported_modality",
+                ErrorCode.UNSUPPORTED_MODALITY,
                 f"Stream {stream.name!r} is {stream.modality}; audio over WebSocket "
                 "and telephone need an audio stream.",
             )
@@ -106,9 +108,8 @@ class SessionManager:
         self._ensure_heartbeat()
         if webrtc_id in self.sessions:  # the database would refuse it too; save the trip
             raise SignalingError(
-                "connection_already_exists",
+                ErrorCode.CONNECTION_ALREADY_EXISTS,
                 f"A live session with webrtc_id {webrtc_id!r} already exists.",
-                status=409,
             )
         session = Session(self, stream, webrtc_id, uuid.uuid4())
         session.token, session.token_hash = new_token()
@@ -172,9 +173,8 @@ class SessionManager:
         if session.ended:  # the peer connection failed or closed before the answer left
             await session.close()
             raise SignalingError(
-                "connection_closed",
+                ErrorCode.CONNECTION_CLOSED,
                 "The connection ended while the offer was being answered.",
-                status=409,
             )
         session.activate()
         return session, answer

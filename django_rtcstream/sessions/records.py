@@ -235,10 +235,21 @@ def mark_connected(record_id: Any) -> None:
 
 @on_records_thread
 def mark_closed(
-    record_id: Any, state: str, reason: str, counters: dict[str, int], closed_at: Any = None
+    record_id: Any,
+    state: str,
+    reason: str,
+    counters: dict[str, int],
+    closed_at: Any = None,
+    stats: dict[str, Any] | None = None,
 ) -> None:
+    """The session ended: its state, reason, final counters and (``sessions/stats.py``)
+    its last stats sample, history and summary."""
     StreamSession.objects.filter(pk=record_id).update(
-        state=state, closed_at=closed_at or timezone.now(), close_reason=reason[:200], **counters
+        state=state,
+        closed_at=closed_at or timezone.now(),
+        close_reason=reason[:200],
+        **counters,
+        **(stats or {}),
     )
 
 

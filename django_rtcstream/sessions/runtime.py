@@ -47,6 +47,7 @@ from django_rtcstream.sessions.calls import SessionCalls, own_handler
 from django_rtcstream.sessions.messenger import Messenger
 from django_rtcstream.sessions.outbox import Outbox
 from django_rtcstream.sessions.record import SessionRecord
+from django_rtcstream.sessions.stats import StatsSampler
 from django_rtcstream.sessions.transport import SocketTransport, Transport
 from django_rtcstream.sessions.webrtc import WebRTCTransport
 
@@ -65,7 +66,8 @@ class Session(SessionPort):
     ) -> None:
         self.manager, self.stream = manager, stream
         self.webrtc_id, self.record_id = webrtc_id, record_id
-        self.record = SessionRecord(record_id)
+        self.stats = StatsSampler(self)  # network and media figures (sessions/stats.py)
+        self.record = SessionRecord(record_id, self.stats)  # its row, the stats included
         self.loop = asyncio.get_running_loop()
         self.started_wall = time.time()
         self.inputs: list[Any] = stream.inputs.defaults()
@@ -154,7 +156,7 @@ class Session(SessionPort):
         self.spawn(self._run(), "run")
 
     async def _run(self) -> None:
-        """Start the handler's ``start_up()`` and the pipelines.
+        """Start the handler's ``start_up()``, the pipelines and the stats sampler.
 
         As in FastRTC, ``start_up()`` runs beside the media, not before it: a
         handler may keep a connection open in it for the whole session. If it
@@ -164,7 +166,7 @@ class Session(SessionPort):
         if self.handler is not None:
             self.spawn(self.call(self.handler.start_up), "start-up")
         self.ready.set()
-        for name, work in self.pipelines.tasks().items():
+        for name, work in {**self.pipelines.tasks(), **self.stats.tasks()}.items():
             self.spawn(work, name)
 
     async def on_connected(self) -> None:

@@ -3,7 +3,8 @@
 It answers the offer (checking it first against the stream's kinds), collects
 the client's tracks for the pipelines, puts the pipelines' output on tracks of
 its own, carries the session's messages on the data channel (keeping those
-sent before it opens), and reports the connection's states to the session.
+sent before it opens), answers the client's ``ping`` and ``stats`` requests on
+it, and reports the connection's states to the session.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from django_rtcstream import safejson
 from django_rtcstream.conf import rtc_settings
+from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError
 from django_rtcstream.media import ice, jitter
 from django_rtcstream.media.pipeline import Work, drain
@@ -29,6 +31,7 @@ from django_rtcstream.models import SessionState
 from django_rtcstream.sessions.transport import Transport
 
 if TYPE_CHECKING:
+    from django_rtcstream.sessions.stats import StatsSampler
     from django_rtcstream.stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class WebRTCHost(Protocol):
     """What the transport reports to its session."""
 
     webrtc_id: str
+    stats: StatsSampler  # the client may ask for its samples on the data channel
 
     def spawn(self, coro: Work, name: str) -> asyncio.Task[Any]: ...
 
@@ -83,7 +87,7 @@ class WebRTCTransport(Transport):
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except Exception as exc:
-            raise SignalingError("invalid_offer", f"The offer was refused: {exc}") from exc
+            raise SignalingError(ErrorCode.INVALID_OFFER, f"The offer was refused: {exc}") from exc
         self._remote_set = True
         for candidate in self._early_candidates:
             try:
@@ -116,7 +120,7 @@ class WebRTCTransport(Transport):
                 "Offer for %s accepted by aiortc but not answerable: %r", self.host.webrtc_id, exc
             )
             raise SignalingError(
-                "invalid_offer",
+                ErrorCode.INVALID_OFFER,
                 f"The offer was refused: it cannot be answered ({type(exc).__name__}: {exc}).",
             ) from exc
         return str(self.pc.localDescription.sdp)
@@ -131,14 +135,14 @@ class WebRTCTransport(Transport):
         extra = kinds - set(stream.kinds)
         if extra and not stream.allow_extra_tracks:
             raise SignalingError(
-                "unsupported_track",
+                ErrorCode.UNSUPPORTED_TRACK,
                 f"Stream {stream.name!r} is {stream.modality}; the offer has "
                 f"{', '.join(sorted(extra))} (set allow_extra_tracks=True to ignore it).",
             )
         missing = set(stream.kinds) - kinds
         if missing and kinds:
             raise SignalingError(
-                "invalid_offer",
+                ErrorCode.INVALID_OFFER,
                 f"Stream {stream.name!r} is {stream.modality}; the offer has no "
                 f"{', '.join(sorted(missing))} section.",
             )
@@ -178,6 +182,8 @@ class WebRTCTransport(Transport):
                     return
                 if isinstance(data, dict) and data.get("type") == "ping":
                     self.host.send_message({"type": "pong", "data": data.get("data")})
+                elif isinstance(data, dict) and data.get("type") == "stats":  # (un)subscribe
+                    self.host.stats.on_client_message(data.get("data"))
 
     async def _on_state(self) -> None:
         assert self.pc is not None

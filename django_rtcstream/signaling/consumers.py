@@ -93,15 +93,14 @@ class SignalingConsumer(AsyncWebsocketConsumer):
         sdp, webrtc_id = offer_fields(data)
         from django_rtcstream.api import permissions
 
-        await permissions.acheck("open", Requester.from_scope(self.scope), self.stream)
-        user = self.scope.get("user")
-        client = self.scope.get("client") or [None]
+        requester = Requester.from_scope(self.scope)
+        await permissions.acheck("open", requester, self.stream)
         session, answer = await manager().open_webrtc(
             self.stream,
             webrtc_id,
             sdp,
-            client_address=client[0],
-            user_id=user.pk if user is not None and user.is_authenticated else None,
+            client_address=requester.address,
+            user_id=await requester.user_id(),
         )
         self.session = session
         session.subscribe(self.on_session_message)

@@ -40,6 +40,7 @@ from django_rtcstream.conf import rtc_settings
 from django_rtcstream.errors import ErrorCode
 from django_rtcstream.exceptions import SignalingError, StreamNotFound
 from django_rtcstream.media.socket_audio import decode
+from django_rtcstream.sessions.readings import WireCounted
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ MAX_SECONDS_PER_FRAME = 2.0  # a single media message may carry at most this muc
 REPLY_GAP = 0.4
 
 
-class AudioSocketConsumer(AsyncWebsocketConsumer):
+class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: bytes for stats
     """One audio session over one WebSocket, on the shared session runtime."""
 
     channel_kind = "websocket"
@@ -247,15 +248,14 @@ class AudioSocketConsumer(AsyncWebsocketConsumer):
 
         try:
             webrtc_id = check_webrtc_id(webrtc_id)
-            await permissions.acheck("open", Requester.from_scope(self.scope), self.stream)
-            user = self.scope.get("user")
-            client = self.scope.get("client") or [None]
+            requester = Requester.from_scope(self.scope)
+            await permissions.acheck("open", requester, self.stream)
             self.session = session = await manager().open(
                 self.stream,
                 webrtc_id,
                 channel=self.channel_kind,
-                client_address=client[0],
-                user_id=user.pk if user is not None and user.is_authenticated else None,
+                client_address=requester.address,
+                user_id=await requester.user_id(),
                 call_sid=call_sid,
                 inputs=self._initial_inputs(custom),
             )

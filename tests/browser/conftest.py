@@ -11,12 +11,22 @@ No browser is ever downloaded: the tests launch ``/usr/bin/chromium`` (or
 with the reason, except under CI (``CI=true``), where they fail: CI installs
 Chromium, and a browser suite that silently skips proves nothing.
 
+One Chromium serves every test here (a launch costs more than most tests); it
+closes after the last of them rather than idling through the rest of a full
+run. Each test gets a browser context of its own, so no cookies, storage, init
+scripts or routes cross from one test to the next. The fake media files are
+the same for every test (they are launch flags). A Chromium that died is
+launched again for the next test. Playwright's connection lives on the event
+loop that launched it, so every test here and every async fixture it uses runs
+on pytest-asyncio's loop of this package (``loop_scope="package"``, added to
+each test below); the live servers (``site_url``, ``serve``) run on that loop
+too, each for the length of one test.
+
 Screenshots go to ``artifacts/screenshots/`` (gitignored).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import shutil
@@ -25,8 +35,9 @@ import wave
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from tests.conftest import serve  # noqa: F401  (test modules import it from here)
+from tests.conftest import serve  # the browser test modules import it from here too
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -92,8 +103,41 @@ def fake_media(tmp_path_factory) -> dict[str, Path]:
     return {"video": video, "audio": audio}
 
 
-@pytest.fixture
-async def browser(fake_media):
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run every async test of tests/browser on this package's event loop (see the top).
+
+    Prepended, so that it is the closest ``asyncio`` mark, ahead of the bare one
+    that auto mode gives each coroutine test.
+    """
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and HERE in item.path.parents:
+            item.add_marker(pytest.mark.asyncio(loop_scope="package"), append=False)
+
+
+class Chromium:
+    """The browser tests' Chromium, launched on first use, and again if it has died."""
+
+    def __init__(self, playwright, executable: str, flags: list[str]) -> None:
+        self.playwright, self.executable, self.flags = playwright, executable, flags
+        self._browser = None
+
+    async def browser(self):
+        if self._browser is None or not self._browser.is_connected():
+            self._browser = await self.playwright.chromium.launch(
+                executable_path=self.executable, headless=True, args=self.flags
+            )
+        return self._browser
+
+    async def close(self) -> None:
+        if self._browser is not None and self._browser.is_connected():
+            await self._browser.close()
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def chromium(fake_media):
     executable = chromium_executable()
     try:
         from playwright.async_api import async_playwright
@@ -105,27 +149,34 @@ async def browser(fake_media):
         f"--use-file-for-fake-audio-capture={fake_media['audio']}",
     ]
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=flags
-        )
+        launcher = Chromium(playwright, executable, flags)
         try:
-            yield browser
+            yield launcher
         finally:
-            await browser.close()
+            await launcher.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="package")
+async def browser(chromium):
+    """The shared Chromium (open a context of your own, and close it after)."""
+    return await chromium.browser()
+
+
+@pytest_asyncio.fixture(loop_scope="package")
 async def page(browser):
+    """A page in a fresh browser context of this test's own."""
     context = await browser.new_context(viewport={"width": 1100, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(20_000)
-    page.console_messages = []  # type: ignore[attr-defined]
-    page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
-    yield page
-    await context.close()
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(20_000)
+        page.console_messages = []  # type: ignore[attr-defined]
+        page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))
+        yield page
+    finally:
+        await context.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="package")
 async def site_url(transactional_db):
     """The test project (with static files) on a free port; yields its base URL."""
     from tests.browser.asgi import build_application

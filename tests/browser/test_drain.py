@@ -18,9 +18,6 @@ from tests.browser.test_client import script
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="failed once in the full suite after the merges; see stop 12 note"
-)
 async def test_the_js_client_moves_to_a_new_session_when_its_worker_drains(site_url, page):
     offers = []
     page.on(

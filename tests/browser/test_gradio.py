@@ -15,6 +15,7 @@ import time
 import urllib.request
 
 import pytest
+import pytest_asyncio
 
 from tests.browser.conftest import ROOT
 from tests.browser.helpers import bands, wait_for
@@ -79,7 +80,7 @@ async def ui_server(tmp_path, *args: str):
                 process.kill()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="package")  # the loop of the tests here (conftest)
 async def gradio_site(gradio_installed, tmp_path):
     """The test project with the UIs of gain and ui-outputs mounted at /rtc/<stream>/ui/."""
     async with ui_server(tmp_path, "mount", "{port}", "gain", "ui-outputs") as url:

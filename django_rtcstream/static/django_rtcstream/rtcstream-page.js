@@ -246,6 +246,77 @@ function stopMeters() {
   for (const stop of page.meters.splice(0)) stop();
 }
 
+// -- the server's stats: small live charts under the media ------------------------------
+//
+// The server sends a "stats" message over the data channel every STATS_INTERVAL
+// (asked for with serverStats); each chart keeps the last STATS_POINTS samples.
+
+const STATS_POINTS = 60;
+const SVG = "http://www.w3.org/2000/svg";
+const CHARTS = {
+  rtt: { unit: "ms", lines: [["rtt_ms", 1]] },
+  bitrate: { unit: "kbit/s", lines: [["bitrate_in_kbps", 1], ["bitrate_out_kbps", 1]] },
+  loss: { unit: "%", lines: [["loss_in", 100], ["loss_out", 100]] },
+};
+const LINE_COLORS = ["#2563eb", "#dc2626"];
+const statsHistory = [];
+
+function shortNumber(value) {
+  if (value >= 100) return value.toFixed(0);
+  if (value >= 1) return value.toFixed(1);
+  return value.toPrecision(2);
+}
+
+function drawChart(figure, chart) {
+  const svg = figure.querySelector("svg");
+  const series = chart.lines.map(([name, scale]) => statsHistory.map((s) => (s[name] == null ? null : s[name] * scale)));
+  const values = series.flat().filter((v) => v != null);
+  const top = Math.max(...values, 0) || 1;
+  const step = 240 / Math.max(1, STATS_POINTS - 1);
+  const offset = STATS_POINTS - statsHistory.length;
+  svg.replaceChildren();
+  series.forEach((points, index) => {
+    let run = [];
+    const flush = () => {
+      if (run.length === 1) run.push(run[0]);
+      if (run.length) {
+        const line = document.createElementNS(SVG, "polyline");
+        line.setAttribute("points", run.join(" "));
+        line.setAttribute("fill", "none");
+        line.setAttribute("stroke", LINE_COLORS[index % LINE_COLORS.length]);
+        line.setAttribute("stroke-width", "1.5");
+        line.setAttribute("vector-effect", "non-scaling-stroke");
+        svg.append(line);
+      }
+      run = [];
+    };
+    points.forEach((value, i) => {
+      if (value == null) return flush();
+      run.push(`${((offset + i) * step).toFixed(1)},${(58 - (value / top) * 56).toFixed(1)}`);
+    });
+    flush();
+  });
+  const latest = series.map((points) => points[points.length - 1]);
+  const words = latest.map((v) => (v == null ? "–" : shortNumber(v)));
+  figure.querySelector("[data-value]").textContent = latest.every((v) => v == null)
+    ? "not available"
+    : `${words.join(" / ")} ${chart.unit}`;
+  figure.dataset.points = String(statsHistory.length);
+}
+
+function showStats(sample) {
+  if (!sample || typeof sample !== "object") return;
+  statsHistory.push(sample);
+  while (statsHistory.length > STATS_POINTS) statsHistory.shift();
+  const box = $("rtc-stats");
+  if (!box) return;
+  box.hidden = false;
+  for (const figure of box.querySelectorAll("[data-chart]")) {
+    const chart = CHARTS[figure.dataset.chart];
+    if (chart) drawChart(figure, chart);
+  }
+}
+
 // -- start and stop -------------------------------------------------------------------
 
 async function start() {
@@ -261,7 +332,9 @@ async function start() {
     remoteVideo: $("rtc-remote-video"),
     remoteAudio: $("rtc-remote-audio"),
     inputs: formValues(),
+    serverStats: Boolean(config.serverStats),
   });
+  statsHistory.length = 0;
   page.client = client;
   client.on("state", (state) => {
     if (page.client === client) setState(state);
@@ -285,6 +358,9 @@ async function start() {
     startMeter("rtc-meter-remote", client.remoteStream);
   });
   client.onOutput(showOutput);
+  client.on("stats", (sample) => {
+    if (page.client === client) showStats(sample);
+  });
   watchTurns(client);
   try {
     await client.start();

@@ -58,6 +58,8 @@ export interface ClientOptions {
   inputs?: Record<string, unknown>;
   /** Merged over the config's rtc_configuration (e.g. your own iceServers). */
   rtcConfiguration?: RTCConfiguration;
+  /** Ask the server for its stats of the session: a "stats" event every STATS_INTERVAL. */
+  serverStats?: boolean;
   /** Session id for the HTTP offer (default: a random one). */
   webrtcId?: string;
   /** CSRF token for the input hook when signed in (default: the csrftoken cookie). */
@@ -111,6 +113,30 @@ export interface ClientEvents {
   warning: unknown;
   connection: unknown;
   pong: unknown;
+  stats: ServerStats;
+}
+
+/** The server's sample of a session (sessions/stats.py; null: not available). */
+export interface ServerStats {
+  t: number;
+  rtt_ms: number | null;
+  jitter_in_ms: number | null;
+  jitter_out_ms: number | null;
+  packets_lost_in: number | null;
+  packets_lost_out: number | null;
+  loss_in: number | null;
+  loss_out: number | null;
+  bitrate_in_kbps: number | null;
+  bitrate_out_kbps: number | null;
+  bytes_in: number | null;
+  bytes_out: number | null;
+  frames_in: number;
+  frames_out: number;
+  frames_decoded: number | null;
+  frames_dropped: number;
+  fps_in: number | null;
+  fps_out: number | null;
+  audio_level_in: number | null;
 }
 
 export interface StreamStats {

@@ -26,7 +26,7 @@ const DEFAULT_CONSTRAINTS = {
 // Each becomes an event of the same name; every one also becomes a "message" event.
 export const MESSAGE_TYPES = [
   "fetch_output", "send_input", "end_stream", "stopword", "log", "warning", "error",
-  "connection", "update_connection", "pong",
+  "connection", "update_connection", "pong", "stats",
 ];
 
 /** An error with a stable `code` and a message meant for the person using the page. */
@@ -373,6 +373,10 @@ export class RTCStreamClient extends EventTarget {
     // The server sends its messages over this channel; without one no media flows (FastRTC).
     this.channel = pc.createDataChannel("text");
     this.channel.onmessage = (event) => this._onMessage(event.data);
+    if (this.options.serverStats) {
+      // Ask for the server's view of the link: a "stats" message every STATS_INTERVAL.
+      this.channel.onopen = () => this.channel.send(JSON.stringify({ type: "stats", data: true }));
+    }
     this.channel.onclose = () => {
       if (pc !== this.pc) return; // a connection left behind by a move
       if (!this._closing && this.state === "connected") this._serverEnded(this._endReason || "closed_by_server");
@@ -607,10 +611,16 @@ export class RTCStreamClient extends EventTarget {
       return;
     }
     if (old.events) old.events.close();
+    // Hang up before closing the old peer connection: were the connection to close
+    // first, the server would record a lost peer instead of a hang-up.
     if (old.signaling === "http" && old.webrtcId && old.token) {
-      this._fetchJSON(this.config.urls.offer, { method: "POST", body: { type: "close", webrtc_id: old.webrtcId, token: old.token } }).catch(() => {});
+      const hangup = this._fetchJSON(this.config.urls.offer, { method: "POST", body: { type: "close", webrtc_id: old.webrtcId, token: old.token } }).catch(() => {});
+      await Promise.race([hangup, new Promise((resolve) => setTimeout(resolve, 2000))]);
     } else if (old.socket && old.socket.readyState === WebSocket.OPEN) {
-      try { old.socket.close(); } catch (error) { /* closed */ }
+      try {
+        old.socket.send(JSON.stringify({ type: "close" }));
+        old.socket.close();
+      } catch (error) { /* closed */ }
     }
     if (old.pc) old.pc.close();
     this._emit("reconnected", { webrtcId: this.webrtcId, previous: old.webrtcId });
