@@ -6,8 +6,9 @@ from __future__ import annotations
 import wave
 
 import pytest
+import pytest_asyncio
 
-from tests.browser.conftest import CHROMIUM_FLAGS, chromium_executable
+from tests.browser.conftest import CHROMIUM_FLAGS
 from tests.voice import needs_espeak, script
 
 pytest.importorskip("onnxruntime")
@@ -22,11 +23,10 @@ def tone_reply(audio):
     yield (24000, (np.sin(2 * np.pi * 440 * t) * 0.3 * 32767).astype(np.int16))
 
 
-@pytest.fixture
-async def speaking_browser(tmp_path):
-    """Chromium whose microphone says a sentence, then is silent for 3 s (the file loops)."""
-    executable = chromium_executable()
-    playwright_api = pytest.importorskip("playwright.async_api")
+@pytest_asyncio.fixture(loop_scope="package")
+async def speaking_browser(chromium, tmp_path):
+    """A Chromium of its own (on the package's Playwright) whose microphone says a sentence,
+    then is silent for 3 s (the file loops)."""
     sc = script(0.5, "Hello there, how are you today?", 3.0)
     path = tmp_path / "speech.wav"
     with wave.open(str(path), "wb") as w:
@@ -35,14 +35,13 @@ async def speaking_browser(tmp_path):
         w.setframerate(sc.rate)
         w.writeframes(sc.audio.tobytes())
     flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={path}"]
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=flags
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    browser = await chromium.playwright.chromium.launch(
+        executable_path=chromium.executable, headless=True, args=flags
+    )
+    try:
+        yield browser
+    finally:
+        await browser.close()
 
 
 async def test_the_turn_strip_shows_talking_thinking_speaking_and_the_figures(
