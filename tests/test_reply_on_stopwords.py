@@ -95,6 +95,31 @@ async def test_a_lone_stop_word_makes_the_next_utterance_the_request_once():
     assert listener.logs().count("started_talking") == 1  # the request only
 
 
+async def test_a_reply_is_cut_by_the_stop_word_and_not_by_other_speech():
+    sc = script(
+        1.0,
+        "Assistant, tell me a long story.",
+        1.2,
+        "Tell me a story.",
+        1.2,
+        "Assistant, stop now please.",
+        2.5,
+    )
+    fn = Recorder(reply_seconds=[9.0, 0.4])
+
+    def done(listener: Listener) -> bool:
+        return len(fn.utterances) >= 2 and len(listener.turn_events("reply_end")) >= 1
+
+    listener, _ = await talk_webrtc(ReplyOnStopWords(fn, stop_words=STOP), sc.audio, done)
+    assert len(fn.utterances) == 2  # the first and the third utterance
+    assert_after_stop_word(fn.utterances[1], sc, sc.spans[2])
+    interrupted = listener.turn_events("interrupted")
+    assert len(interrupted) == 1 and fn.closed == 1, interrupted
+    # Not by "Tell me a story.": by the stop word that starts the third utterance.
+    assert interrupted[0]["at"] > sc.spans[2][0], (interrupted, sc.spans)
+    assert listener.first_loud_after(sc.spans[1][1]) is not None  # still playing after it
+
+
 async def test_the_stop_word_works_over_the_audio_websocket_too():
     sc = script(1.0, "Tell me a story.", 1.5, "Assistant, tell me a story.", 2.5)
     fn = Recorder()
