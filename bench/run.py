@@ -1454,6 +1454,10 @@ def main() -> None:
     )
     parser.add_argument("--out", help="JSON path (default bench/results/<time>-<mode>.json)")
     args = parser.parse_args()
+    if args.scenarios == "turns":  # the turn-taking scenario runs handlers, not servers
+        turns = str(Path(__file__).resolve().parent / "turns.py")
+        extra = ["--json", args.out] if args.out else []
+        os.execv(sys.executable, [sys.executable, turns, *extra])
     # kill <pid> stops the servers too (the finally block below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mode_name = "full" if args.full else "quick"

@@ -37,6 +37,7 @@ _EXPORTS = {
     "log": "django_rtcstream.handlers",
     "ReplyOnPause": "django_rtcstream.turn_taking.reply_on_pause",
     "ReplyFnGenerator": "django_rtcstream.turn_taking.reply_on_pause",
+    "ReplyOnStopWords": "django_rtcstream.turn_taking.reply_on_stopwords",
     "AlgoOptions": "django_rtcstream.turn_taking.options",
     "SileroVadOptions": "django_rtcstream.turn_taking.options",
     "ModelOptions": "django_rtcstream.turn_taking.options",
@@ -140,6 +141,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from django_rtcstream.turn_taking.reply_on_pause import (
         ReplyFnGenerator as ReplyFnGenerator,
         ReplyOnPause as ReplyOnPause,
+    )
+    from django_rtcstream.turn_taking.reply_on_stopwords import (
+        ReplyOnStopWords as ReplyOnStopWords,
     )
     from django_rtcstream.turn_taking.silero import (
         get_silero_model as get_silero_model,

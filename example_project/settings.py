@@ -130,6 +130,9 @@ RTCSTREAM = {
         "av-tone": "example_project.streams.av_tone",
         # additional inputs
         "brightness": "example_project.streams.brightness",
+        # voice agents (offline STT/TTS; example_project/voice.py)
+        "say-back": "example_project.voice.say_back_stream",
+        "assistant": "example_project.voice.assistant",
     },
     # No ICE servers anywhere (no public STUN): host candidates only.
     "ICE_HOST_ADDRESSES": _ice_hosts or None,

@@ -34,6 +34,8 @@ EXPECTED = {
     "av-counter": ("audio-video", "send"),
     "av-tone": ("audio-video", "receive"),
     "brightness": ("video", "send-receive"),
+    "say-back": ("audio", "send-receive"),
+    "assistant": ("audio", "send-receive"),
 }
 
 pytestmark = pytest.mark.media

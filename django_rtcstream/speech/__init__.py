@@ -9,6 +9,12 @@ refused with a message saying what to install or pass.
 from __future__ import annotations
 
 from django_rtcstream.speech.errors import SpeechModelUnavailable
+from django_rtcstream.speech.stop_words import (
+    PocketSphinxStopWords,
+    StopWordHit,
+    StopWordSpotter,
+    get_stop_word_spotter,
+)
 from django_rtcstream.speech.stt import PocketSphinxSTT, STTModel, get_stt_model, stt_for_chunks
 from django_rtcstream.speech.tts import EspeakTTS, EspeakTTSOptions, TTSModel, get_tts_model
 
@@ -16,9 +22,13 @@ __all__ = [
     "EspeakTTS",
     "EspeakTTSOptions",
     "PocketSphinxSTT",
+    "PocketSphinxStopWords",
     "STTModel",
     "SpeechModelUnavailable",
+    "StopWordHit",
+    "StopWordSpotter",
     "TTSModel",
+    "get_stop_word_spotter",
     "get_stt_model",
     "get_tts_model",
     "stt_for_chunks",

@@ -238,6 +238,16 @@ class TurnDetector:
             self._ring.clear()
         self._floor_s = self.now_s
 
+    def turn_so_far(self) -> tuple[np.ndarray, float, float] | None:
+        """The turn in progress: (its audio so far, its start, its speech onset), or None.
+
+        ``ReplyOnStopWords`` listens to the start of a turn for its stop word
+        before the turn has ended.
+        """
+        if not self.started:
+            return None
+        return self._slice(self._turn_start_s, self.now_s), self._turn_start_s, self._onset_s
+
     def take_audio(self) -> tuple[np.ndarray, float]:
         """The audio of the turn so far (for ``trigger_response``); ends the run."""
         start = self._turn_start_s if self.started else self._floor_s

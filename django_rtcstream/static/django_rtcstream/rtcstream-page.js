@@ -164,6 +164,61 @@ function addMessage(type, data) {
   box.hidden = false;
 }
 
+// -- turn-taking strip ----------------------------------------------------------------
+// Voice agents (ReplyOnPause, ReplyOnStopWords) send FastRTC's `log` messages and a
+// `stopword` message, plus a `turn` message per turn event with its figures. The strip
+// says what the agent is doing and lists the latest events. It stays hidden for
+// streams that send none of these.
+
+const TURN_STATES = {
+  started_talking: ["talking", "Talking"],
+  pause_detected: ["thinking", "Thinking"],
+  response_starting: ["speaking", "Speaking"],
+  stopword: ["heard", "Stop word heard"],
+  interrupted: ["interrupted", "Interrupted"],
+  reply_end: ["listening", "Listening"],
+};
+
+function turnText(type, data) {
+  if (type === "stopword") return "stop word heard";
+  if (type === "log") return data.replace(/_/g, " ");
+  const parts = [`turn ${data.turn}: ${String(data.event).replace(/_/g, " ")} at ${formatValue(data.at)} s`];
+  if (typeof data.latency_s === "number") parts.push(`${formatValue(data.latency_s)} s after speech`);
+  if (data.phrase) parts.push(`"${data.phrase}"`);
+  if (data.reason && data.reason !== "pause") parts.push(data.reason);
+  return parts.join(", ");
+}
+
+function showTurnEvent(type, data) {
+  const box = $("rtc-turns");
+  if (!box) return;
+  const key = type === "turn" ? data && data.event : type === "log" ? data : type;
+  if (type === "log" && !TURN_STATES[key]) return; // other log lines go to the messages panel
+  if (type === "turn" && (!data || typeof data !== "object")) return;
+  const state = TURN_STATES[key];
+  const chip = $("rtc-turn-state");
+  if (state) {
+    chip.dataset.turnState = state[0];
+    chip.textContent = state[1];
+  }
+  const list = $("rtc-turns-list");
+  const item = document.createElement("li");
+  item.dataset.event = key;
+  item.textContent = turnText(type, data);
+  list.prepend(item);
+  while (list.children.length > 8) list.lastElementChild.remove();
+  box.hidden = false;
+}
+
+function watchTurns(client) {
+  $("rtc-turns-list")?.replaceChildren();
+  for (const type of ["log", "stopword", "turn"]) {
+    client.on(type, (data) => {
+      if (page.client === client) showTurnEvent(type, data);
+    });
+  }
+}
+
 // -- audio level meters ---------------------------------------------------------------
 
 function startMeter(id, stream) {
@@ -306,6 +361,7 @@ async function start() {
   client.on("stats", (sample) => {
     if (page.client === client) showStats(sample);
   });
+  watchTurns(client);
   try {
     await client.start();
     if (client.state === "connected" && client.localStream && !client.remoteStream.getTracks().length) {
