@@ -121,7 +121,7 @@ async def test_a_reply_is_cut_by_the_stop_word_and_not_by_other_speech():
 
 
 async def test_the_stop_word_works_over_the_audio_websocket_too():
-    sc = script(1.0, "Tell me a story.", 1.5, "Assistant, tell me a story.", 2.5)
+    sc = script(1.0, "Read me a poem.", 1.5, "Assistant, tell me a story.", 2.5)
     fn = Recorder()
     talker = await talk_socket(
         ReplyOnStopWords(fn, stop_words=STOP),

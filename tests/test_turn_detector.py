@@ -190,3 +190,45 @@ def test_vad_cost_per_second_of_audio_is_small():
     per_second = (time.thread_time() - start) / (len(audio) / 48000)
     print(f"VAD with 48->16 kHz resampling: {per_second * 1000:.1f} ms CPU per s of audio")
     assert per_second < 0.1  # ~16 ms measured on a quiet core; a hang guard on a busy one
+
+
+class Counted:
+    """Silero, counting the windows it is asked to judge."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def window_probability(self, state, window):
+        self.calls += 1
+        return self.model.window_probability(state, window)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_silent_windows_are_judged_without_running_the_model(monkeypatch):
+    from django_rtcstream.turn_taking import detector as detector_module
+
+    rate = 16000
+    rng = np.random.default_rng(4)
+    hiss = rng.integers(-20, 21, 3 * rate).astype(np.int16)  # under -60 dBFS: a quiet line
+    model = Counted(get_silero_model())
+    detector = TurnDetector(model, AlgoOptions(), SileroVadOptions(), rate)
+    assert detector.feed(np.zeros((1, 2 * rate), np.int16)) == []
+    assert detector.feed(hiss.reshape(1, -1)) == []
+    assert model.calls == 0
+
+    # Speech is judged by the model, and the gate keeps every turn: espeak-ng's pauses
+    # are digital silence, judged by the gate with it and by Silero without it. Silero's
+    # probability takes a window or two to fall once speech stops; the gate judges a
+    # silent window at once, so a turn may end up to 0.1 s sooner, never later.
+    gated = Counted(get_silero_model())
+    with_gate = turns(run(TWO, model=gated))
+    monkeypatch.setattr(detector_module, "SILENT_PEAK", 0.0)
+    ungated = Counted(get_silero_model())
+    without = turns(run(TWO, model=ungated))
+    assert 0 < gated.calls < ungated.calls
+    assert len(with_gate) == len(without) == 2
+    for a, b in zip(with_gate, without, strict=True):
+        assert a.start_s == pytest.approx(b.start_s, abs=0.033)
+        assert b.detected_s - 0.1 <= a.detected_s <= b.detected_s + 0.001

@@ -37,6 +37,11 @@ from django_rtcstream.turn_taking.options import (
 from django_rtcstream.turn_taking.resample import VadResampler, to_mono
 
 HYSTERESIS = 0.15  # Silero's: speech continues down to threshold - 0.15
+# A window whose loudest sample is under -60 dBFS is not speech: it is judged silent
+# without running the model (a muted microphone, a quiet line, the silence between
+# replies), so an idle session costs what an echo session does. Speech that quiet is
+# inaudible; Silero gives it a probability near 0 anyway.
+SILENT_PEAK = 10 ** (-60 / 20)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,10 @@ class TurnDetector:
             n = len(self._pending) // self.window
             for i in range(n):
                 window = self._pending[i * self.window : (i + 1) * self.window]
-                p = self.model.window_probability(self._state, window)
+                if float(np.max(np.abs(window))) < SILENT_PEAK:
+                    p = 0.0
+                else:
+                    p = self.model.window_probability(self._state, window)
                 threshold = self.options.threshold
                 flag = p >= threshold or (self._was_speech and p >= threshold - HYSTERESIS)
                 self._was_speech = flag
