@@ -3,6 +3,8 @@
 The Opus decoder's stereo is downmixed to the mono handlers want in numpy, and the
 handlers' video arrays are converted to yuv420p with a reformatter kept per thread;
 both replace a more general PyAV call on every frame (bench/README.md has the cost).
+Video conversions run on their calling thread, so a kept reformatter keeps no
+libswscale slice threads alive.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from av import VideoFrame
 
-from django_rtcstream.media.convert import AudioInput, array_to_video
+from django_rtcstream.media.convert import AudioInput, array_to_video, video_to_array
 
 
 def stereo_frame(samples: np.ndarray, rate: int = 48000) -> av.AudioFrame:
@@ -83,3 +85,36 @@ def test_video_arrays_convert_like_frame_reformat_on_many_threads_and_sizes():
         thread.join(timeout=60)
     assert not any(t.is_alive() for t in threads)
     assert failures == []
+
+
+def test_a_thread_that_keeps_converting_video_starts_no_native_threads():
+    # A pool thread keeps its reformatter for good; with PyAV's default each one would
+    # keep a pool of libswscale slice threads too (the leak tests/test_leaks.py found).
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+    array = np.random.default_rng(4).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    decoded = _reference(array)
+
+    def native_threads() -> int:
+        return process.num_threads() - threading.active_count()
+
+    converted, release = threading.Event(), threading.Event()
+    during: list[int] = []
+
+    def convert_and_stay() -> None:
+        for _ in range(3):
+            array_to_video(array, "bgr24")
+            video_to_array(decoded, "bgr24")
+        during.append(native_threads())
+        converted.set()
+        release.wait(30)
+
+    before = native_threads()
+    thread = threading.Thread(target=convert_and_stay)
+    thread.start()
+    try:
+        assert converted.wait(30)
+        assert during == [before]
+    finally:
+        release.set()
+        thread.join(30)

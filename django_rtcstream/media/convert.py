@@ -177,8 +177,17 @@ def audio_frame(samples: np.ndarray, sample_rate: int, pts: int) -> AudioFrame:
     return frame
 
 
+# PyAV 17 made libswscale conversions multithreaded, by default over as many slice
+# threads as the machine has cores. A session's conversions run on the handler pool
+# beside other sessions', so spreading one frame over every core buys no throughput
+# and costs CPU (a 640x480 frame on two cores: 28 % more for bgr24 -> yuv420p, 21 %
+# more for yuv420p -> bgr24, bench/convert_cost.py). Older PyAV is single-threaded
+# and has no such argument.
+_ONE_THREAD: dict[str, Any] = {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
+
+
 def video_to_array(frame: VideoFrame, fmt: str) -> np.ndarray:
-    return frame.to_ndarray(format=fmt)
+    return frame.to_ndarray(format=fmt, **_ONE_THREAD)
 
 
 _threads = threading.local()
@@ -187,8 +196,13 @@ _threads = threading.local()
 def _reformatter() -> VideoReformatter:
     """This thread's reformatter. ``VideoFrame.reformat`` builds a libswscale context
     for every frame; a reused reformatter keeps it while the size and formats stay the
-    same (a third of the cost at 640x480, see bench/README.md). One per thread: handler
-    calls convert on several threads at once, and a context is not thread-safe."""
+    same (about 2 % of the cost at 640x480, bench/README.md). One per thread: handler
+    calls convert on several threads at once, and a context is not thread-safe.
+
+    Each context converts on its calling thread only (``_ONE_THREAD``): with PyAV's
+    default every context has a pool of libswscale slice threads, and a context kept
+    by a long-lived pool thread would keep its pool too, native threads that no
+    session owns (tests/test_leaks.py counts them)."""
     reformatter: VideoReformatter | None = getattr(_threads, "reformatter", None)
     if reformatter is None:
         reformatter = _threads.reformatter = VideoReformatter()
@@ -212,7 +226,9 @@ def array_to_video(array: Any, fmt: str, like: VideoFrame | None = None) -> Vide
     # aiortc's encoder costs the same, and the frame a session keeps to repeat is
     # half the size of an RGB one.
     frame = _reformatter().reformat(
-        VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt), format="yuv420p"
+        VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt),
+        format="yuv420p",
+        **_ONE_THREAD,
     )
     if like is not None:
         frame.pts = like.pts
