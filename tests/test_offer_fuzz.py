@@ -15,6 +15,8 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from django_rtcstream.client import StreamClient, ToneAudioTrack, http_json
+from django_rtcstream.exceptions import SignalingError
+from django_rtcstream.media.sdp import MAX_MEDIA_SECTIONS, read_offer
 from django_rtcstream.models import StreamSession
 from django_rtcstream.sessions.manager import manager
 from tests.media import collect
@@ -150,3 +152,37 @@ async def test_mangled_offers_get_4xx_and_leave_nothing(rtc_url, no_server_error
         await asyncio.sleep(0.05)
     assert not manager().sessions
     assert not [r.webrtc_id async for r in live]
+
+
+def _sections(sdp: str, copies: int) -> str:
+    """``sdp`` with its first media section repeated ``copies`` times, with fresh mids."""
+    head, *sections = sdp.split("\r\nm=")
+    first = "m=" + sections[0]
+    extra = [first.replace("a=mid:0", f"a=mid:x{i}") for i in range(copies)]
+    return "\r\n".join([head, *("m=" + s for s in sections), *extra]).rstrip("\r\n") + "\r\n"
+
+
+async def test_an_offer_of_hundreds_of_sections_is_refused_before_aiortc_reads_it(
+    rtc_url,
+    no_server_errors,  # noqa: F811
+):
+    offer = (await base_offers())[0]
+    sections = offer.count("\r\nm=")
+    # At the limit the offer is read (and answered, or refused for other reasons: never
+    # for its section count); past it, refused with the reason.
+    assert read_offer(_sections(offer, MAX_MEDIA_SECTIONS - sections)).kinds
+    with pytest.raises(SignalingError, match=f"at most {MAX_MEDIA_SECTIONS} are read"):
+        read_offer(_sections(offer, MAX_MEDIA_SECTIONS - sections + 1))
+    status, reply = await http_json(
+        f"{rtc_url}echo/webrtc/offer",
+        {"type": "offer", "sdp": _sections(offer, 200), "webrtc_id": "fuzz-sections"},
+    )
+    assert status == 400, reply
+    assert reply["meta"]["error"] == "invalid_offer"
+    assert "m= sections" in reply["meta"]["message"]
+    # Refused before aiortc: the record, if admission wrote one, is closed, and no session
+    # is left in the table.
+    assert not await StreamSession.objects.filter(
+        webrtc_id="fuzz-sections", state__in=["new", "connecting", "connected"]
+    ).aexists()
+    assert "fuzz-sections" not in manager().sessions
