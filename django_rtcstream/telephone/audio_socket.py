@@ -32,6 +32,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from django_rtcstream import background, registry, safejson
@@ -63,18 +64,40 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
     _reply_end: asyncio.Task[None] | None  # set while a burst's end is pending
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Channels' consumer loop, and the session closed however it ends.
+        """Read the client's messages one after the other, and close the session
+        however the loop ends.
+
+        Channels' own loop is not used: it gives every consumer a channel-layer channel
+        and a second reader waiting on it (these consumers get nothing from the layer:
+        the session bus reaches their session by id), and wakes both readers through
+        ``asyncio.wait`` for each of the 50 media messages a second.
 
         ``disconnect()`` runs only when the loop reads ``websocket.disconnect``: a handler
         that raises ends the loop without it. One did whenever a client sent anything
         after ``stop`` (the answer to it raised uvicorn's ``ClientDisconnected``, which
         uvicorn swallows): the session, and its slot, stayed live until the worker stopped.
         """
+        self.scope = scope
+        self.channel_layer = None  # type: ignore[assignment]  # no layer: see above
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             if self.session is not None:
                 await self.disconnect(1006)
+
+    async def dispatch(self, message: Any) -> None:
+        """Media messages skip Channels' ``close_old_connections`` (a hop to the
+        database thread before each one): nothing on the media path touches the ORM,
+        and what does (opening and closing the session record) goes through
+        ``database_sync_to_async``, which closes stale connections itself."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self) -> None:
         await self.accept()
