@@ -118,3 +118,19 @@ def test_a_thread_that_keeps_converting_video_starts_no_native_threads():
     finally:
         release.set()
         thread.join(30)
+
+
+@pytest.mark.parametrize("samples", [1, 7, 160, 960, 961, 4001])
+def test_socket_samples_become_frames_and_handler_arrays_unchanged(samples):
+    # Socket audio is put in frames (SocketAudioIn) and read back by AudioInput, both by
+    # shortcuts of PyAV's from_ndarray / to_ndarray: nothing of the samples may change.
+    from django_rtcstream.media.socket_audio import _mono_frame
+
+    sent = np.random.default_rng(samples).integers(-32768, 32768, samples, dtype=np.int16)
+    frame = _mono_frame(sent)
+    frame.sample_rate = 16000
+    assert np.array_equal(frame.to_ndarray()[0], sent)
+    ((rate, got),) = AudioInput(16000, "mono").convert(frame)
+    assert rate == 16000 and got.shape == (1, samples) and got.dtype == np.int16
+    assert np.array_equal(got[0], sent)
+    got[0, 0] = 1  # the handler's array is its own, writable

@@ -39,7 +39,7 @@ class AudioInput:
             and frame.layout.name == self.layout
             and frame.sample_rate == self.sample_rate
         ):
-            return [(self.sample_rate, frame.to_ndarray())]
+            return [(self.sample_rate, _packed_s16(frame))]
         if (
             frame.format.name == "s16"
             and frame.layout.name == "stereo"
@@ -48,7 +48,7 @@ class AudioInput:
         ):
             # Opus decodes to stereo: the downmix alone in numpy is cheaper than
             # libswresample, with the same result ((L + R) / 2, halves rounded up).
-            pairs = frame.to_ndarray()[0].astype(np.int32)
+            pairs = _packed_s16(frame)[0].astype(np.int32)
             mono = (pairs[0::2] + pairs[1::2] + 1) >> 1
             return [(self.sample_rate, mono.astype(np.int16).reshape(1, -1))]
         if self._resampler is None:
@@ -56,6 +56,16 @@ class AudioInput:
                 format="s16", layout=self.layout, rate=self.sample_rate
             )
         return [(self.sample_rate, f.to_ndarray()) for f in self._resampler.resample(frame)]
+
+
+def _packed_s16(frame: AudioFrame) -> np.ndarray:
+    """A packed s16 frame's samples, shape ``(1, samples x channels)``, as
+    ``frame.to_ndarray()`` gives them: read straight from the plane, which costs less
+    than half of what ``to_ndarray`` (a ``vstack`` of planes) does per 20 ms frame."""
+    count = frame.samples * len(frame.layout.channels)
+    plane: Any = frame.planes[0]  # a buffer; the stubs do not say so
+    samples: np.ndarray = np.frombuffer(plane, dtype=np.int16, count=count)
+    return samples.reshape(1, -1).copy()
 
 
 def _to_int16_mono(array: np.ndarray, layout: str | None) -> np.ndarray:

@@ -51,7 +51,7 @@ _DECODE = _decode_table()
 
 def decode(data: bytes) -> np.ndarray:
     """mu-law bytes -> int16 samples."""
-    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _DECODE.take(np.frombuffer(data, dtype=np.uint8))  # take: cheaper than [idx]
 
 
 def encode(samples: np.ndarray) -> bytes:
@@ -59,4 +59,4 @@ def encode(samples: np.ndarray) -> bytes:
     x = np.asarray(samples)
     if x.dtype != np.int16:
         x = np.clip(x, -32768, 32767).astype(np.int16)
-    return _ENCODE[x.view(np.uint16)].tobytes()
+    return _ENCODE.take(x.view(np.uint16)).tobytes()

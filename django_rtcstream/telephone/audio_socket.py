@@ -165,8 +165,11 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
     def clear_message(self) -> dict[str, Any]:
         return {"event": "clear"}
 
-    def media_message(self, payload: bytes) -> dict[str, Any]:
-        return {"event": "media", "media": {"payload": base64.b64encode(payload).decode()}}
+    def media_text(self, payload: bytes) -> str:
+        """One outgoing media message. Written out rather than through ``json.dumps``
+        (base64 needs no escaping): the encoder cost 10 us of the event loop for each
+        20 ms of every session's audio."""
+        return '{"event": "media", "media": {"payload": "' + _b64(payload) + '"}}'
 
     async def on_burst_end(self) -> None:
         """Called once per reply, when the handler's output has stayed dry for
@@ -208,7 +211,7 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
             if self.encoding == "pcm16":
                 await self.send(bytes_data=payload)
             else:
-                await self.send_json(self.media_message(payload))
+                await self.send(text_data=self.media_text(payload))
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -394,6 +397,10 @@ class AudioSocketConsumer(WireCounted, AsyncWebsocketConsumer):  # WireCounted: 
             session, self.session = self.session, None
             stopped = getattr(self, "_stopped", False)
             await session.close("client_stopped" if stopped else "client_disconnected")
+
+
+def _b64(payload: bytes) -> str:
+    return base64.b64encode(payload).decode("ascii")
 
 
 def _rate(value: Any) -> int:

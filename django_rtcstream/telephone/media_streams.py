@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from django_rtcstream.conf import rtc_settings
@@ -80,12 +81,12 @@ class TwilioMediaStreamConsumer(AudioSocketConsumer):
 
     # Twilio's shapes for what we send ----------------------------------------------------
 
-    def media_message(self, payload: bytes) -> dict[str, Any]:
-        return {
-            "event": "media",
-            "streamSid": self.stream_sid,
-            "media": {"payload": base64.b64encode(payload).decode()},
-        }
+    def media_text(self, payload: bytes) -> str:
+        payload_text = base64.b64encode(payload).decode("ascii")
+        return (
+            f'{{"event": "media", "streamSid": {json.dumps(self.stream_sid)}, '
+            f'"media": {{"payload": "{payload_text}"}}}}'
+        )
 
     def clear_message(self) -> dict[str, Any]:
         return {"event": "clear", "streamSid": self.stream_sid}
