@@ -232,3 +232,55 @@ def test_silent_windows_are_judged_without_running_the_model(monkeypatch):
     for a, b in zip(with_gate, without, strict=True):
         assert a.start_s == pytest.approx(b.start_s, abs=0.033)
         assert b.detected_s - 0.1 <= a.detected_s <= b.detected_s + 0.001
+
+
+@pytest.mark.parametrize("rate, frame", [(48000, 960), (44100, 441), (8000, 160)])
+def test_quiet_frames_skip_the_resampler_and_keep_the_sample_count(rate, frame):
+    # An idle session's frames are not resampled for the VAD; the windows they make
+    # must still fall where resampled ones would, and sound after them be resampled
+    # as before once the resampler's few samples of history are out.
+    from django_rtcstream.turn_taking.resample import VadResampler
+
+    t = np.arange(frame * 60) / rate
+    tone = (np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)
+    quiet = np.zeros(frame * 70, np.int16)
+    quiet[::7] = 9  # a few samples over digital silence, under the quiet peak
+    signal = np.concatenate([tone, quiet, tone])
+    skipping, full = VadResampler(rate, quiet_peak=16), VadResampler(rate)
+    got, want = [], []
+    for k in range(0, len(signal), frame):
+        got.append(skipping(signal[k : k + frame]))
+        want.append(full(signal[k : k + frame]))
+        assert abs(sum(map(len, got)) - sum(map(len, want))) <= 64  # never a drift
+    got_all, want_all = np.concatenate(got), np.concatenate(want)
+    n = min(len(got_all), len(want_all))
+    second_tone = int((len(tone) + len(quiet)) * 16000 / rate)
+    # The second tone, a few ms in: the same samples as without the shortcut.
+    assert np.allclose(got_all[second_tone + 200 : n], want_all[second_tone + 200 : n], atol=1e-4)
+    assert np.count_nonzero(got_all[len(tone) * 16000 // rate + 200 : second_tone - 200]) == 0
+
+
+@pytest.mark.parametrize("rate", [48000, 8000])
+def test_a_quiet_lines_shortcut_gives_the_turns_the_gate_gives(rate):
+    # Quiet frames skip the resampler and their windows are counted, not built; with
+    # the shortcut off (quiet_peak 0) every window is built and gated. Same turns,
+    # same count of windows judged, a fraction of the model calls either way.
+    audio = TWO.at(rate)
+    runs = []
+    for quiet_peak in (None, 0):
+        model = Counted(get_silero_model())
+        detector = TurnDetector(model, AlgoOptions(), SileroVadOptions(), rate)
+        if quiet_peak is not None:
+            detector._resampler.quiet_peak = quiet_peak
+        events = []
+        for k in range(0, len(audio), rate // 50):
+            events += detector.feed(audio[k : k + rate // 50].reshape(1, -1))
+        runs.append((turns(events), detector._windows, model.calls))
+    (fast, fast_windows, fast_calls), (built, built_windows, built_calls) = runs
+    assert len(fast) == len(built) == 2
+    assert abs(fast_windows - built_windows) <= 1
+    assert fast_calls == pytest.approx(built_calls, abs=2)
+    for a, b in zip(fast, built, strict=True):
+        assert a.start_s == pytest.approx(b.start_s, abs=0.033)
+        assert a.detected_s == pytest.approx(b.detected_s, abs=0.033)
+        assert len(a.audio) == len(b.audio)

@@ -89,8 +89,12 @@ class TurnDetector:
         self.window = int(getattr(model, "window_samples", 512)) if self.streaming else 512
         self.window_s = self.window / rate
         self._state = model.new_state() if self.streaming else None
-        self._resampler = VadResampler(input_rate, rate)
+        # Frames under half the gate are not resampled (resampling can overshoot a
+        # little; half keeps every window that could reach the gate resampled).
+        self._resampler = VadResampler(input_rate, rate, quiet_peak=int(SILENT_PEAK * 32768 / 2))
         self._pending = np.zeros(0, np.float32)  # VAD-rate samples not yet in a window
+        self._pending_silent = True  # _pending holds zeros only (a quiet line's fast path)
+        self._zeros = np.zeros(self.window, np.float32)  # what _pending is then (never written)
         self._chunk: list[np.ndarray] = []  # chunk models: audio of the current chunk
         self._windows = 0  # windows judged so far
         self._span = max(1, round(algo_options.audio_chunk_duration / self.window_s))
@@ -145,7 +149,17 @@ class TurnDetector:
         self._received += len(row) // self.channels
         events: list[Event] = []
         vad_in = self._resampler(to_mono(row, self.channels))
-        if self.streaming:
+        if self.streaming and self._resampler.quiet and self._pending_silent:
+            # Zeros after zeros: every window they complete is silent, judged as the
+            # gate would judge it, without building the windows.
+            have = len(self._pending) + len(vad_in)
+            threshold = self.options.threshold
+            for _ in range(have // self.window):
+                flag = threshold <= 0 or (self._was_speech and threshold <= HYSTERESIS)
+                self._was_speech = flag
+                self._judge(flag, events)
+            self._pending = self._zeros[: have % self.window]
+        elif self.streaming:
             self._pending = (
                 np.concatenate((self._pending, vad_in)) if len(self._pending) else vad_in
             )
@@ -161,6 +175,8 @@ class TurnDetector:
                 self._was_speech = flag
                 self._judge(flag, events)
             self._pending = self._pending[n * self.window :].copy()
+            # What is left is zeros only if this frame was quiet and its zeros cover it.
+            self._pending_silent = self._resampler.quiet and len(self._pending) <= len(vad_in)
         else:
             self._feed_chunk_model(vad_in, events)
         self._trim()
