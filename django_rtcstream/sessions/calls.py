@@ -5,7 +5,8 @@ Coroutines run on the loop. Sync code runs in the worker's bounded pool
 ``get_current_context()`` works there), named after the stream, session and
 function if it gets stuck. A sync ``emit()`` may block until there is output
 (FastRTC's ``queue.get()`` idiom), and for ever once the session has ended: it
-runs on a thread of the session's own (``OwnThread``), never in the pool.
+runs on a thread of the session's own (``OwnThread``), never in the pool, called
+ahead of the session's need (``sessions.ahead.EmitAhead``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from django_rtcstream import metrics
 from django_rtcstream.handlers import SessionPort, StreamHandlerBase, VideoStreamHandler
 from django_rtcstream.media.feed import SerialFeed
+from django_rtcstream.sessions.ahead import EmitAhead
 from django_rtcstream.sessions.pool import ENDED_GRACE, HandlerPool, OwnThread
 
 
@@ -52,6 +54,7 @@ class SessionCalls:
         self.owner, self.pool, self.loop, self.context = owner, pool, loop, context
         self.naming, self.thread_name = naming, thread_name
         self._own_thread: OwnThread | None = None
+        self._ahead: dict[Any, EmitAhead] = {}
 
     def label(self, fn: Any) -> str:
         """How a stuck call is named in the log: stream, session and function."""
@@ -59,19 +62,36 @@ class SessionCalls:
         return f"{name}() of {self.naming}"
 
     async def call(self, fn: Callable[..., Any], *args: Any, own_thread: bool = False) -> Any:
+        if own_thread and not args and not inspect.iscoroutinefunction(fn):
+            # The session's own thread calls a sync emit() ahead (sessions.ahead).
+            ahead = self._ahead.get(fn)
+            if ahead is None:
+                ahead = self._ahead[fn] = EmitAhead(
+                    metrics.timed(self.owner, fn),
+                    self._thread(),
+                    self.pool.calls,
+                    self.loop,
+                    self.context,
+                    self.label(fn),
+                    self.owner,
+                )
+            return await ahead.next()
         fn = metrics.timed(self.owner, fn)  # handler call durations (a no-op without them)
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
         executor: HandlerPool | OwnThread = self.pool
         if own_thread:
-            if self._own_thread is None:
-                self._own_thread = OwnThread(self.pool.calls, self.thread_name)
-            executor = self._own_thread
+            executor = self._thread()
         future = executor.submit_as(self.label(fn), self.owner, self.context.copy().run, fn, *args)
         result = await asyncio.wrap_future(future, loop=self.loop)
         if inspect.isawaitable(result):
             return await result
         return result
+
+    def _thread(self) -> OwnThread:
+        if self._own_thread is None:
+            self._own_thread = OwnThread(self.pool.calls, self.thread_name)
+        return self._own_thread
 
     def serial_feed(
         self,
@@ -97,6 +117,8 @@ class SessionCalls:
 
     def session_ended(self) -> None:
         """Stop the session's own thread; calls still running now count as abandoned."""
+        for ahead in self._ahead.values():
+            ahead.stop()
         if self._own_thread is not None:
             self._own_thread.shutdown()
         self.pool.calls.owner_ended(self.owner)

@@ -141,10 +141,13 @@ class _Work:
         self.future, self.fn, self.args, self.label, self.owner = future, fn, args, label, owner
 
 
+_UNCOUNTED = "\0uncounted"  # the label of a job that is not a handler call
+
+
 def _run(work: _Work, registry: CallRegistry) -> None:
     if not work.future.set_running_or_notify_cancel():
         return
-    call_id = registry.begin(work.label, work.owner)
+    call_id = registry.begin(work.label, work.owner) if work.label != _UNCOUNTED else None
     try:
         result = work.fn(*work.args)
     except BaseException as exc:
@@ -152,7 +155,8 @@ def _run(work: _Work, registry: CallRegistry) -> None:
     else:
         work.future.set_result(result)
     finally:
-        registry.end(call_id)
+        if call_id is not None:
+            registry.end(call_id)
 
 
 class HandlerPool(Executor):
@@ -312,6 +316,11 @@ class OwnThread(Executor):
                 self._thread.start()
         self._queue.put(_Work(future, fn, args, label, owner))
         return future
+
+    def start_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the thread as a job that is not itself a handler call (an
+        ``EmitAhead`` loop: it counts each call it makes in the registry)."""
+        self.submit_as(_UNCOUNTED, None, fn)
 
     def shutdown(self, wait: bool = False, *, cancel_futures: bool = False) -> None:
         with self._lock:
