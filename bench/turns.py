@@ -309,6 +309,14 @@ HEADER = [
 ]
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table, as bench/README.md holds them."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the results here")
@@ -342,10 +350,7 @@ def main() -> None:
         for impl, python in impls.items()
     }
     rows = summarise(results, spans)
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "---|" * len(HEADER))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(HEADER, rows)
     if why is not None:
         print(f"\nFastRTC not measured: {why}")
     if no_real is None:
@@ -358,10 +363,7 @@ def main() -> None:
             "pauses between: "
             + ", ".join(f"{b[0] - a[1]:.2f} s" for a, b in itertools.pairwise(segments))
         )
-        print("| " + " | ".join(REAL_HEADER) + " |")
-        print("|" + "---|" * len(REAL_HEADER))
-        for row in summarise_real(results, segments):
-            print("| " + " | ".join(row) + " |")
+        print_table(REAL_HEADER, summarise_real(results, segments))
     else:
         print(f"\nRecorded speech not measured: {no_real}")
     if args.json:

@@ -39,7 +39,7 @@ from django_rtcstream.client import StreamClient, http_json
 from django_rtcstream.testing import override_streams
 from tests.fuzzing import assert_nothing_left, live_echo
 from tests.test_bad_input import no_server_errors, post_raw  # noqa: F401  (fixture)
-from tests.test_offer_fuzz import base_offers, mangle
+from tests.test_offer_fuzz import base_offers, mangle, many_sections
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import (  # noqa: E402
@@ -202,15 +202,6 @@ def padded(sdp: str, size: int) -> str:
     """A real offer grown to about ``size`` bytes with attribute lines of 1 kB."""
     line = "a=x-fuzz:" + "z" * 990 + "\r\n"
     return sdp + line * max(0, (size - len(sdp)) // len(line))
-
-
-def many_sections(sdp: str, copies: int) -> str:
-    """A real offer whose first media section is repeated with fresh mids (a bundle of
-    hundreds of tracks, under the size limit)."""
-    head, *sections = sdp.split("\r\nm=")
-    first = "m=" + sections[0]
-    extra = [first.replace("a=mid:0", f"a=mid:x{i}") for i in range(copies)]
-    return "\r\n".join([head, *("m=" + s for s in sections), *extra]).rstrip("\r\n") + "\r\n"
 
 
 def signaling_messages(bases: list[str]) -> st.SearchStrategy:

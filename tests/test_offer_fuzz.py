@@ -154,8 +154,9 @@ async def test_mangled_offers_get_4xx_and_leave_nothing(rtc_url, no_server_error
     assert not [r.webrtc_id async for r in live]
 
 
-def _sections(sdp: str, copies: int) -> str:
-    """``sdp`` with its first media section repeated ``copies`` times, with fresh mids."""
+def many_sections(sdp: str, copies: int) -> str:
+    """A real offer whose first media section is repeated with fresh mids (a bundle of
+    hundreds of tracks, under the size limit)."""
     head, *sections = sdp.split("\r\nm=")
     first = "m=" + sections[0]
     extra = [first.replace("a=mid:0", f"a=mid:x{i}") for i in range(copies)]
@@ -170,12 +171,12 @@ async def test_an_offer_of_hundreds_of_sections_is_refused_before_aiortc_reads_i
     sections = offer.count("\r\nm=")
     # At the limit the offer is read (and answered, or refused for other reasons: never
     # for its section count); past it, refused with the reason.
-    assert read_offer(_sections(offer, MAX_MEDIA_SECTIONS - sections)).kinds
+    assert read_offer(many_sections(offer, MAX_MEDIA_SECTIONS - sections)).kinds
     with pytest.raises(SignalingError, match=f"at most {MAX_MEDIA_SECTIONS} are read"):
-        read_offer(_sections(offer, MAX_MEDIA_SECTIONS - sections + 1))
+        read_offer(many_sections(offer, MAX_MEDIA_SECTIONS - sections + 1))
     status, reply = await http_json(
         f"{rtc_url}echo/webrtc/offer",
-        {"type": "offer", "sdp": _sections(offer, 200), "webrtc_id": "fuzz-sections"},
+        {"type": "offer", "sdp": many_sections(offer, 200), "webrtc_id": "fuzz-sections"},
     )
     assert status == 400, reply
     assert reply["meta"]["error"] == "invalid_offer"

@@ -6,9 +6,10 @@ with the answer. On this project's 2-core machines a hand-off pair costs 120-150
 us of CPU by itself, and an audio session asks 50 times a second
 (bench/README.md, "The audio WebSocket path"). ``EmitAhead`` has the thread call
 ``emit`` again as soon as its previous result has been handed over, so each item
-costs only the answer. At most one result waits for the loop, so the handler is
-pulled no sooner than one item before the session needs it (what an ``emit`` does
-with its queue, it still does: an echo's ``queue.get()`` still blocks until input).
+costs only the answer. At most two results are made ahead of what the loop has
+taken, the one being made included, so the handler is pulled at most two items
+before the session needs them (what an ``emit`` does with its queue, it still does:
+an echo's ``queue.get()`` still blocks until input).
 
 Each call is counted in the pool's registry as a plain call is (stuck calls,
 their log lines and the session's ``stuck_calls`` see no difference); the thread's

@@ -153,11 +153,8 @@ class TurnDetector:
             # Zeros after zeros: every window they complete is silent, judged as the
             # gate would judge it, without building the windows.
             have = len(self._pending) + len(vad_in)
-            threshold = self.options.threshold
             for _ in range(have // self.window):
-                flag = threshold <= 0 or (self._was_speech and threshold <= HYSTERESIS)
-                self._was_speech = flag
-                self._judge(flag, events)
+                self._judge(self._speech_flag(0.0), events)
             self._pending = self._zeros[: have % self.window]
         elif self.streaming:
             self._pending = (
@@ -170,10 +167,7 @@ class TurnDetector:
                     p = 0.0
                 else:
                     p = self.model.window_probability(self._state, window)
-                threshold = self.options.threshold
-                flag = p >= threshold or (self._was_speech and p >= threshold - HYSTERESIS)
-                self._was_speech = flag
-                self._judge(flag, events)
+                self._judge(self._speech_flag(p), events)
             self._pending = self._pending[n * self.window :].copy()
             # What is left is zeros only if this frame was quiet and its zeros cover it.
             self._pending_silent = self._resampler.quiet and len(self._pending) <= len(vad_in)
@@ -181,6 +175,13 @@ class TurnDetector:
             self._feed_chunk_model(vad_in, events)
         self._trim()
         return events
+
+    def _speech_flag(self, p: float) -> bool:
+        """Is a window of probability ``p`` speech? Silero's rule, with its hysteresis."""
+        threshold = self.options.threshold
+        flag = p >= threshold or (self._was_speech and p >= threshold - HYSTERESIS)
+        self._was_speech = flag
+        return flag
 
     def _feed_chunk_model(self, vad_in: np.ndarray, events: list[Event]) -> None:
         """A FastRTC-style model: judge each whole chunk, then replay its windows."""
