@@ -138,7 +138,7 @@ async def offer(request: web.Request) -> web.Response:
 
 
 async def websocket_offer(request: web.Request) -> web.StreamResponse:
-    if request.match_info["stream"] != "echo":
+    if request.match_info["stream"] not in ("echo", "echo-async"):  # one echo for both ladders
         return web.json_response(
             {"status": "failed", "meta": {"error": "unknown_stream"}}, status=404
         )

@@ -48,6 +48,7 @@ RESULTS = BENCH / "results"
 PYTHON = sys.executable
 FASTRTC_PYTHON = BENCH / ".venv-fastrtc" / "bin" / "python"
 DAPHNE = str(Path(PYTHON).with_name("daphne"))
+UVICORN = str(Path(PYTHON).with_name("uvicorn"))
 CORES = os.cpu_count() or 1
 
 MODES: dict[str, dict[str, Any]] = {
@@ -136,11 +137,15 @@ CAPACITY = [
     ("video", "flip", "video", "replay"),
     ("audio", "echo", "audio", "replay"),
     ("ws", "echo", "audio", "ws"),
+    # The same echo as an AsyncStreamHandler (ours; the floor echoes as for ws): the
+    # session runtime without a sync handler's thread hand-offs. Only when asked for.
+    ("ws-async", "echo-async", "audio", "ws"),
 ]
 CAPACITY_LABELS = {
     "video": "video flip (WebRTC, 640x480 @ 30)",
     "audio": "audio echo (WebRTC, Opus 48 kHz)",
     "ws": "audio echo over FastRTC's WebSocket protocol (mu-law 48 kHz)",
+    "ws-async": "the same, ours with an AsyncStreamHandler echo (no thread hand-offs)",
 }
 
 
@@ -351,6 +356,15 @@ class Server:
         return False
 
 
+def ours_argv(asgi: str, port: int) -> list[str]:
+    """One worker of the bench project under daphne (the README's ``runserver``) or
+    uvicorn (docs/deployment.md's), on 127.0.0.1:``port``."""
+    app = "bench.djproject.asgi:application"
+    if asgi == "uvicorn":
+        return [UVICORN, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", app]
+    return [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
+
+
 def django_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -479,19 +493,10 @@ def build_servers(
         servers.append(
             Server(
                 "ours-1",
-                "ours, 1 daphne worker",
+                f"ours, 1 {args.asgi} worker",
                 [
                     {
-                        "argv": [
-                            DAPHNE,
-                            "-b",
-                            "127.0.0.1",
-                            "-p",
-                            str(port),
-                            "-v",
-                            "0",
-                            "bench.djproject.asgi:application",
-                        ],
+                        "argv": ours_argv(args.asgi, port),
                         "env": env,
                         "base": f"http://127.0.0.1:{port}/rtc",
                         "ready": f"http://127.0.0.1:{port}/rtc/flip/config",
@@ -531,16 +536,7 @@ def build_servers(
                 port = free_port()
                 workers.append(
                     {
-                        "argv": [
-                            DAPHNE,
-                            "-b",
-                            "127.0.0.1",
-                            "-p",
-                            str(port),
-                            "-v",
-                            "0",
-                            "bench.djproject.asgi:application",
-                        ],
+                        "argv": ours_argv(args.asgi, port),
                         "env": django_env({**extra, "BENCH_WORKER_NAME": f"bench-{i}"}),
                         "base": f"http://127.0.0.1:{port}/rtc",
                         "ready": f"http://127.0.0.1:{port}/rtc/flip/config",
@@ -550,7 +546,7 @@ def build_servers(
             servers.append(
                 Server(
                     "ours-N",
-                    f"ours, {n} daphne workers + Redis + {db}",
+                    f"ours, {n} {args.asgi} workers + Redis + {db}",
                     workers,
                     logs,
                     services=services,
@@ -922,7 +918,9 @@ def start_profiles(
     for i, proc in enumerate(server.procs):
         path = Path(spec["dir"]) / f"{spec['name']}-{server.key}-{i}.txt"
         argv = [PY_SPY, "record", "--pid", str(proc.pid), "--duration", str(max(1, round(window)))]
-        argv += ["--rate", "100", "--format", "raw", "--output", str(path)]
+        # --nonblocking: py-spy otherwise stops every thread for each sample, and ours runs
+        # a thread per session: at 48 sessions that froze the server (5 % of frames back).
+        argv += ["--rate", "100", "--nonblocking", "--format", "raw", "--output", str(path)]
         spies.append(
             (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
         )
@@ -1401,6 +1399,13 @@ def main() -> None:
     )
     parser.add_argument("--servers", help="comma-separated subset: floor,ours-1,ours-N,fastrtc")
     parser.add_argument(
+        "--asgi",
+        choices=("daphne", "uvicorn"),
+        default="daphne",
+        help="ASGI server of ours-1 and ours-N (default daphne, as `runserver` with daphne "
+        "in INSTALLED_APPS; docs/deployment.md runs uvicorn)",
+    )
+    parser.add_argument(
         "--scenarios", help="comma-separated subset of scenario keys, or 'capacity'"
     )
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
@@ -1408,7 +1413,8 @@ def main() -> None:
         "--capacity",
         default="video,audio,ws",
         help="capacity ladders to run: video (flip), audio (echo), ws (echo over FastRTC's "
-        "audio WebSocket); default all three",
+        "audio WebSocket), ws-async (the same with an async echo handler, not FastRTC); "
+        "default the first three",
     )
     parser.add_argument(
         "--ladder",
@@ -1610,8 +1616,10 @@ def main() -> None:
             for rep in range(cfg["repeats"]):
                 order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for name, stream, kind, default_client in ladders:
-                    client = default_client if name == "ws" else args.capacity_client
+                    client = default_client if name.startswith("ws") else args.capacity_client
                     for server in order:
+                        if name == "ws-async" and server.key == "fastrtc":
+                            continue  # its echo is sync; the ladder is about ours
                         best, steps = 0, []
                         for n in ladder:
                             profile = None

@@ -84,6 +84,7 @@ RTCSTREAM = {
         "flip": "bench.djproject.streams.flip",
         "slowflip": "bench.djproject.streams.slowflip",
         "echo": "bench.djproject.streams.echo",
+        "echo-async": "bench.djproject.streams.echo_async",
         "echo-fixed": "bench.djproject.streams.echo_fixed",
         "echo-p4": "bench.djproject.streams.echo_p4",
     },
