@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import fractions
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,7 +32,8 @@ from django_rtcstream.media.arrivals import Arrivals
 from django_rtcstream.media.audio_pipelines import AudioEmitter, AudioReceiver
 from django_rtcstream.media.feed import SerialFeed
 from django_rtcstream.media.pipeline import EmitSource, GeneratorSource
-from django_rtcstream.media.tracks import EveryFrame, LatestFrame
+from django_rtcstream.media.socket_audio import SocketAudioIn
+from django_rtcstream.media.tracks import EveryFrame, LatestFrame, PushedAudioTrack
 from django_rtcstream.media.video_pipelines import VideoSink, VideoSource, VideoTransform
 
 pytestmark = pytest.mark.timeout(10)
@@ -281,6 +283,113 @@ async def test_an_audio_receiver_converts_to_the_handler_rate_and_layout_for_an_
     await receiver.run()
     assert receiver.frames_in == 5 and arrivals.count == 5
     assert {rate for rate, _ in got} == {16000} and all(shape[0] == 1 for _, shape in got)
+
+
+class Recorder(StreamHandler):
+    """A sync receive that keeps what it gets; ``gate`` holds it (a slow handler)."""
+
+    def __init__(self, rate: int = 48000, layout: str = "mono") -> None:
+        super().__init__(input_sample_rate=rate, expected_layout=layout)  # type: ignore[arg-type]
+        self.got: list[tuple[int, np.ndarray]] = []
+        self.gate: Any = None
+        self.entered = threading.Event()
+
+    def receive(self, frame: tuple[int, np.ndarray]) -> None:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.got.append(frame)
+
+    def emit(self) -> None: ...
+
+    def copy(self) -> Recorder:
+        return Recorder()
+
+
+def _pieces(count: int, n: int = 960) -> list[np.ndarray]:
+    return [np.arange(i * n, (i + 1) * n, dtype=np.int32).astype(np.int16) for i in range(count)]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):  # 5 s at most
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in 5 s")
+
+
+async def test_socket_audio_at_the_handlers_rate_reaches_a_sync_receive_as_decoded_in_order():
+    # Pushed before the receiver starts (queued on the track as frames) and after (handed
+    # over as samples): all arrive in order, sample for sample, as (rate, (1, n) int16).
+    host = Host()
+    handler = Recorder()
+    track = PushedAudioTrack()
+    socket_in = SocketAudioIn(track, 48000)
+    pieces = _pieces(6)
+    for piece in pieces[:2]:
+        socket_in.push(piece)
+    arrivals = Arrivals()
+    receiver = AudioReceiver(host, track, handler, arrivals)
+    task = asyncio.ensure_future(receiver.run())
+    await _until(lambda: track.sink is not None)
+    for piece in pieces[2:]:
+        socket_in.push(piece)
+    await _until(lambda: arrivals.count == 6)
+    assert receiver.frames_in == 6 and track.dropped == 0
+    assert [rate for rate, _ in handler.got] == [48000] * 6
+    assert all(a.shape == (1, 960) and a.dtype == np.int16 for _, a in handler.got)
+    assert np.array_equal(np.concatenate([a[0] for _, a in handler.got]), np.concatenate(pieces))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert track.sink is None  # a session that ended takes nothing more
+
+
+async def test_socket_audio_a_slow_sync_receive_falls_behind_on_loses_the_oldest_and_counts_them():
+    host = Host()
+    handler = Recorder()
+    handler.gate = threading.Event()
+    track = PushedAudioTrack(maxsize=5)
+    socket_in = SocketAudioIn(track, 48000)
+    receiver = AudioReceiver(host, track, handler, Arrivals())
+    task = asyncio.ensure_future(receiver.run())
+    await _until(lambda: track.sink is not None)
+    pieces = _pieces(100, n=16)
+    socket_in.push(pieces[0])
+    await asyncio.get_running_loop().run_in_executor(None, handler.entered.wait, 5)
+    for piece in pieces[1:]:  # while the first is in receive()
+        socket_in.push(piece)
+    kept = 50 + 5  # FEED_BACKLOG + the track's own bound, as the track and feed held before
+    handler.gate.set()
+    await _until(lambda: len(handler.got) + track.dropped == 100)
+    # The first piece was being handled when the rest came; of those, the newest are kept.
+    assert track.dropped == 100 - 1 - kept
+    assert np.array_equal(handler.got[0][1][0], pieces[0])
+    assert np.array_equal(
+        np.concatenate([a[0] for _, a in handler.got[1:]]), np.concatenate(pieces[-kept:])
+    )
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(("rate", "layout"), [(16000, "mono"), (48000, "stereo")])
+async def test_socket_audio_that_needs_converting_still_goes_through_frames(rate, layout):
+    host = Host()
+    handler = Recorder(rate, layout)
+    track = PushedAudioTrack()
+    socket_in = SocketAudioIn(track, 48000)
+    arrivals = Arrivals()
+    receiver = AudioReceiver(host, track, handler, arrivals)
+    task = asyncio.ensure_future(receiver.run())
+    for piece in _pieces(4):
+        socket_in.push(piece)
+    await _until(lambda: arrivals.count == 4)
+    assert track.sink is None
+    assert {r for r, _ in handler.got} == {rate}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 def _stream(handler: Any, modality: str, mode: str) -> Stream:

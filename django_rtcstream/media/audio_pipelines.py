@@ -8,12 +8,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from django_rtcstream.handlers import StreamHandlerBase
 from django_rtcstream.media.arrivals import Arrivals
 from django_rtcstream.media.convert import AudioInput, AudioOutput, split_result
+from django_rtcstream.media.feed import SerialFeed
 from django_rtcstream.media.pipeline import Ended, Pipeline, PipelineHost, Source, Work
+from django_rtcstream.media.tracks import PushedAudioTrack
 
 AUDIO_BUFFER_AHEAD = 0.06  # seconds of output audio the emitter keeps queued
 FEED_BACKLOG = 50  # audio frames (1 s) queued for a sync receive() before input waits
@@ -52,6 +55,7 @@ class AudioReceiver(Pipeline):
             self.arrivals.tick_threadsafe,
             calls=self.receive,
         )
+        self._take_samples(feed)
         try:
             while True:
                 try:
@@ -63,8 +67,37 @@ class AudioReceiver(Pipeline):
                 if feed.backlog > FEED_BACKLOG:  # receive() is slower than real time
                     await feed.wait_backlog(FEED_BACKLOG // 2)
         except asyncio.CancelledError:
+            if isinstance(self.track, PushedAudioTrack):
+                self.track.sink = None
             feed.stop()
             raise
+
+    def _take_samples(self, feed: SerialFeed) -> None:
+        """Socket audio already at the handler's rate, in mono, goes into the feed as the
+        consumer decoded it (``PushedAudioTrack.sink``): no frame is built for it, none is
+        queued on the track, and this task is not woken for it. That was about a tenth of
+        the event loop's time per message of an audio WebSocket session (bench/README.md,
+        "The audio WebSocket path"). A handler that falls behind loses the oldest
+        samples, as the track's own queue would drop them."""
+        track = self.track
+        converter = self.converter
+        if not (
+            isinstance(track, PushedAudioTrack)
+            and track.sample_rate == converter.sample_rate
+            and converter.layout == "mono"
+        ):
+            return
+        for frame in track.take_queued():  # pushed before this pipeline started
+            self.frames_in += 1
+            feed.put(frame)
+        rate = converter.sample_rate
+        limit = FEED_BACKLOG + track.maxsize
+
+        def sink(samples: np.ndarray) -> None:
+            self.frames_in += 1
+            track.dropped += feed.put((rate, samples.reshape(1, -1)), keep=limit)
+
+        track.sink = sink
 
     async def _run_async(self) -> None:
         while True:
@@ -140,7 +173,9 @@ class AudioEmitter(Pipeline):
 def _convert_and_receive(
     loop: asyncio.AbstractEventLoop, converter: AudioInput, receive: Callable[..., Any], frame: Any
 ) -> None:
-    for chunk in converter.convert(frame):
+    # A (rate, samples) pair came from a socket sink already as the handler wants it.
+    chunks = [frame] if isinstance(frame, tuple) else converter.convert(frame)
+    for chunk in chunks:
         result = receive(chunk)
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             # run_coroutine_threadsafe refuses any other awaitable itself (TypeError).

@@ -65,19 +65,27 @@ class SerialFeed:
     def backlog(self) -> int:
         return len(self._items)
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, keep: int | None = None) -> int:
+        """Queue ``item``; with ``keep``, drop the oldest items waiting beyond that many
+        (a producer that cannot wait). Returns how many were dropped."""
+        dropped = 0
         with self._lock:
             if self._stopped:
-                return
+                return 0
+            if keep is not None:
+                while len(self._items) >= keep:
+                    self._items.popleft()
+                    dropped += 1
             self._items.append(item)
             if self._running:
-                return
+                return dropped
             self._running = True
         submit_as = getattr(self.executor, "submit_as", None)
         if submit_as is not None:
             submit_as(self.label, self.owner, self._drain)
         else:
             self.executor.submit(self._drain)
+        return dropped
 
     def stop(self) -> None:
         """Drop what is queued and take nothing more (the call running finishes)."""

@@ -42,9 +42,15 @@ class SocketAudioIn:
 
     def __init__(self, track: PushedAudioTrack, rate: int) -> None:
         self.track, self.rate = track, rate
+        track.sample_rate = rate
         self._pts = 0
 
     def push(self, samples: np.ndarray) -> None:
+        sink = self.track.sink
+        if sink is not None:  # the reader takes samples as they are (PushedAudioTrack)
+            self._pts += len(samples)
+            sink(samples)
+            return
         frame = _mono_frame(samples)
         frame.sample_rate = self.rate
         frame.time_base = fractions.Fraction(1, self.rate)

@@ -203,14 +203,33 @@ class PushedAudioTrack(MediaStreamTrack):
 
     Bounded: if the handler falls more than ``maxsize`` frames behind, the
     oldest frames are dropped (and counted) rather than queued without end.
+
+    A reader that wants the samples as they are may set ``sink`` instead of calling
+    ``recv``: the producer (``media.socket_audio.SocketAudioIn``) then hands it each
+    message's int16 samples at ``sample_rate``, with no frame built and no task woken
+    (see ``media.audio_pipelines.AudioReceiver``). The sink counts what it drops in
+    ``dropped`` too.
     """
 
     kind = "audio"
 
-    def __init__(self, maxsize: int = 50) -> None:
+    def __init__(self, maxsize: int = 50, sample_rate: int = 0) -> None:
         super().__init__()
         self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
         self.dropped = 0
+        self.sample_rate = sample_rate
+        self.sink: Callable[[np.ndarray], None] | None = None
+
+    def take_queued(self) -> list[AudioFrame]:
+        """The frames pushed and not yet read (a reader that sets ``sink`` takes these
+        first, so nothing is handled out of order)."""
+        frames = []
+        while not self._queue.empty():
+            frame = self._queue.get_nowait()
+            if frame is not None:
+                frames.append(frame)
+        return frames
 
     def push(self, frame: AudioFrame | None) -> None:
         if self._queue.full():
