@@ -83,6 +83,8 @@ RTCSTREAM = {
         "blocking_echo": "tests.streams.blocking_echo",
         "socket_aware": "tests.streams.socket_aware",
         "slow_start": "tests.streams.slow_start",
+        "swallows_cancel": "tests.streams.swallows_cancel",
+        "ignores_cancel": "tests.streams.ignores_cancel",
         "failing_start": "tests.streams.failing_start",
         "chunky_reply": "tests.streams.chunky_reply",
         "refuse": "tests.streams.refuse",

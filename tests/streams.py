@@ -438,7 +438,47 @@ class SocketAware(Echo):
         log(f"websocket:{type(websocket).__name__}")
 
 
+class SwallowsCancel(AsyncStreamHandler):
+    """An async ``emit`` that swallows its first cancellation, as Python 3.11's
+    ``asyncio.wait_for`` does when its result arrives together with the cancellation;
+    with ``stubborn``, every one (code that catches ``CancelledError`` and goes on)."""
+
+    def __init__(self, stubborn: bool = False) -> None:
+        super().__init__(input_sample_rate=48000, output_sample_rate=48000)
+        self.stubborn = stubborn
+        self.swallowed = 0
+
+    def copy(self):
+        return SwallowsCancel(self.stubborn)
+
+    async def receive(self, frame):
+        pass
+
+    async def emit(self):
+        if self.stubborn:
+            while IGNORE_CANCELS[0]:  # the test clears it, so its loop can end
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    self.swallowed += 1
+                    log("swallowed")
+            raise asyncio.CancelledError  # let the task that was left behind end
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+            log("swallowed")
+        return None
+
+
+IGNORE_CANCELS = [True]
+
+
 blocking_echo = Stream(BlockingEcho(), modality="audio", mode="send-receive")
+swallows_cancel = Stream(SwallowsCancel(), modality="audio", mode="send-receive")
+ignores_cancel = Stream(SwallowsCancel(stubborn=True), modality="audio", mode="send-receive")
 socket_aware = Stream(SocketAware(), modality="audio", mode="send-receive")
 slow_start = Stream(SlowStartEcho(), modality="audio", mode="send-receive")
 failing_start = Stream(FailingStart(), modality="audio", mode="send-receive")

@@ -282,3 +282,48 @@ async def test_a_handler_sees_its_websocket_in_the_context(asgi_server, rtc_url)
                 break
             await asyncio.sleep(0.02)
         assert (client.webrtc_id, "websocket:NoneType") in streams.EVENTS  # WebRTC: no socket
+
+
+async def _closed_record(webrtc_id, within=10.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        record = await StreamSession.objects.aget(webrtc_id=webrtc_id)
+        if record.closed_at is not None:
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"session {webrtc_id} still open {within:g} s after its client left")
+
+
+async def test_a_handler_that_swallows_its_cancellation_does_not_keep_the_session_open(
+    asgi_server,
+):
+    # Python 3.11's asyncio.wait_for swallows a cancellation that comes with its result;
+    # the close cancels again, so the session, its record and the client's call end.
+    async with AudioSocket(asgi_server, "swallows_cancel") as client:
+        session = await client.start("ws-swallow")
+        await client.play(tone(440, 48000, 0.2), 48000)
+    record = await _closed_record(session["webrtc_id"])
+    assert record.close_reason == "client_disconnected"
+    assert [e for i, e in streams.EVENTS if i == "ws-swallow"] == ["swallowed"]
+
+
+async def test_a_handler_that_ignores_every_cancellation_is_left_behind_and_logged(
+    asgi_server, monkeypatch, caplog
+):
+    from django_rtcstream.sessions import runtime
+
+    monkeypatch.setattr(runtime, "CANCEL_GRACE", 0.2)
+    monkeypatch.setattr(runtime, "CANCEL_LIMIT", 0.6)
+    streams.IGNORE_CANCELS[0] = True
+    try:
+        async with AudioSocket(asgi_server, "ignores_cancel") as client:
+            session = await client.start("ws-ignore")
+        record = await _closed_record(session["webrtc_id"])
+    finally:
+        streams.IGNORE_CANCELS[0] = False  # the task left behind may end now
+    assert record.close_reason == "client_disconnected"
+    assert streams.EVENTS.count(("ws-ignore", "swallowed")) >= 2  # cancelled again, and again
+    assert any(
+        "ws-ignore" in r.getMessage() and "still running" in r.getMessage() for r in caplog.records
+    )

@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Closing: seconds the session's tasks get to end once cancelled, then how often those
+# that swallowed the cancellation are cancelled again, and until when (Session._cancel_tasks).
+CANCEL_GRACE = 1.0
+RECANCEL_EVERY = 0.1
+CANCEL_LIMIT = 5.0
+
 
 class Session(SessionPort):
     """One live streaming session on this worker."""
@@ -343,10 +349,7 @@ class Session(SessionPort):
         self.close_reason = reason
         logger.info("Closing session %s/%s: %s", self.stream.name, self.webrtc_id, reason)
         self.messages.closing(reason)
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_tasks([t for t in self._tasks if t is not asyncio.current_task()])
         self.transport.stop_media()
         try:
             if self.handler is not None and self.started_up:
@@ -369,6 +372,38 @@ class Session(SessionPort):
             self.admitted or await self._admitted_after_all()
         ):  # else refused at admission: no record, nobody subscribed
             await self._write_close(reason, state)
+
+    async def _cancel_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel the session's tasks and wait for them, cancelling again those that go on.
+
+        Handler code may swallow a cancellation without meaning to: on Python 3.11,
+        ``asyncio.wait_for`` returns the result instead of raising when the result arrives
+        together with the cancellation, so an ``emit`` written the FastRTC way
+        (``await asyncio.wait_for(queue.get(), t)``) sometimes returns, its pipeline calls
+        it again, and the close waited for ever: the session, its record and its client's
+        ASGI call stayed live until the worker was killed (8 of 32 sessions, an async echo
+        over the audio WebSocket). Tasks get ``CANCEL_GRACE`` to finish as they like, then
+        are cancelled again every ``RECANCEL_EVERY`` up to ``CANCEL_LIMIT``; any still
+        running then are left behind, logged, and the session closes anyway."""
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        loop = asyncio.get_running_loop()
+        _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+        deadline = loop.time() + CANCEL_LIMIT - CANCEL_GRACE
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_EVERY)
+        if pending:
+            logger.warning(
+                "Session %s/%s: %s still running %.0f s after being cancelled; closing anyway",
+                self.stream.name,
+                self.webrtc_id,
+                ", ".join(sorted(t.get_name() for t in pending)),
+                CANCEL_LIMIT,
+            )
 
     async def _admitted_after_all(self) -> bool:
         """Closed while its admission still ran (ICE failed mid-offer): if the record
