@@ -244,7 +244,7 @@ class Server:
         services: list[str] | None = None,
     ) -> None:
         self.key, self.label = key, label
-        self.workers = workers  # {"argv", "env", "base", "ready"}
+        self.workers = workers  # {"argv", "env", "base", "ready"[, "cwd"]}
         self.bases = [w["base"] for w in workers]
         self.logs = logs
         self.needs_input_for_video = needs_input_for_video
@@ -262,7 +262,7 @@ class Server:
                 self.procs.append(
                     subprocess.Popen(
                         worker["argv"],
-                        cwd=ROOT,
+                        cwd=worker.get("cwd", ROOT),
                         env=worker["env"],
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -287,20 +287,25 @@ class Server:
         self.start_to_ready.append(seconds)
         return seconds
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> int:
+        """SIGTERM every worker, SIGKILL those still running after ``grace`` seconds;
+        returns how many needed the SIGKILL."""
         for proc in self.procs:
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+        killed = 0
         for proc in self.procs:
             try:
-                proc.wait(10)
+                proc.wait(grace)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+                killed += 1
         self.procs = []
+        return killed
 
     def tree(self) -> list[psutil.Process]:
         out = []

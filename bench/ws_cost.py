@@ -31,10 +31,9 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,37 +43,31 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import free_port, migrate, ours_argv  # noqa: E402
+from bench.run import Server, free_port, migrate, ours_argv  # noqa: E402
 from bench.ws_client import WsSession, encoded_messages, run_session  # noqa: E402
 
 
-def start(server: str, port: int, root: Path, db: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def build(server: str, root: Path, tmp: Path) -> Server:
+    """One worker (bench/run.py's ``Server``), run from checkout ``root``: the ASGI
+    servers put their working directory first on ``sys.path``, so it picks the code."""
+    port = free_port()
     if server == "floor":
         argv = [sys.executable, str(root / "bench" / "floor_server.py"), "--port", str(port)]
-        ready = f"http://127.0.0.1:{port}/ready"
+        env, base = dict(os.environ, PYTHONUNBUFFERED="1"), f"http://127.0.0.1:{port}"
+        ready = f"{base}/ready"
     else:
-        env.update(
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
             DJANGO_SETTINGS_MODULE="bench.djproject.settings",
             PYTHONPATH=str(root),
-            BENCH_DB=str(db),
+            BENCH_DB=str(tmp / f"ws-cost-{os.getpid()}.sqlite3"),
         )
         migrate(env)
-        argv = ours_argv(server, port)
-        ready = f"http://127.0.0.1:{port}/rtc/flip/config"
-    proc = subprocess.Popen(
-        argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(ready, timeout=1).read()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"{server} did not start") from None
-            time.sleep(0.2)
+        argv, base = ours_argv(server, port), f"http://127.0.0.1:{port}/rtc"
+        ready = f"{base}/flip/config"
+    worker = {"argv": argv, "env": env, "base": base, "ready": ready, "cwd": root}
+    return Server(server, server, [worker], tmp)
 
 
 async def measure(url: str, origin: str, pid: int, sessions: int, window: float) -> dict[str, Any]:
@@ -106,7 +99,7 @@ def main() -> None:
     parser.add_argument("--streams", default="echo,echo-async")
     parser.add_argument("--ref", type=Path, help="another checkout to run ours from too")
     args = parser.parse_args()
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    logs = Path(tempfile.mkdtemp(prefix="ws-cost-"))  # the servers' output, if one fails
     cases: list[tuple[str, str, str, Path]] = []  # (label, server, stream, checkout)
     for server in args.servers.split(","):
         streams = ["echo"] if server == "floor" else args.streams.split(",")
@@ -117,16 +110,14 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in cases}
     for round_ in range(args.rounds):
         for label, server, stream, root in cases:
-            port = free_port()
-            proc = start(server, port, root, tmp / f"ws-cost-{os.getpid()}.sqlite3")
+            target = build(server, root, logs)
+            target.start()
             try:
-                prefix = "" if server == "floor" else "/rtc"
-                url = f"ws://127.0.0.1:{port}{prefix}/{stream}/websocket/offer"
+                url = target.bases[0].replace("http://", "ws://") + f"/{stream}/websocket/offer"
+                origin = target.bases[0].split("/rtc")[0]
                 for _ in range(3):
                     m = asyncio.run(
-                        measure(
-                            url, f"http://127.0.0.1:{port}", proc.pid, args.sessions, args.window
-                        )
+                        measure(url, origin, target.procs[0].pid, args.sessions, args.window)
                     )
                     results[label].append(m)
                     print(
@@ -135,11 +126,7 @@ def main() -> None:
                         flush=True,
                     )
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                if target.stop(grace=30):
                     print(f"  {label}: did not stop within 30 s of SIGTERM", flush=True)
     print(f"\n{args.sessions} sessions, medians of {3 * args.rounds} windows of {args.window:g} s")
     print(f"{'':30s} {'server ms/session-s':>20s} {'server / client CPU':>20s}")

@@ -213,12 +213,12 @@ class PushedAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, maxsize: int = 50, sample_rate: int = 0) -> None:
+    def __init__(self, maxsize: int = 50) -> None:
         super().__init__()
         self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue(maxsize)
         self.maxsize = maxsize
         self.dropped = 0
-        self.sample_rate = sample_rate
+        self.sample_rate = 0  # set by the producer (SocketAudioIn)
         self.sink: Callable[[np.ndarray], None] | None = None
 
     def take_queued(self) -> list[AudioFrame]:
